@@ -1,0 +1,3 @@
+from cadbench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""SAM backbones, built with Meta's `segment_anything` builders and modules.
+
+Full-size backbones (`vit_b`, `vit_l`, `vit_h`) come from `segment_anything.sam_model_registry`, i.e. Meta's own
+builder. The `test_scale` backbone is assembled from the very same Meta classes (`ImageEncoderViT`, `PromptEncoder`,
+`MaskDecoder`, `TwoWayTransformer`, `Sam`) with smaller dimensions, so tests and CPU demos run real compute in
+milliseconds. It is labelled as test scale wherever it appears.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from cadbench.errors import CadbenchError, summarize_names, unknown_name_error
+
+RANDOM_WEIGHTS = "random"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    image_size: int
+    prompt_embed_dim: int
+    test_scale: bool
+    build: Callable[[], Sam]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (test scale)" if self.test_scale else self.name
+
+
+def _build_test_scale_sam() -> Sam:
+    """A small SAM from Meta's classes: 128 px input, 8x8 token grid, 4 blocks (two global), 32-d prompts."""
+    image_size, patch_size, prompt_dim = 128, 16, 32
+    grid = image_size // patch_size
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=4,
+            embed_dim=64,
+            img_size=image_size,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=4,
+            patch_size=patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=(1, 3),
+            window_size=4,
+            out_chans=prompt_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=64, num_heads=4),
+            transformer_dim=prompt_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    sam.eval()
+    return sam
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "vit_b": BackboneSpec("vit_b", 768, 12, 12, (2, 5, 8, 11), 1024, 256, False, sam_model_registry["vit_b"]),
+    "vit_l": BackboneSpec("vit_l", 1024, 24, 16, (5, 11, 17, 23), 1024, 256, False, sam_model_registry["vit_l"]),
+    "vit_h": BackboneSpec("vit_h", 1280, 32, 16, (7, 15, 23, 31), 1024, 256, False, sam_model_registry["vit_h"]),
+    "test_scale": BackboneSpec("test_scale", 64, 4, 4, (1, 3), 128, 32, True, _build_test_scale_sam),
+}
+FULL_SIZE_BACKBONES = tuple(name for name, spec in BACKBONES.items() if not spec.test_scale)
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise unknown_name_error("backbone", name, BACKBONES) from None
+
+
+@dataclass
+class BuiltSam:
+    """A SAM model and where its weights came from (`random` or `sha256:<hex>` of the checkpoint file)."""
+
+    sam: Sam
+    spec: BackboneSpec
+    weights: str
+
+
+def build_sam(backbone: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> BuiltSam:
+    """Build `backbone` on `device` (``"meta"`` counts parameters without allocating), optionally from a checkpoint.
+
+    Without a checkpoint the weights are randomly initialised and `weights` says ``random``.
+    """
+    spec = get_backbone(backbone)
+    if checkpoint is None:
+        with torch.device(device):
+            return BuiltSam(spec.build(), spec, RANDOM_WEIGHTS)
+    state_dict = load_state_dict(checkpoint)
+    with torch.device("meta"):
+        skeleton = spec.build()
+    check_state_dict_matches(skeleton, state_dict, spec, checkpoint)
+    with torch.device(device):
+        sam = spec.build()
+    sam.load_state_dict(state_dict)
+    return BuiltSam(sam, spec, f"sha256:{file_sha256(checkpoint)}")
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load an official SAM `.pth` (a plain state dict) safely, with `weights_only=True`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CadbenchError(f"checkpoint {path} does not exist or is not a file")
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling, zip and weights-only errors all mean: not a usable checkpoint
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CadbenchError(f"checkpoint {path} could not be loaded as a weights-only state dict: {first_line}") from None
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CadbenchError(f"checkpoint {path} is not a SAM state dict (expected a mapping of names to tensors)")
+    return state_dict
+
+
+def check_state_dict_matches(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], spec: BackboneSpec, path: str | Path
+) -> None:
+    """Raise a one-line error naming the backbone and the mismatched keys unless `state_dict` fits `model` exactly."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    reshaped = sorted(
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in set(expected) & set(state_dict)
+        if state_dict[key].shape != expected[key].shape
+    )
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({summarize_names(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({summarize_names(unexpected)})")
+    if reshaped:
+        problems.append(f"{len(reshaped)} shape mismatches, checkpoint vs model ({summarize_names(reshaped)})")
+    if problems:
+        raise CadbenchError(f"checkpoint {path} does not match backbone {spec.label}: {'; '.join(problems)}")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,73 @@
+"""The shared training protocol every method is measured under (see docs: methods.md).
+
+Whole-image box prompt through the frozen prompt encoder, per-image mask decoding, BCE + soft-IoU loss, AdamW
+(lr 2e-4). Keeping it in one place is what makes the comparison between methods fair.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+
+LEARNING_RATE = 2e-4
+IOU_LOSS_SMOOTH = 1e-3  # the smoothing term of the soft-IoU loss in both reference implementations
+MASK_THRESHOLD = 0.0  # logits above this are foreground
+
+
+def whole_image_boxes(images: torch.Tensor) -> torch.Tensor:
+    """One box per image covering all of it, (B, 4) as x0, y0, x1, y1 in input pixels."""
+    batch, _, height, width = images.shape
+    box = torch.tensor([0.0, 0.0, float(width), float(height)], device=images.device)
+    return box.expand(batch, 4)
+
+
+def decode_masks(sam: Sam, image_embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Low-resolution mask logits (B, 1, 4g, 4g) for B embeddings (B, C, g, g) and one box prompt per image.
+
+    The prompt encoder is frozen and runs under `no_grad`. Meta's `MaskDecoder.predict_masks` repeats the image
+    embedding once per prompt (one image, many prompts), so B images with one prompt each are decoded one image at a
+    time; passing all B at once would silently produce B x B masks.
+    """
+    if image_embeddings.shape[0] != boxes.shape[0]:
+        raise ValueError(f"{image_embeddings.shape[0]} image embeddings but {boxes.shape[0]} boxes")
+    with torch.no_grad():
+        sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
+        image_pe = sam.prompt_encoder.get_dense_pe()
+    logits = []
+    for index in range(image_embeddings.shape[0]):
+        low_res, _iou_prediction = sam.mask_decoder(
+            image_embeddings=image_embeddings[index : index + 1],
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse[index : index + 1],
+            dense_prompt_embeddings=dense[index : index + 1],
+            multimask_output=False,
+        )
+        logits.append(low_res)
+    return torch.cat(logits, dim=0)
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of low-resolution logits to the mask size, as Meta's `Sam.postprocess_masks` does."""
+    return F.interpolate(logits, size, mode="bilinear", align_corners=False)
+
+
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy + soft-IoU loss (1 - IoU of the probabilities), each averaged over the batch.
+
+    `logits` and `masks` are (B, 1, H, W); masks hold 0/1.
+    """
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, masks)
+    probabilities = torch.sigmoid(logits)
+    intersection = (probabilities * masks).sum(dim=(1, 2, 3))
+    union = (probabilities + masks).sum(dim=(1, 2, 3)) - intersection
+    soft_iou = (intersection + IOU_LOSS_SMOOTH) / (union + IOU_LOSS_SMOOTH)
+    return bce + (1.0 - soft_iou).mean()
+
+
+def build_optimizer(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW at the shared learning rate over exactly the given (trainable) parameters."""
+    return torch.optim.AdamW(list(parameters), lr=LEARNING_RATE)

@@ -1,0 +1,89 @@
+"""One training step, written once for every method: forward, loss, backward, optimizer step."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from cadbench.backbones import BuiltSam, build_sam
+from cadbench.errors import unknown_name_error
+from cadbench.methods import Method
+from cadbench.protocol import build_optimizer, segmentation_loss, upsample_logits
+from cadbench.registry import build_method
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise unknown_name_error("precision", precision, PRECISIONS)
+    return precision
+
+
+@dataclass
+class Batch:
+    """Raw-pixel images (B, 3, S, S), float 0-255, and 0/1 masks (B, 1, H, W)."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.images.to(device), self.masks.to(device))
+
+
+def random_batch(image_size: int, batch_size: int, seed: int = 0, device: str | torch.device = "cpu") -> Batch:
+    """A reproducible batch of noise images and random square masks, for measuring cost (not quality)."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch_size, 3, image_size, image_size, generator=generator) * 255.0
+    masks = torch.zeros(batch_size, 1, image_size, image_size)
+    for index in range(batch_size):
+        side = int(torch.randint(image_size // 8, image_size // 2, (1,), generator=generator))
+        top, left = (int(v) for v in torch.randint(0, image_size - side, (2,), generator=generator))
+        masks[index, :, top : top + side, left : left + side] = 1.0
+    return Batch(images, masks).to(device)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    dtype = PRECISIONS[check_precision(precision)]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def training_step(method: Method, optimizer: torch.optim.Optimizer, batch: Batch, precision: str = "fp32") -> torch.Tensor:
+    """One step of the shared protocol; returns the (detached) loss without synchronising the device."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(batch.images.device, precision):
+        logits = upsample_logits(method(batch.images), tuple(batch.masks.shape[-2:]))
+        loss = segmentation_loss(logits, batch.masks)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@dataclass
+class Trainee:
+    """A method ready to train: the wrapped model, its optimizer, and where its weights came from."""
+
+    method: Method
+    optimizer: torch.optim.Optimizer
+    built: BuiltSam
+
+    @property
+    def image_size(self) -> int:
+        return self.built.spec.image_size
+
+
+def prepare(method_name: str, backbone: str, checkpoint: str | None = None, device: str | torch.device = "cpu") -> Trainee:
+    """Build the backbone, wrap it with the method, and make the optimizer over the method's trainable parameters."""
+    built = build_sam(backbone, checkpoint=checkpoint, device=device)
+    with torch.device(device):
+        method = build_method(method_name, built.sam)
+    method.train()
+    return Trainee(method, build_optimizer(method.trainable_parameters()), built)

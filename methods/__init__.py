@@ -1,0 +1,10 @@
+"""Built-in fine-tuning methods (installed as `cadbench.methods`)."""
+
+from cadbench.methods.base import Method
+from cadbench.methods.cad import CAD
+from cadbench.methods.decoder_only import DecoderOnly
+from cadbench.methods.sam_adapter import SamAdapter
+
+BUILTIN_METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DecoderOnly, SamAdapter, CAD)}
+
+__all__ = ["BUILTIN_METHODS", "CAD", "DecoderOnly", "Method", "SamAdapter"]

@@ -1,0 +1,54 @@
+"""The method plugin interface.
+
+A method wraps Meta's `Sam`, names its trainable parameters and maps a batch of images to mask logits. The harness
+owns the optimizer, the loss and the loop, so one training step serves every method.
+
+Images enter as raw pixel values (0-255, float, RGB) at the encoder's input size; `normalize` applies SAM's own
+pixel normalisation for the encoder.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from segment_anything.modeling import Sam
+from torch import nn
+
+from cadbench.protocol import decode_masks, whole_image_boxes
+
+
+class Method(nn.Module, ABC):
+    """Base class of every fine-tuning method.
+
+    The whole SAM is frozen here and its mask decoder unfrozen (it trains in every method of the shared protocol);
+    subclasses add their own modules, which are trainable unless they say otherwise.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.sam = sam
+        sam.requires_grad_(False)
+        sam.mask_decoder.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Exactly the parameters the optimizer updates."""
+        return [parameter for parameter in self.parameters() if parameter.requires_grad]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """SAM's pixel normalisation (and padding to its square input, a no-op at the input size)."""
+        return self.sam.preprocess(images)
+
+    @abstractmethod
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, g, g) image embeddings for raw-pixel images (B, 3, S, S)."""
+
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Low-resolution mask logits (B, 1, S/4, S/4); by default each image is prompted with a box around all of it."""
+        if boxes is None:
+            boxes = whole_image_boxes(images)
+        return decode_masks(self.sam, self.image_embeddings(images), boxes)

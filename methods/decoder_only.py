@@ -1,0 +1,16 @@
+"""decoder_only: fine-tune SAM's mask decoder alone — the memory floor the adapters are compared against."""
+
+from __future__ import annotations
+
+import torch
+
+from cadbench.methods.base import Method
+
+
+class DecoderOnly(Method):
+    name = "decoder_only"
+    summary = "mask decoder only; image encoder frozen under no_grad"
+
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.sam.image_encoder(self.normalize(images))

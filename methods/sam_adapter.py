@@ -1,0 +1,86 @@
+"""sam_adapter: SAM Adapter (Chen et al. 2023, "SAM Fails to Segment Anything?").
+
+Adapters enter the frozen image encoder before every ViT block, so backward runs through all of them and every
+block's activations are kept. Faithful to the authors' code (tianrun-chen/SAM-Adapter-PyTorch,
+`models/mmseg/models/sam/image_encoder.py`, `PromptGenerator`), with ``r = embed_dim // 32``:
+
+* handcrafted feature: the FFT high-pass of the normalised input image (ratio 0.25), patch-embedded by a
+  16x16/16 conv from 3 to r channels;
+* embedding tune: ``Linear(embed_dim, r)`` on the patch embeddings, before the position embedding is added;
+* per block i: ``Linear(r, r) + GELU`` on (handcrafted + embedding feature), then one shared ``Linear(r, embed_dim)``;
+  the result is added to the token map right before block i. All `depth` prompts are computed before the first
+  block, as in the reference.
+
+The encoder's own modules are Meta's (`patch_embed`, `pos_embed`, `blocks`, `neck`), called in the order of
+`ImageEncoderViT.forward`; only the prompt injection is new.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from segment_anything.modeling import ImageEncoderViT, Sam
+from torch import nn
+
+from cadbench.methods.base import Method
+from cadbench.methods.frequency import high_pass
+
+SCALE_FACTOR = 32
+
+
+class PromptGenerator(nn.Module):
+    """Produces one (B, g, g, embed_dim) prompt per encoder block."""
+
+    def __init__(self, embed_dim: int, depth: int, patch_size: int) -> None:
+        super().__init__()
+        rank = embed_dim // SCALE_FACTOR
+        self.handcrafted_embed = nn.Conv2d(3, rank, kernel_size=patch_size, stride=patch_size)
+        self.embedding_tune = nn.Linear(embed_dim, rank)
+        self.lightweight_mlps = nn.ModuleList(nn.Sequential(nn.Linear(rank, rank), nn.GELU()) for _ in range(depth))
+        self.shared_up = nn.Linear(rank, embed_dim)
+        self.apply(_reference_init)
+
+    def forward(self, normalized_images: torch.Tensor, patch_embeddings: torch.Tensor) -> list[torch.Tensor]:
+        batch, grid_h, grid_w, _ = patch_embeddings.shape
+        handcrafted = self.handcrafted_embed(high_pass(normalized_images).to(normalized_images.dtype))
+        handcrafted = handcrafted.flatten(2).transpose(1, 2)  # (B, g*g, r)
+        embedding = self.embedding_tune(patch_embeddings.reshape(batch, grid_h * grid_w, -1))
+        combined = handcrafted + embedding
+        return [self.shared_up(mlp(combined)).reshape(batch, grid_h, grid_w, -1) for mlp in self.lightweight_mlps]
+
+
+def _reference_init(module: nn.Module) -> None:
+    """The reference's initialisation: truncated normal (std 0.02) linears, He-normal (fan-out) convs, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        nn.init.zeros_(module.bias)
+
+
+class SamAdapter(Method):
+    name = "sam_adapter"
+    summary = "adapters before every encoder block (backward through the whole encoder) + mask decoder"
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__(sam)
+        encoder: ImageEncoderViT = sam.image_encoder
+        self.prompt_generator = PromptGenerator(
+            embed_dim=encoder.patch_embed.proj.out_channels,
+            depth=len(encoder.blocks),
+            patch_size=encoder.patch_embed.proj.stride[0],
+        )
+
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        encoder = self.sam.image_encoder
+        normalized = self.normalize(images)
+        x = encoder.patch_embed(normalized)
+        prompts = self.prompt_generator(normalized, x)
+        if encoder.pos_embed is not None:
+            x = x + encoder.pos_embed
+        for prompt, block in zip(prompts, encoder.blocks):
+            x = block(x + prompt)
+        return encoder.neck(x.permute(0, 3, 1, 2))
