@@ -1,0 +1,26 @@
+import pytest
+import torch
+
+from cadbench.train import prepare, random_batch
+
+METHODS = ("decoder_only", "sam_adapter", "cad")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(params=METHODS)
+def method_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def trainee(method_name):
+    return prepare(method_name, "test_scale")
+
+
+@pytest.fixture
+def batch():
+    return random_batch(image_size=128, batch_size=2, seed=1)

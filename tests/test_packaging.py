@@ -1,0 +1,74 @@
+"""methods/ and datasets/ install under the cadbench namespace; third-party methods plug in by entry point."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+
+from cadbench import registry
+from cadbench.methods import Method
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_installs_plugins_under_the_cadbench_namespace_only(tmp_path):
+    """A top-level `datasets` package would shadow Hugging Face's; the built wheel must hold only `cadbench`."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("cadbench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names}
+    assert top_level == {"cadbench", next(n for n in top_level if n.endswith(".dist-info"))}, top_level
+    for module in ("cadbench/methods/cad.py", "cadbench/methods/sam_adapter.py", "cadbench/datasets/__init__.py"):
+        assert module in names
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "cadbench = cadbench.cli:main" in entry_points
+
+
+class Tiny(Method):
+    name = "tiny_plugin"
+    summary = "a test plugin: decoder plus one scalar"
+
+    def __init__(self, sam):
+        super().__init__(sam)
+        self.gain = torch.nn.Parameter(torch.ones(()))
+
+    def image_embeddings(self, images):
+        with torch.no_grad():
+            embeddings = self.sam.image_encoder(self.normalize(images))
+        return embeddings * self.gain
+
+
+class FakeEntryPoint:
+    def __init__(self, name, target):
+        self.name, self.value, self._target = name, f"tests:{name}", target
+
+    def load(self):
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+def test_entry_point_methods_are_found_and_broken_ones_reported(monkeypatch, capsys):
+    points = [FakeEntryPoint("tiny_plugin", Tiny), FakeEntryPoint("broken", ImportError("no module named x")),
+              FakeEntryPoint("cad", Tiny), FakeEntryPoint("not_a_method", object)]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points if group == registry.ENTRY_POINT_GROUP else [])
+    registry.available_methods.cache_clear()
+    try:
+        methods = registry.available_methods()
+        assert methods["tiny_plugin"] is Tiny
+        assert methods["cad"].__name__ == "CAD"
+        assert "broken" not in methods and "not_a_method" not in methods
+        warnings = capsys.readouterr().err
+        assert "'broken'" in warnings and "reuses built-in method name 'cad'" in warnings
+        assert "'not_a_method'" in warnings
+
+        from cadbench.train import prepare, random_batch, training_step
+        trainee = prepare("tiny_plugin", "test_scale")
+        gain_before = trainee.method.gain.detach().clone()
+        training_step(trainee.method, trainee.optimizer, random_batch(128, 2))
+        assert not torch.equal(trainee.method.gain, gain_before)
+    finally:
+        registry.available_methods.cache_clear()
