@@ -69,5 +69,9 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """AdamW at the shared learning rate over exactly the given (trainable) parameters."""
-    return torch.optim.AdamW(list(parameters), lr=LEARNING_RATE)
+    """AdamW at the shared learning rate over exactly the given (trainable) parameters.
+
+    `foreach=True` is what PyTorch picks by default on CUDA; asking for it explicitly makes CPU runs and the
+    fake-tensor estimate take the same code path (and allocate the same temporaries) as a GPU run.
+    """
+    return torch.optim.AdamW(list(parameters), lr=LEARNING_RATE, foreach=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 from dataclasses import dataclass
 
 import torch
@@ -38,15 +39,24 @@ class Batch:
 
 
 def random_batch(image_size: int, batch_size: int, seed: int = 0, device: str | torch.device = "cpu") -> Batch:
-    """A reproducible batch of noise images and random square masks, for measuring cost (not quality)."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(batch_size, 3, image_size, image_size, generator=generator) * 255.0
-    masks = torch.zeros(batch_size, 1, image_size, image_size)
+    """A reproducible batch of noise images and random square masks, for measuring cost (not quality).
+
+    Made directly on `device` and without reading tensor values, so it also works under fake-tensor modes.
+    """
+    rng = random.Random(seed)
+    generator = torch.Generator(device=torch.device(device) if torch.device(device).type != "meta" else "cpu")
+    generator.manual_seed(seed)
+    shape = (batch_size, 3, image_size, image_size)
+    if torch.device(device).type == "meta":
+        images = torch.empty(shape, device=device)
+    else:
+        images = torch.rand(shape, generator=generator, device=device).mul_(255.0)
+    masks = torch.zeros(batch_size, 1, image_size, image_size, device=device)
     for index in range(batch_size):
-        side = int(torch.randint(image_size // 8, image_size // 2, (1,), generator=generator))
-        top, left = (int(v) for v in torch.randint(0, image_size - side, (2,), generator=generator))
+        side = rng.randrange(image_size // 8, image_size // 2)
+        top, left = rng.randrange(0, image_size - side), rng.randrange(0, image_size - side)
         masks[index, :, top : top + side, left : left + side] = 1.0
-    return Batch(images, masks).to(device)
+    return Batch(images, masks)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -87,3 +97,40 @@ def prepare(method_name: str, backbone: str, checkpoint: str | None = None, devi
         method = build_method(method_name, built.sam)
     method.train()
     return Trainee(method, build_optimizer(method.trainable_parameters()), built)
+
+
+@dataclass
+class TrainingSetup:
+    """Everything one training step needs: what the measurement code runs, without knowing which method it is."""
+
+    trainee: Trainee
+    batch: Batch
+    precision: str
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.trainee.method
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.trainee.optimizer
+
+    def step(self) -> torch.Tensor:
+        return training_step(self.trainee.method, self.trainee.optimizer, self.batch, self.precision)
+
+
+def make_training_setup(
+    method_name: str,
+    backbone: str,
+    batch_size: int,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+    checkpoint: str | None = None,
+    seed: int = 0,
+) -> TrainingSetup:
+    """The model, optimizer and a random batch of `batch_size` images, all on `device`."""
+    check_precision(precision)
+    torch.manual_seed(seed)
+    trainee = prepare(method_name, backbone, checkpoint=checkpoint, device=device)
+    batch = random_batch(trainee.image_size, batch_size, seed=seed, device=device)
+    return TrainingSetup(trainee, batch, precision)

@@ -53,12 +53,25 @@ class PromptGenerator(nn.Module):
 def _reference_init(module: nn.Module) -> None:
     """The reference's initialisation: truncated normal (std 0.02) linears, He-normal (fan-out) convs, zero biases."""
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        _truncated_normal_(module.weight, std=0.02)
         nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Conv2d):
         fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
         nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
         nn.init.zeros_(module.bias)
+
+
+@torch.no_grad()
+def _truncated_normal_(tensor: torch.Tensor, std: float, bound: float = 2.0) -> torch.Tensor:
+    """N(0, std^2) truncated to [-bound, bound] by inverse-CDF sampling, as the reference code initialises.
+
+    Unlike `nn.init.trunc_normal_` in recent PyTorch (rejection sampling, which reads tensor values), this never
+    looks at the data, so methods can be built on the meta device and under fake tensors.
+    """
+    cdf = lambda value: (1.0 + math.erf(value / math.sqrt(2.0))) / 2.0  # noqa: E731
+    low, high = cdf(-bound / std), cdf(bound / std)
+    tensor.uniform_(2 * low - 1, 2 * high - 1).erfinv_().mul_(std * math.sqrt(2.0))
+    return tensor.clamp_(-bound, bound)
 
 
 class SamAdapter(Method):

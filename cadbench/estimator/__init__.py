@@ -1,0 +1,1 @@
+"""GPU-free peak-memory estimation by replaying the training step on fake tensors."""

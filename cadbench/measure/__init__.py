@@ -1,0 +1,1 @@
+"""Measurements on real devices: CUDA memory, NVML, step timing."""
