@@ -67,6 +67,52 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int_list(text: str) -> list[int]:
+    values = []
+    for item in comma_list(text):
+        try:
+            value = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"batch sizes must be integers, got {item!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {value}")
+        values.append(value)
+    return values
+
+
+def _add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--methods", type=comma_list, help="comma-separated methods (default: all)")
+    parser.add_argument("--backbone", "--backbones", dest="backbone", type=comma_list,
+                        help=f"comma-separated backbones (default: {','.join(FULL_SIZE_BACKBONES)})")
+    parser.add_argument("--batch-sizes", type=positive_int_list, default=[1, 2, 4, 8],
+                        help="comma-separated batch sizes (default: 1,2,4,8)")
+    parser.add_argument("--precision", type=comma_list, default=["fp32"], help="fp32 and/or bf16 (default: fp32)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", help="official SAM .pth for the one backbone, or BACKBONE=PATH,...")
+    parser.add_argument("--out", help="output folder (default: reports/<timestamp>/); rerun with it to resume")
+    parser.add_argument("--baseline-method", help="memory ratios relative to this method (default: sam_adapter)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _sweep(args: argparse.Namespace, estimate_only: bool) -> int:
+    from cadbench.api import run
+
+    frame = run(methods=args.methods, backbones=args.backbone, batch_sizes=args.batch_sizes,
+                precisions=args.precision, steps=getattr(args, "steps", 10), warmup=getattr(args, "warmup", 3),
+                device=getattr(args, "device", "auto"), seed=args.seed, checkpoint=args.checkpoint, out=args.out,
+                baseline_method=args.baseline_method, estimate_only=estimate_only,
+                show_progress=not args.no_progress)
+    return 1 if (frame["status"] == "error").any() else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _sweep(args, estimate_only=False)
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    return _sweep(args, estimate_only=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cadbench", description="Benchmark fine-tuning methods for Segment Anything.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -78,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
                              help=f"comma-separated backbones (default: {','.join(FULL_SIZE_BACKBONES)}; "
                                   f"also: test_scale)")
     list_parser.set_defaults(handler=cmd_list)
+
+    run_parser = commands.add_parser("run", help="train every cell of the grid and record memory and throughput")
+    _add_grid_arguments(run_parser)
+    run_parser.add_argument("--steps", type=int, default=10, help="timed training steps per cell (default: 10)")
+    run_parser.add_argument("--warmup", type=int, default=3, help="untimed steps before measuring (default: 3)")
+    run_parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"),
+                            help="auto: CUDA if present, else estimate memory without running steps; "
+                                 "cpu: also time real steps on the CPU")
+    run_parser.set_defaults(handler=cmd_run)
+
+    estimate_parser = commands.add_parser("estimate", help="peak GPU memory of every cell, without a GPU")
+    _add_grid_arguments(estimate_parser)
+    estimate_parser.set_defaults(handler=cmd_estimate)
     return parser
 
 

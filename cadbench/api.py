@@ -1,0 +1,129 @@
+"""The Python API behind `cadbench run` and `cadbench estimate`: `cadbench.run(...)` returns a DataFrame."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from cadbench.backbones import FULL_SIZE_BACKBONES, RANDOM_WEIGHTS, build_sam, check_state_dict_matches, \
+    file_sha256, get_backbone, load_state_dict
+from cadbench.cell import RunOptions
+from cadbench.environment import collect_environment
+from cadbench.errors import CadbenchError
+from cadbench.grid import expand_grid
+from cadbench.progress import SweepProgress
+from cadbench.registry import available_methods
+from cadbench.results import ResultStore, rows_to_frame
+from cadbench.runner import SweepOutcome, sweep
+from cadbench.summary import choose_baseline, comparison_table
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+DEVICES = ("auto", "cuda", "cpu")
+
+
+def default_out_dir() -> Path:
+    return Path("reports") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def resolve_mode(device: str) -> str:
+    if device not in DEVICES:
+        raise CadbenchError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CadbenchError("--device cuda was asked for, but PyTorch sees no CUDA device here")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "estimate"
+    return device
+
+
+def resolve_checkpoints(checkpoint: str | dict[str, str] | None, backbones: Sequence[str]) -> dict[str, str]:
+    """`path` (one backbone only) or `backbone=path,backbone=path`, checked against each backbone up front."""
+    if not checkpoint:
+        return {}
+    if isinstance(checkpoint, dict):
+        mapping = dict(checkpoint)
+    elif "=" in checkpoint:
+        mapping = dict(part.split("=", 1) for part in checkpoint.split(",") if part)
+    elif len(backbones) == 1:
+        mapping = {backbones[0]: checkpoint}
+    else:
+        raise CadbenchError(f"--checkpoint {checkpoint} fits one backbone, but {len(backbones)} were asked for "
+                            f"({', '.join(backbones)}); use --checkpoint vit_b=PATH,vit_h=PATH")
+    for backbone, path in mapping.items():
+        if backbone not in backbones:
+            raise CadbenchError(f"--checkpoint names backbone {backbone!r}, which is not in --backbone "
+                                f"({', '.join(backbones)})")
+        spec = get_backbone(backbone)
+        skeleton = build_sam(backbone, device="meta").sam
+        check_state_dict_matches(skeleton, load_state_dict(path), spec, path)
+    return mapping
+
+
+def run(
+    methods: Iterable[str] | None = None,
+    backbones: Iterable[str] | None = None,
+    batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
+    precisions: Iterable[str] = ("fp32",),
+    steps: int = 10,
+    warmup: int = 3,
+    device: str = "auto",
+    seed: int = 0,
+    checkpoint: str | dict[str, str] | None = None,
+    out: str | Path | None = None,
+    baseline_method: str | None = None,
+    estimate_only: bool = False,
+    show_progress: bool = True,
+    print_summary: bool = True,
+) -> pd.DataFrame:
+    """Sweep methods x backbones x batch sizes x precisions; returns one row per cell (see results.CONTRACT_COLUMNS).
+
+    On CUDA every cell trains for real in a fresh process. Without CUDA (or with `estimate_only`), peak memory comes
+    from the GPU-free estimator and is marked `memory_source: estimated`; `device="cpu"` also times real CPU steps.
+    """
+    methods = list(methods) if methods else sorted(available_methods())
+    backbones = list(backbones) if backbones else list(FULL_SIZE_BACKBONES)
+    cells = expand_grid(methods, backbones, batch_sizes, precisions)
+    if steps <= 0 or warmup < 0:
+        raise CadbenchError(f"--steps must be positive and --warmup not negative (got {steps}, {warmup})")
+    if baseline_method is not None and baseline_method not in methods:
+        raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
+    mode = "estimate" if estimate_only else resolve_mode(device)
+    checkpoints = resolve_checkpoints(checkpoint, backbones)
+    weights = {backbone: f"sha256:{file_sha256(path)}" if backbone in checkpoints else RANDOM_WEIGHTS
+               for backbone, path in {b: checkpoints.get(b) for b in backbones}.items()}
+    options = RunOptions(mode=mode, steps=steps, warmup=warmup, seed=seed, checkpoints=checkpoints, weights=weights)
+
+    store = ResultStore(out or default_out_dir())
+    environment = collect_environment()
+    store.open({"mode": mode, "steps": steps, "warmup": warmup, "seed": seed, "weights": weights}, environment)
+    with SweepProgress(len(cells), enabled=show_progress) as progress:
+        outcome = sweep(cells, options, store, environment, on_progress=progress.update)
+    frame = rows_to_frame(outcome.rows)
+    frame.attrs.update(out_dir=str(store.out_dir), mode=mode, ran=outcome.ran, skipped=outcome.skipped)
+    if print_summary:
+        _print_summary(frame, outcome, methods, baseline_method, mode, store)
+    return frame
+
+
+def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, methods: list[str], baseline_method: str | None,
+                   mode: str, store: ResultStore) -> None:
+    baseline = choose_baseline(methods, baseline_method)
+    source = {"cuda": "measured on CUDA (max_memory_allocated)",
+              "cpu": "estimated (fake-tensor replay); throughput timed on the CPU",
+              "estimate": "estimated (fake-tensor replay of the training step; no GPU used)"}[mode]
+    table = comparison_table(frame, baseline)
+    print(f"\nPeak training memory, {source}" + (f"; ratios to {baseline}" if baseline else "") + ":")
+    if not table.empty:
+        print(table.to_string(index=False))
+    if any(get_backbone(b).test_scale for b in frame["backbone"]):
+        print("(test scale: a tiny SAM for tests and demos, not a real backbone)")
+    if set(frame["weights"].dropna()) == {RANDOM_WEIGHTS}:
+        print("Weights: random (no --checkpoint); memory and speed do not depend on them.")
+    for row in outcome.errored:
+        print(f"error in {row['method']}/{row['backbone']}/batch {row['batch_size']}: {row['error']}", file=sys.stderr)
+    print(f"{outcome.ran} cells measured, {outcome.skipped} already finished; results in {store.out_dir}/ "
+          f"(results.json, results.csv)")

@@ -1,0 +1,78 @@
+"""The sweep: every cell of the grid, each in a fresh process when it runs on a device, each row persisted the
+moment it finishes, finished cells skipped on resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cadbench.cell import RunOptions, measure_cell
+from cadbench.grid import Cell
+from cadbench.results import ResultStore, cell_key, explain_nulls, new_row
+from cadbench.backbones import get_backbone
+
+
+@dataclass
+class SweepOutcome:
+    rows: list[dict]  # every cell of the grid, including the ones resumed from earlier runs
+    ran: int  # cells measured by this invocation
+    skipped: int  # cells already finished in --out
+
+    @property
+    def errored(self) -> list[dict]:
+        return [row for row in self.rows if row["status"] == "error"]
+
+
+def run_in_fresh_process(cell: Cell, options: RunOptions, environment: dict) -> dict:
+    """Measure a cell in a new Python process: allocator state, fragmentation and crashes stay there."""
+    spec = json.dumps({"cell": cell.as_dict(), "options": options.as_dict(), "environment": environment})
+    with tempfile.TemporaryDirectory(prefix="cadbench-cell-") as folder:
+        result_path = Path(folder) / "row.json"
+        process = subprocess.run([sys.executable, "-m", "cadbench.cell", spec, str(result_path)],
+                                 capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if result_path.exists():
+            return json.loads(result_path.read_text())
+    last_line = next((line for line in reversed(process.stderr.strip().splitlines()) if line.strip()), "")
+    row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
+    row.update(status="error", error=f"cell process exited with code {process.returncode}: {last_line}".strip())
+    why = f"cell process died ({row['error']})"
+    return explain_nulls(row, {"*": why})
+
+
+def run_in_this_process(cell: Cell, options: RunOptions, environment: dict) -> dict:
+    return measure_cell(cell, options, environment)
+
+
+def sweep(
+    cells: list[Cell],
+    options: RunOptions,
+    store: ResultStore,
+    environment: dict,
+    on_progress: Callable[[str, Cell | None], None] = lambda event, cell: None,
+    fresh_process: bool | None = None,
+) -> SweepOutcome:
+    """Measure every unfinished cell and persist each row as it finishes.
+
+    Real-device cells run in fresh processes by default; estimates (no device state to isolate) run here.
+    """
+    if fresh_process is None:
+        fresh_process = options.mode != "estimate"
+    execute = run_in_fresh_process if fresh_process else run_in_this_process
+    finished = store.finished_keys()
+    todo = [cell for cell in cells if cell.key not in finished]
+    for cell in cells:
+        if cell.key in finished:
+            on_progress("skipped", cell)
+    for cell in todo:
+        on_progress("start", cell)
+        store.append(execute(cell, options, environment))
+        on_progress("done", cell)
+    wanted = {cell.key for cell in cells}
+    rows = [row for row in store.rows() if cell_key(row) in wanted]
+    return SweepOutcome(rows=rows, ran=len(todo), skipped=len(cells) - len(todo))

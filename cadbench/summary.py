@@ -1,0 +1,49 @@
+"""The comparison table printed at the end of a sweep: methods side by side, memory as a ratio of a baseline."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+GIB = 1024**3
+
+
+def choose_baseline(methods: list[str], requested: str | None) -> str | None:
+    if requested:
+        return requested
+    return "sam_adapter" if "sam_adapter" in methods else None
+
+
+def comparison_table(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """One line per backbone x batch size x precision, one column per method: 'peak GiB (ratio×)' or OOM/error."""
+    if rows.empty:
+        return pd.DataFrame()
+    methods = list(dict.fromkeys(rows["method"]))
+    lines = []
+    for (backbone, batch_size, precision), group in rows.groupby(["backbone", "batch_size", "precision"], sort=False):
+        by_method = {row["method"]: row for _, row in group.iterrows()}
+        base = by_method.get(baseline) if baseline else None
+        base_peak = base["peak_memory_bytes"] if base is not None and base["status"] == "ok" else None
+        line = {"backbone": backbone, "batch": int(batch_size), "precision": precision}
+        for method in methods:
+            line[method] = _memory_cell(by_method.get(method), base_peak)
+        throughput = {m: r["throughput_img_s"] for m, r in by_method.items() if pd.notna(r["throughput_img_s"])}
+        if throughput:
+            line["img/s"] = ", ".join(f"{m} {v:.2f}" for m, v in throughput.items())
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def _memory_cell(row, base_peak) -> str:
+    if row is None:
+        return "—"
+    if row["status"] == "oom":
+        return "OOM"
+    if row["status"] == "error":
+        return "error"
+    peak = row["peak_memory_bytes"]
+    if pd.isna(peak):
+        return "n/a"
+    text = f"{peak / GIB:.2f} GiB"
+    if base_peak and not pd.isna(base_peak):
+        text += f" ({peak / base_peak:.2f}×)"
+    return text
