@@ -66,11 +66,18 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def training_step(method: Method, optimizer: torch.optim.Optimizer, batch: Batch, precision: str = "fp32") -> torch.Tensor:
-    """One step of the shared protocol; returns the (detached) loss without synchronising the device."""
+def training_step(
+    method: Method, optimizer: torch.optim.Optimizer, batch: Batch, precision: str = "fp32",
+    boxes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One step of the shared protocol; returns the (detached) loss without synchronising the device.
+
+    `boxes` (B, 4) are the box prompts; by default each covers its whole image (padded dataset images pass the box
+    around their content instead).
+    """
     optimizer.zero_grad(set_to_none=True)
     with autocast(batch.images.device, precision):
-        logits = upsample_logits(method(batch.images), tuple(batch.masks.shape[-2:]))
+        logits = upsample_logits(method(batch.images, boxes), tuple(batch.masks.shape[-2:]))
         loss = segmentation_loss(logits, batch.masks)
     loss.backward()
     optimizer.step()
