@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -113,6 +114,36 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return _sweep(args, estimate_only=True)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from cadbench.check import compare, parse_tolerance, read_result_document
+
+    tolerance = parse_tolerance(args.tolerance)
+    throughput_tolerance = parse_tolerance(args.throughput_tolerance) if args.throughput_tolerance else None
+    results = read_result_document(args.results, "results")
+    baseline = read_result_document(args.baseline, "baseline")
+    findings = compare(results, baseline, tolerance, throughput_tolerance)
+    checked = sum(1 for row in baseline["rows"] if row["status"] == "ok")
+    if findings:
+        print(f"FAIL: {len(findings)} of {checked} baseline cells regressed (memory tolerance {tolerance:.1%}):")
+        for finding in findings:
+            print(f"  {finding.describe()}")
+        return 1
+    print(f"OK: {checked} cells within {tolerance:.1%} of the baseline {baseline['path']}")
+    return 0
+
+
+def cmd_baseline_update(args: argparse.Namespace) -> int:
+    from cadbench.check import baseline_document, read_result_document
+    from cadbench.results import write_atomically
+
+    results = read_result_document(args.results, "results")
+    target = Path(args.baseline)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(target, json.dumps(baseline_document(results), indent=2) + "\n")
+    print(f"baseline {target} now holds {len(results['rows'])} cells from {results['path']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cadbench", description="Benchmark fine-tuning methods for Segment Anything.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -137,6 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
     estimate_parser = commands.add_parser("estimate", help="peak GPU memory of every cell, without a GPU")
     _add_grid_arguments(estimate_parser)
     estimate_parser.set_defaults(handler=cmd_estimate)
+
+    check_parser = commands.add_parser("check", help="CI gate: fail when peak memory grew against a baseline")
+    check_parser.add_argument("results", help="a results.json or the folder holding it")
+    check_parser.add_argument("--baseline", required=True, help="baseline results.json (e.g. reports/baselines/...)")
+    check_parser.add_argument("--tolerance", default="5%", help="allowed growth of peak memory (default: 5%%)")
+    check_parser.add_argument("--throughput-tolerance",
+                              help="also fail when images/s fell by more than this (CUDA, same GPU model only)")
+    check_parser.set_defaults(handler=cmd_check)
+
+    baseline_parser = commands.add_parser("baseline", help="manage memory baselines")
+    baseline_commands = baseline_parser.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
+    update_parser = baseline_commands.add_parser("update", help="rewrite a baseline from a result set, on purpose")
+    update_parser.add_argument("results", help="a results.json or the folder holding it")
+    update_parser.add_argument("--baseline", required=True, help="baseline file to (re)write")
+    update_parser.set_defaults(handler=cmd_baseline_update)
     return parser
 
 

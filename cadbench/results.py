@@ -93,7 +93,7 @@ class ResultStore:
                 raise CadbenchError(
                     f"--out {self.out_dir} holds results measured with different settings ({', '.join(differing)}); "
                     f"use another --out or the same settings to resume")
-        _write_atomically(self.run_file, json.dumps({"config": run_config, "environment": environment}, indent=2))
+        write_atomically(self.run_file, json.dumps({"config": run_config, "environment": environment}, indent=2))
         self.environment = environment
         self.run_config = run_config
 
@@ -126,8 +126,8 @@ class ResultStore:
         rows = self.rows()
         document = {"schema_version": SCHEMA_VERSION, "run": getattr(self, "run_config", None),
                     "environment": getattr(self, "environment", None), "rows": rows}
-        _write_atomically(self.json, json.dumps(document, indent=2))
-        _write_atomically(self.csv, rows_to_frame(rows).to_csv(index=False))
+        write_atomically(self.json, json.dumps(document, indent=2))
+        write_atomically(self.csv, rows_to_frame(rows).to_csv(index=False))
 
 
 def cell_key(row: dict) -> str:
@@ -160,7 +160,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
