@@ -104,6 +104,9 @@ def run(
         outcome = sweep(cells, options, store, environment, on_progress=progress.update)
     frame = rows_to_frame(outcome.rows)
     frame.attrs.update(out_dir=str(store.out_dir), mode=mode, ran=outcome.ran, skipped=outcome.skipped)
+    from cadbench.report import build_report
+
+    build_report([store.out_dir], baseline_method=baseline_method)
     if print_summary:
         _print_summary(frame, outcome, methods, baseline_method, mode, store)
     return frame
@@ -126,4 +129,4 @@ def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, methods: list[str
     for row in outcome.errored:
         print(f"error in {row['method']}/{row['backbone']}/batch {row['batch_size']}: {row['error']}", file=sys.stderr)
     print(f"{outcome.ran} cells measured, {outcome.skipped} already finished; results in {store.out_dir}/ "
-          f"(results.json, results.csv)")
+          f"(results.json, results.csv, index.html)")

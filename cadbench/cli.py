@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -114,6 +115,25 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return _sweep(args, estimate_only=True)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from cadbench.report import build_report
+
+    target = build_report(args.folders, out_file=args.output, baseline_method=args.baseline_method)
+    print(f"report written to {target}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cadbench.compare import compare_results, format_table, write_compare_html
+
+    table = compare_results(args.first, args.second)
+    print(format_table(table).to_string(index=False))
+    target = Path(args.output) if args.output else Path(args.second) / "compare.html"
+    write_compare_html(table, args.first, args.second, target)
+    print(f"written to {target}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from cadbench.check import compare, parse_tolerance, read_result_document
 
@@ -169,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_arguments(estimate_parser)
     estimate_parser.set_defaults(handler=cmd_estimate)
 
+    report_parser = commands.add_parser("report", help="(re)build the HTML report from one or more result folders")
+    report_parser.add_argument("folders", nargs="+", help="result folders (each with results.json)")
+    report_parser.add_argument("--output", "-o", help="HTML file to write (default: FIRST_FOLDER/index.html)")
+    report_parser.add_argument("--baseline-method", help="memory ratios relative to this method")
+    report_parser.set_defaults(handler=cmd_report)
+
+    compare_parser = commands.add_parser("compare", help="per-cell differences between two result sets")
+    compare_parser.add_argument("first", help="result folder or results.json (A)")
+    compare_parser.add_argument("second", help="result folder or results.json (B)")
+    compare_parser.add_argument("--output", "-o", help="HTML file to write (default: B/compare.html)")
+    compare_parser.set_defaults(handler=cmd_compare)
+
     check_parser = commands.add_parser("check", help="CI gate: fail when peak memory grew against a baseline")
     check_parser.add_argument("results", help="a results.json or the folder holding it")
     check_parser.add_argument("--baseline", required=True, help="baseline results.json (e.g. reports/baselines/...)")
@@ -196,3 +228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cadbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

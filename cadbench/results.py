@@ -162,6 +162,9 @@ def load_results(path: str | Path) -> pd.DataFrame:
 
 def write_atomically(path: Path, text: str) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)

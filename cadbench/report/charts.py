@@ -1,0 +1,161 @@
+"""Charts as inline SVG strings (matplotlib, Agg): no files, no remote assets."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+GB = 1e9
+GPU_CAPACITIES_GB = (24, 40, 48, 80)
+METHOD_COLORS = {"decoder_only": "#7f7f7f", "cad": "#2a9d8f", "sam_adapter": "#e76f51"}
+BREAKDOWN = (("breakdown_parameters_bytes", "parameters", "#264653"),
+             ("breakdown_gradients_bytes", "gradients", "#e9c46a"),
+             ("breakdown_optimizer_states_bytes", "optimizer states", "#f4a261"),
+             ("breakdown_activations_bytes", "activations (saved for backward)", "#e76f51"),
+             ("breakdown_temporaries_bytes", "temporaries", "#a8dadc"))
+
+
+def color(method: str, index: int) -> str:
+    return METHOD_COLORS.get(method, plt.get_cmap("tab10")(index % 10))
+
+
+def to_svg(figure) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside HTML
+
+
+def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str) -> str:
+    """Peak memory per method over batch sizes, with lines at common GPU capacities."""
+    figure, axes = plt.subplots(figsize=(6.4, 3.8))
+    data = rows[(rows["backbone"] == backbone) & (rows["status"] == "ok")]
+    top = 0.0
+    for index, (method, group) in enumerate(data.groupby("method", sort=False)):
+        group = group.sort_values("batch_size")
+        values = group["peak_memory_bytes"].astype(float) / GB
+        top = max(top, values.max())
+        axes.plot(group["batch_size"], values, marker="o", label=method, color=color(method, index))
+    for capacity in GPU_CAPACITIES_GB:
+        if capacity <= max(top * 1.3, 30):
+            axes.axhline(capacity, color="#999", linestyle="--", linewidth=0.8)
+            axes.annotate(f"{capacity} GB GPU", xy=(1.0, capacity), xycoords=("axes fraction", "data"),
+                          xytext=(3, 0), textcoords="offset points", va="center", fontsize=8, color="#555")
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(sorted(data["batch_size"].unique()), labels=[str(b) for b in sorted(data["batch_size"].unique())])
+    axes.set_xlabel("batch size")
+    axes.set_ylabel(f"peak memory (GB, {source_label})")
+    axes.set_title(f"{backbone}: peak training memory")
+    axes.set_ylim(bottom=0)
+    axes.legend(frameon=False)
+    axes.grid(alpha=0.3)
+    return to_svg(figure)
+
+
+def throughput_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str) -> str | None:
+    data = rows[(rows["backbone"] == backbone) & rows["throughput_img_s"].notna()]
+    if data.empty:
+        return None
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    for index, (method, group) in enumerate(data.groupby("method", sort=False)):
+        group = group.sort_values("batch_size")
+        axes.plot(group["batch_size"], group["throughput_img_s"], marker="o", label=method, color=color(method, index))
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("batch size")
+    axes.set_ylabel(f"images / s ({source_label})")
+    axes.set_title(f"{backbone}: training throughput")
+    axes.set_ylim(bottom=0)
+    axes.legend(frameon=False)
+    axes.grid(alpha=0.3)
+    return to_svg(figure)
+
+
+def breakdown_bars(rows: pd.DataFrame, backbone: str, batch_size: int) -> str | None:
+    """Where the memory goes at the peak, stacked per method."""
+    data = rows[(rows["backbone"] == backbone) & (rows["batch_size"] == batch_size) & (rows["status"] == "ok")]
+    data = data[data["breakdown_parameters_bytes"].notna()]
+    if data.empty:
+        return None
+    figure, axes = plt.subplots(figsize=(6.4, 0.6 + 0.55 * len(data)))
+    left = pd.Series(0.0, index=data.index)
+    for column, label, fill in BREAKDOWN:
+        values = data[column].astype(float) / GB
+        axes.barh(data["method"], values, left=left, label=label, color=fill)
+        left += values
+    axes.set_xlabel("GB at the peak (estimated)")
+    axes.set_title(f"{backbone}, batch {batch_size}: memory at the peak")
+    axes.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3)
+    axes.grid(axis="x", alpha=0.3)
+    return to_svg(figure)
+
+
+def timelines(series: dict[str, list[tuple[str, int]]], title: str) -> str | None:
+    """Live memory over one training step, one line per method."""
+    if not series:
+        return None
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    for index, (method, points) in enumerate(series.items()):
+        if not points:
+            continue
+        xs = [position / max(len(points) - 1, 1) for position in range(len(points))]
+        axes.plot(xs, [live / GB for _, live in points], label=method, color=color(method, index), linewidth=1.2)
+    axes.set_xlabel("progress through one training step (forward → backward → optimizer)")
+    axes.set_ylabel("live memory (GB, estimated)")
+    axes.set_title(title)
+    axes.set_ylim(bottom=0)
+    axes.legend(frameon=False)
+    axes.grid(alpha=0.3)
+    return to_svg(figure)
+
+
+def quality_bars(rows: pd.DataFrame) -> str | None:
+    data = rows[rows["iou"].notna() & rows["dice"].notna()]
+    if data.empty:
+        return None
+    data = data.groupby("method", sort=False)[["iou", "dice"]].mean()
+    figure, axes = plt.subplots(figsize=(6.4, 3.2))
+    positions = range(len(data))
+    axes.bar([p - 0.2 for p in positions], data["iou"], width=0.4, label="IoU", color="#2a9d8f")
+    axes.bar([p + 0.2 for p in positions], data["dice"], width=0.4, label="Dice", color="#e9c46a")
+    axes.set_xticks(list(positions), labels=list(data.index))
+    axes.set_ylim(0, 1)
+    axes.set_title("segmentation quality (test split)")
+    axes.legend(frameon=False)
+    axes.grid(axis="y", alpha=0.3)
+    return to_svg(figure)
+
+
+def memory_vs_dice(rows: pd.DataFrame) -> str | None:
+    data = rows[rows["dice"].notna() & rows["peak_memory_bytes"].notna()]
+    if data.empty:
+        return None
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    for index, (method, group) in enumerate(data.groupby("method", sort=False)):
+        axes.scatter(group["peak_memory_bytes"].astype(float) / GB, group["dice"], label=method,
+                     color=color(method, index))
+    axes.set_xlabel("peak memory (GB)")
+    axes.set_ylabel("Dice")
+    axes.set_title("the trade-off: memory vs quality")
+    axes.legend(frameon=False)
+    axes.grid(alpha=0.3)
+    return to_svg(figure)
+
+
+def loss_curves(curves: dict[str, list[float]]) -> str | None:
+    if not curves:
+        return None
+    figure, axes = plt.subplots(figsize=(6.4, 3.2))
+    for index, (label, losses) in enumerate(curves.items()):
+        axes.plot(range(1, len(losses) + 1), losses, label=label, color=color(label.split(" ")[0], index))
+    axes.set_xlabel("training step")
+    axes.set_ylabel("loss (BCE + soft IoU)")
+    axes.set_title("fine-tuning loss")
+    axes.legend(frameon=False, fontsize=8)
+    axes.grid(alpha=0.3)
+    return to_svg(figure)

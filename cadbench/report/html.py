@@ -1,0 +1,160 @@
+"""Build `index.html` from one or more result folders."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from cadbench.backbones import BACKBONES
+from cadbench.errors import CadbenchError
+from cadbench.report import charts
+from cadbench.results import load_results, write_atomically
+from cadbench.summary import choose_baseline
+
+GB = 1e9
+DEFAULT_CUDA_CONTEXT_GB = 0.5
+ENVIRONMENT_KEYS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "torchvision_version",
+                    "segment_anything_version", "cadbench_version", "git_commit", "platform", "timestamp")
+
+
+def _environment(folder: Path) -> dict:
+    document = json.loads((folder / "results.json").read_text())
+    environment = document.get("environment") or {}
+    return {key: environment.get(key) for key in ENVIRONMENT_KEYS}
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _label(backbone: str) -> str:
+    spec = BACKBONES.get(backbone)
+    return spec.label if spec else backbone
+
+
+def _fmt_bytes(value) -> str:
+    return "—" if pd.isna(value) else f"{value / GB:.2f} GB"
+
+
+def _fmt(value, pattern="{:.2f}") -> str:
+    return "—" if value is None or pd.isna(value) else pattern.format(value)
+
+
+def _table(rows: pd.DataFrame, baseline: str | None) -> tuple[list[str], list[list[dict]]]:
+    columns = ["method", "batch", "precision", "status", "peak memory", "source", f"× {baseline}" if baseline else "×",
+               "reserved", "images/s", "FLOPs/step", "IoU", "Dice", "trainable params"]
+    lines = []
+    for _, row in rows.sort_values(["batch_size", "precision", "method"]).iterrows():
+        base = rows[(rows["method"] == baseline) & (rows["batch_size"] == row["batch_size"])
+                    & (rows["precision"] == row["precision"]) & (rows["status"] == "ok")] if baseline else None
+        ratio = "—"
+        if base is not None and not base.empty and row["status"] == "ok" and not pd.isna(row["peak_memory_bytes"]):
+            ratio = f"{row['peak_memory_bytes'] / base['peak_memory_bytes'].iloc[0]:.2f}×"
+        status_css = "oom" if row["status"] == "oom" else "error" if row["status"] == "error" else ""
+        peak = "OOM" if row["status"] == "oom" else _fmt_bytes(row["peak_memory_bytes"])
+        throughput = _fmt(row["throughput_img_s"])
+        if throughput != "—" and row["throughput_source"] == "cpu":
+            throughput += " (cpu)"
+        values = [row["method"], str(row["batch_size"]), row["precision"],
+                  row["status"] if row["status"] != "error" else f"error: {row['error']}", peak,
+                  row["memory_source"] or "—", ratio, _fmt_bytes(row["reserved_memory_bytes"]), throughput,
+                  _fmt(row["flops_per_step"], "{:.3g}"), _fmt(row["iou"], "{:.3f}"), _fmt(row["dice"], "{:.3f}"),
+                  _fmt(row["trainable_params"], "{:,.0f}")]
+        lines.append([{"text": value, "css": ("text " if index < 3 else "") + (status_css if index in (3, 4) else "")}
+                      for index, value in enumerate(values)])
+    return columns, lines
+
+
+def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[list[str]]]:
+    capacities = charts.GPU_CAPACITIES_GB
+    columns = ["method", "backbone"] + [f"{capacity} GB" for capacity in capacities]
+    lines = []
+    ok = rows[(rows["status"] == "ok") & rows["peak_memory_bytes"].notna() & (rows["precision"] == "fp32")]
+    for (method, backbone), group in ok.groupby(["method", "backbone"], sort=False):
+        line = [method, _label(backbone)]
+        for capacity in capacities:
+            fitting = group[group["peak_memory_bytes"] / GB + context_gb <= capacity]["batch_size"]
+            line.append(str(int(fitting.max())) if not fitting.empty else "—")
+        lines.append(line)
+    return columns, lines
+
+
+def _headlines(rows: pd.DataFrame, baseline: str | None) -> list[str]:
+    if not baseline:
+        return []
+    lines = []
+    ok = rows[(rows["status"] == "ok") & rows["peak_memory_bytes"].notna()]
+    for backbone, group in ok.groupby("backbone", sort=False):
+        with_baseline = group[group["method"] == baseline]["batch_size"]
+        if with_baseline.empty:
+            continue
+        largest = with_baseline.max()  # the largest batch the baseline itself fits
+        at = group[group["batch_size"] == largest].set_index("method")["peak_memory_bytes"]
+        others = [f"{method} needs {at[method] / at[baseline]:.2f}×" for method in at.index if method != baseline]
+        if others:
+            source = ", ".join(sorted(set(group["memory_source"].dropna())))
+            lines.append(f"{_label(backbone)}, batch {largest}: {baseline} peaks at {at[baseline] / GB:.1f} GB; "
+                         f"{'; '.join(others)} of that ({source}).")
+    return lines
+
+
+def build_report(folders: list[str | Path], out_file: str | Path | None = None,
+                 baseline_method: str | None = None, context_gb: float = DEFAULT_CUDA_CONTEXT_GB) -> Path:
+    """Render one self-contained HTML file from the results in `folders`; returns its path."""
+    folders = [Path(folder) for folder in folders]
+    for folder in folders:
+        if not (folder / "results.json").is_file():
+            raise CadbenchError(f"{folder} holds no results.json (not a cadbench result folder)")
+    rows = pd.concat([load_results(folder) for folder in folders], ignore_index=True)
+    # the same cell in several folders: the folder named last wins
+    rows = rows.drop_duplicates(subset=["method", "backbone", "batch_size", "precision"], keep="last")
+    if rows.empty:
+        raise CadbenchError(f"{', '.join(map(str, folders))}: the results hold no rows")
+    methods = list(dict.fromkeys(rows["method"]))
+    baseline = choose_baseline(methods, baseline_method)
+    timelines, curves = {}, {}
+    for folder in folders:
+        timelines.update(_read_json(folder / "timelines.json"))
+        curves.update(_read_json(folder / "loss_curves.json"))
+
+    sections = []
+    for backbone in dict.fromkeys(rows["backbone"]):
+        subset = rows[rows["backbone"] == backbone]
+        sources = "/".join(sorted(set(subset["memory_source"].dropna()))) or "no data"
+        columns, lines = _table(subset, baseline)
+        section_charts = [charts.memory_vs_batch(rows, backbone, sources),
+                          charts.throughput_vs_batch(rows, backbone, "/".join(
+                              sorted(set(subset["throughput_source"].dropna()))))]
+        largest = int(subset["batch_size"].max())
+        section_charts.append(charts.breakdown_bars(rows, backbone, largest))
+        step_series = {key.split("/")[0]: points for key, points in timelines.items()
+                       if key.split("/")[1] == backbone and int(key.split("/")[2]) == largest}
+        section_charts.append(charts.timelines(step_series, f"{backbone}, batch {largest}: live memory over one step"))
+        sections.append({"name": backbone, "label": _label(backbone), "columns": columns, "rows": lines,
+                         "charts": [chart for chart in section_charts if chart]})
+
+    fit_columns, fit_rows = _fit_table(rows, context_gb)
+    quality = [chart for chart in (charts.quality_bars(rows), charts.memory_vs_dice(rows),
+                                   charts.loss_curves(curves)) if chart]
+    notes = sorted({f"{column}: {reason}" for reasons in rows["null_reasons"].dropna()
+                    for column, reason in (reasons if isinstance(reasons, dict) else json.loads(reasons)).items()
+                    if column not in ("error",)})
+    environment = _environment(folders[0])
+    template = jinja2.Environment(loader=jinja2.PackageLoader("cadbench.report", "templates"),
+                                  autoescape=jinja2.select_autoescape(["html", "j2"]),
+                                  undefined=jinja2.StrictUndefined).get_template("report.html.j2")
+    html = template.render(
+        generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), sources=[str(f) for f in folders],
+        headlines=_headlines(rows, baseline), environment=environment,
+        memory_sources=", ".join(sorted(set(rows["memory_source"].dropna()))) or "none",
+        weights=", ".join(sorted(set(rows["weights"].dropna()))) or "unknown",
+        backbones=sections, fit_columns=fit_columns, fit_rows=fit_rows, context_gb=context_gb,
+        quality_charts=quality, null_notes=notes,
+    )
+    target = Path(out_file) if out_file else folders[0] / "index.html"
+    write_atomically(target, html)
+    return target

@@ -1,0 +1,93 @@
+"""The HTML report: self-contained, escaped, complete — and checked in a real headless Chromium."""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cadbench.cli import main
+from cadbench.errors import CadbenchError
+from cadbench.report import build_report
+from cadbench.results import ResultStore, explain_nulls, new_row
+
+ARTIFACTS = Path(os.environ.get("CADBENCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+GB = 10**9
+
+
+def _fake_results(folder: Path, methods=("sam_adapter", "cad", "decoder_only")) -> Path:
+    store = ResultStore(folder)
+    store.open({"mode": "estimate"}, {"torch_version": "test"})
+    for batch in (1, 2):
+        for index, method in enumerate(methods):
+            row = new_row({"method": method, "backbone": "vit_b", "test_scale": False, "batch_size": batch,
+                           "precision": "fp32"}, {"torch_version": "test"})
+            row.update(status="ok", peak_memory_bytes=(index + 1) * batch * GB, memory_source="estimated",
+                       breakdown_parameters_bytes=GB // 2, breakdown_gradients_bytes=GB // 100,
+                       breakdown_optimizer_states_bytes=GB // 50, breakdown_activations_bytes=GB,
+                       breakdown_temporaries_bytes=GB // 3, trainable_params=1000, weights="random")
+            store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    (folder / "timelines.json").write_text(json.dumps(
+        {f"{m}/vit_b/2/fp32": [["forward", i * GB // 10] for i in range(20)] for m in methods}))
+    return folder
+
+
+def test_report_is_self_contained_and_escapes_names(tmp_path):
+    folder = _fake_results(tmp_path / "run", methods=("sam_adapter", "<script>alert('x')</script>"))
+    html = build_report([folder]).read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", html), "remote asset in the report"
+    assert "url(http" not in html
+    assert html.count("<svg") >= 3  # memory vs batch, breakdown, timeline
+    assert "Does it fit?" in html and "× sam_adapter" in html
+
+
+def test_report_and_compare_commands(tmp_path, capsys):
+    first = _fake_results(tmp_path / "a")
+    second = _fake_results(tmp_path / "b")
+    assert main(["report", str(first), str(second), "-o", str(tmp_path / "both.html")]) == 0
+    assert (tmp_path / "both.html").exists()
+    assert main(["compare", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert "+0.0%" in out and (second / "compare.html").exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "holds no results.json" in capsys.readouterr().err
+    with pytest.raises(CadbenchError):
+        build_report([tmp_path / "missing"])
+
+
+def test_report_of_a_real_run_in_headless_chromium(tmp_path):
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
+        pytest.skip("chromium not installed (apt-get install chromium); CI installs it and runs this test")
+    playwright = pytest.importorskip("playwright.sync_api")
+    out = tmp_path / "run"
+    assert main(["estimate", "--backbone", "test_scale", "--batch-sizes", "1,2", "--no-progress",
+                 "--out", str(out)]) == 0
+    report = out / "index.html"
+    errors, failed_requests = [], []
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("requestfailed", lambda request: failed_requests.append(request.url))
+        page.goto(report.as_uri())
+        assert errors == [] and failed_requests == []
+        tables = page.locator("table.results")
+        assert tables.count() == 1
+        assert page.locator("table.results tbody tr").count() == 3 * 2  # 3 methods x 2 batch sizes
+        assert page.locator("table.fit tbody tr").count() == 3
+        assert page.locator("figure svg").count() >= 3
+        for index in range(page.locator("img").count()):  # any <img> must have decoded
+            assert page.locator("img").nth(index).evaluate("i => i.complete && i.naturalWidth > 0")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()
