@@ -1,4 +1,33 @@
-"""Dataset adapters and the synthetic camouflage generator (installed as `cadbench.datasets`).
+"""Datasets for fine-tuning and evaluation (installed as `cadbench.datasets`).
 
-Empty until the quality issue lands: no dataset code exists yet, and nothing in cadbench pretends otherwise.
+* `open_dataset(path, split, layout=None, image_size=1024)`: image/mask folders (layouts in `layouts`), every pair
+  checked when opened; images and masks are paired by file stem.
+* `SyntheticCamouflage(split, seed, image_size)`: the embedded default, generated from a seed, nothing on disk.
+* `SAMPLE_PATH`: a tiny committed folder dataset (train/test) for tests and demos.
+
+Samples come in SAM's input geometry (`geometry`); `collate` batches them for `cadbench.quality`.
 """
+
+from pathlib import Path
+
+from cadbench.datasets.dataset import DatasetBatch, Sample, SegmentationDataset, collate
+from cadbench.datasets.folder import FolderDataset, open_dataset
+from cadbench.datasets.layouts import LAYOUTS, available_splits
+from cadbench.datasets.synthetic import SyntheticCamouflage
+
+SAMPLE_PATH = Path(__file__).resolve().parent / "sample"
+SYNTHETIC = "synthetic"
+
+
+def load_dataset(source: str, split: str | None, image_size: int = 1024, layout: str | None = None,
+                 seed: int = 0) -> SegmentationDataset:
+    """``"synthetic"`` for the generated set (split train or test, from `seed`), anything else is a folder path."""
+    if source == SYNTHETIC:
+        return SyntheticCamouflage(split or "train", seed=seed, image_size=image_size)
+    return open_dataset(source, split, layout=layout, image_size=image_size)
+
+
+__all__ = [
+    "LAYOUTS", "SAMPLE_PATH", "SYNTHETIC", "DatasetBatch", "FolderDataset", "Sample", "SegmentationDataset",
+    "SyntheticCamouflage", "available_splits", "collate", "load_dataset", "open_dataset",
+]
