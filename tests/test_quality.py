@@ -1,0 +1,59 @@
+"""Fine-tune and evaluate end to end on the committed sample, at test scale, for every method."""
+
+import math
+
+import pytest
+import torch
+
+from cadbench.datasets import SAMPLE_PATH, SyntheticCamouflage, open_dataset
+from cadbench.errors import CadbenchError
+from cadbench.quality import evaluate, fine_tune, logits_at_original_size, training_order
+from cadbench.train import prepare
+
+SCORES = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae")
+
+
+def test_fine_tune_then_evaluate_on_the_sample(trainee):
+    train = open_dataset(SAMPLE_PATH, "train", image_size=trainee.image_size)
+    test = open_dataset(SAMPLE_PATH, "test", image_size=trainee.image_size)
+    before = {name: p.detach().clone() for name, p in trainee.method.named_parameters() if p.requires_grad}
+    losses = fine_tune(trainee.method, trainee.optimizer, train, steps=3, batch_size=2, seed=0)
+    assert len(losses) == 3 and all(math.isfinite(loss) and loss > 0 for loss in losses)
+    assert any(not torch.equal(p, before[n]) for n, p in trainee.method.named_parameters() if p.requires_grad)
+    results = evaluate(trainee.method, test, batch_size=2)
+    assert results["images"] == 2 and results["empty_masks"] == 0
+    for key in SCORES:
+        assert math.isfinite(results[key]) and 0.0 <= results[key] <= 1.0, (key, results[key])
+    assert 0.0 <= results["ber"] <= 100.0
+    assert trainee.method.training  # evaluate restores the mode it found
+
+
+def test_fine_tune_is_deterministic_for_a_seed():
+    train = SyntheticCamouflage("train", seed=0, image_size=128, count=4, height=48, width=64)
+    curves = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(0)  # same initial weights
+        trainee = prepare("decoder_only", "test_scale")
+        curves.append(fine_tune(trainee.method, trainee.optimizer, train, steps=2, batch_size=2, seed=seed))
+    assert curves[0] == curves[1] and curves[0] != curves[2]
+
+
+def test_training_order_covers_each_epoch_before_repeating():
+    order = training_order(length=5, steps=4, batch_size=3, seed=1)
+    flat = [index for step in order for index in step]
+    assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:10]) == list(range(5))
+    assert order == training_order(length=5, steps=4, batch_size=3, seed=1)
+
+
+def test_predictions_are_cropped_to_content_and_resized_to_the_mask():
+    low_res = torch.zeros(1, 1, 32, 32)
+    low_res[..., :24, :] = 5.0  # content rows (96 of 128 input pixels); padding rows predict background
+    logits = logits_at_original_size(low_res, 128, valid_size=(96, 128), original_size=(30, 40))
+    assert logits.shape == (30, 40)
+    assert (logits > 0).float().mean() > 0.9  # the padding does not leak into the original-size prediction
+
+
+def test_image_size_mismatch_is_refused(trainee):
+    wrong = SyntheticCamouflage("test", image_size=256, count=1)
+    with pytest.raises(CadbenchError, match="prepared for 256 px but the backbone takes 128 px"):
+        evaluate(trainee.method, wrong)
