@@ -31,6 +31,8 @@ def _check_image_size(method: Method, dataset: SegmentationDataset) -> None:
 
 def training_order(length: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
     """Sample indices for each step: shuffled epochs, one after the other, reproducible from `seed`."""
+    if length < 1:
+        raise CadbenchError("cannot fine-tune on an empty dataset")
     generator = torch.Generator().manual_seed(seed)
     needed = steps * batch_size
     order: list[int] = []
