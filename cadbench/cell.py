@@ -1,5 +1,9 @@
 """Measure one cell of the grid. Run as `python -m cadbench.cell SPEC_JSON RESULT_PATH` for a fresh process.
 
+A cell is measured in one of three modes:
+* `cuda`: real training steps on the GPU (memory, throughput), then fine-tune + evaluate for quality;
+* `cpu`: real steps on the CPU (throughput marked cpu, memory from the estimator), then fine-tune + evaluate;
+* `estimate`: no real step; peak memory, breakdown and FLOPs from the fake-tensor estimator.
 The measurement functions receive a training step to run; only this module knows which method it builds.
 """
 
@@ -7,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,46 +22,55 @@ from cadbench.grid import Cell
 from cadbench.results import explain_nulls, new_row
 
 MODES = ("cuda", "cpu", "estimate")
-NO_QUALITY = "quality needs a dataset fine-tune and evaluation, which this run did not do"
+QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    mode: str  # cuda: measure on the GPU; cpu: time real steps on the CPU; estimate: no real steps
     steps: int = 10
     warmup: int = 3
     seed: int = 0
     checkpoints: dict[str, str] = field(default_factory=dict)  # backbone -> checkpoint path
     weights: dict[str, str] = field(default_factory=dict)  # backbone -> "random" | "sha256:..."
+    dataset: str | None = "synthetic"  # None: no quality phase
+    layout: str | None = None
+    train_steps: int = 50
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def measure_cell(cell: Cell, options: RunOptions, environment: dict) -> dict:
-    """The cell's result row. Out-of-memory and any other failure become the row's status, never an exception."""
+def measure_cell(cell: Cell, mode: str, options: RunOptions, environment: dict) -> dict:
+    """The cell's result row. Out-of-memory and any other failure become the row's status, never an exception.
+
+    Side data for the report travels in keys starting with '_' (`_timeline`, `_loss_curve`).
+    """
     row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
     row["weights"] = options.weights.get(cell.backbone, "random")
-    row["warmup_steps"], row["timed_steps"] = options.warmup, options.steps
+    if mode != "estimate":
+        row["warmup_steps"], row["timed_steps"] = options.warmup, options.steps
     try:
         _fill_parameter_counts(row, cell)
-        if options.mode == "cuda":
+        if mode == "cuda":
             _measure_on_cuda(row, cell, options)
-        elif options.mode == "cpu":
+        elif mode == "cpu":
             _time_on_cpu(row, cell, options)
             _estimate_memory(row, cell)
         else:
             _estimate_memory(row, cell)
+        if mode != "estimate" and options.dataset:
+            _measure_quality(row, cell, options, torch.device("cuda" if mode == "cuda" else "cpu"))
         row["status"] = "ok"
     except torch.cuda.OutOfMemoryError:
         row["status"] = "oom"
         row["error"] = f"CUDA out of memory at batch size {cell.batch_size}"
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     except CadbenchError as exc:
         row["status"], row["error"] = "error", str(exc)
     except Exception as exc:  # noqa: BLE001 — a cell's failure is a result; the sweep goes on
         row["status"], row["error"] = "error", one_line(exc)
-    return explain_nulls(row, _null_reasons(row, options))
+    return explain_nulls(row, _null_reasons(row, mode, options))
 
 
 def one_line(exc: BaseException) -> str:
@@ -94,6 +106,8 @@ def _measure_on_cuda(row: dict, cell: Cell, options: RunOptions) -> None:
         throughput_img_s=measured.times.throughput(cell.batch_size), throughput_source="cuda",
         step_time_median_s=measured.times.median, step_time_p90_s=measured.times.p90,
     )
+    del setup
+    torch.cuda.empty_cache()
 
 
 def _time_on_cpu(row: dict, cell: Cell, options: RunOptions) -> None:
@@ -112,46 +126,67 @@ def _estimate_memory(row: dict, cell: Cell) -> None:
     estimate = estimate_cell(cell.method, cell.backbone, cell.batch_size, cell.precision)
     row.update(estimate.as_row_fields())
     row["memory_source"] = "estimated"
+    row["_timeline"] = [list(point) for point in estimate.timeline]
 
 
-def _null_reasons(row: dict, options: RunOptions) -> dict[str, str]:
-    failed = row["status"] != "ok"
-    why_failed = f"cell did not finish ({row['status']}: {row['error']})" if failed else None
+def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.device) -> None:
+    """Fine-tune a fresh copy of the method on the train split, then score the test split."""
+    from cadbench.datasets import load_dataset
+    from cadbench.quality import evaluate, fine_tune
+    from cadbench.train import prepare
+
+    image_size = get_backbone(cell.backbone).image_size
+    train = load_dataset(options.dataset, "train", image_size=image_size, layout=options.layout, seed=options.seed)
+    test = load_dataset(options.dataset, "test", image_size=image_size, layout=options.layout, seed=options.seed)
+    torch.manual_seed(options.seed)
+    trainee = prepare(cell.method, cell.backbone, checkpoint=options.checkpoints.get(cell.backbone), device=device)
+    losses = fine_tune(trainee.method, trainee.optimizer, train, options.train_steps, cell.batch_size,
+                       cell.precision, seed=options.seed)
+    scores = evaluate(trainee.method, test, batch_size=cell.batch_size)
+    row.update({column: scores[column] for column in QUALITY_COLUMNS})
+    row.update(quality_dataset=f"{train.name} (train {len(train)}, test {len(test)} images, "
+                               f"{scores['empty_masks']} empty test masks)",
+               train_steps=options.train_steps, _loss_curve=losses)
+
+
+def _null_reasons(row: dict, mode: str, options: RunOptions) -> dict[str, str]:
     reasons = {"error": "no error"}
-    if failed:
-        reasons.update({"peak_memory_bytes": why_failed, "memory_source": why_failed, "throughput_img_s": why_failed,
-                        "throughput_source": why_failed, "step_time_*": why_failed, "flops_per_step": why_failed,
-                        "breakdown_*": why_failed, "reserved_memory_bytes": why_failed,
-                        "nvml_process_memory_bytes": why_failed, "trainable_params": why_failed,
-                        "total_params": why_failed})
-    if options.mode == "cuda":
+    if row["status"] != "ok":
+        why = f"cell did not finish ({row['status']}: {row['error']})"
+        reasons.update({column: why for column in (
+            "peak_memory_bytes", "memory_source", "throughput_img_s", "throughput_source", "step_time_*",
+            "flops_per_step", "breakdown_*", "reserved_memory_bytes", "nvml_process_memory_bytes",
+            "trainable_params", "total_params", *QUALITY_COLUMNS, "quality_dataset", "train_steps")})
+    if mode == "cuda":
         reasons.update({"flops_per_step": "FLOPs come from the estimator (cadbench estimate)",
                         "breakdown_*": "the memory breakdown comes from the estimator (cadbench estimate)",
                         "nvml_process_memory_bytes": "NVML did not report this process (e.g. hidden in a container)"})
     else:
-        no_gpu = "measured only on a CUDA device; this run had none"
+        no_gpu = "measured only on a CUDA device; this cell ran without one"
         reasons.update({"reserved_memory_bytes": no_gpu, "nvml_process_memory_bytes": no_gpu,
                         "device_total_memory_bytes": no_gpu, "gpu_name": no_gpu, "driver_version": no_gpu,
                         "cuda_version": "torch built without CUDA"})
-    if options.mode == "estimate":
-        no_steps = "no CUDA device: throughput is measured on a GPU (or timed on the CPU with --device cpu)"
-        reasons.update({"throughput_img_s": no_steps, "throughput_source": no_steps, "step_time_*": no_steps,
-                        "device": "estimate only: no training step ran on a device"})
-    reasons.update({"iou": NO_QUALITY, "dice": NO_QUALITY, "git_commit": "not a git checkout",
-                    "segment_anything_version": "segment-anything version unknown",
-                    "memory_source": reasons.get("memory_source", "no memory figure")})
+    if mode == "estimate":
+        no_steps = ("no training step ran for this cell (estimate only): throughput needs a GPU, "
+                    "or --device cpu for CPU timings")
+        no_quality = ("quality needs a real fine-tune, which this cell did not run (estimate only: no GPU for a "
+                      "full-size model); see the test_scale rows, fine-tuned for real on the CPU")
+        reasons.update({"throughput_*": no_steps, "step_time_*": no_steps, "timed_steps": no_steps,
+                        "warmup_steps": no_steps, "device": "estimate only: no training step ran on a device",
+                        **{column: no_quality for column in (*QUALITY_COLUMNS, "quality_dataset", "train_steps")}})
+    elif not options.dataset:
+        no_quality = "quality was not asked for (--no-quality)"
+        reasons.update({column: no_quality for column in (*QUALITY_COLUMNS, "quality_dataset", "train_steps")})
+    reasons.update({"git_commit": "not a git checkout", "segment_anything_version": "version unknown",
+                    "memory_source": reasons.get("memory_source", "no memory figure"),
+                    "ber": reasons.get("ber", "not computed")})
     return reasons
 
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
-    result_path = Path(argv[1])
-    cell = Cell(**spec["cell"])
-    options = RunOptions(**spec["options"])
-    row = measure_cell(cell, options, spec["environment"])
-    if row["status"] == "error" and spec.get("traceback_to_stderr"):
-        traceback.print_exc()
-    result_path.write_text(json.dumps(row))
+    row = measure_cell(Cell(**spec["cell"]), spec["mode"], RunOptions(**spec["options"]), spec["environment"])
+    Path(argv[1]).write_text(json.dumps(row))
     return 0
 
 

@@ -103,6 +103,8 @@ def _sweep(args: argparse.Namespace, estimate_only: bool) -> int:
                 precisions=args.precision, steps=getattr(args, "steps", 10), warmup=getattr(args, "warmup", 3),
                 device=getattr(args, "device", "auto"), seed=args.seed, checkpoint=args.checkpoint, out=args.out,
                 baseline_method=args.baseline_method, estimate_only=estimate_only,
+                dataset=None if getattr(args, "no_quality", False) else getattr(args, "dataset", None),
+                layout=getattr(args, "layout", None), train_steps=getattr(args, "train_steps", 50),
                 show_progress=not args.no_progress)
     return 1 if (frame["status"] == "error").any() else 0
 
@@ -183,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"),
                             help="auto: CUDA if present, else estimate memory without running steps; "
                                  "cpu: also time real steps on the CPU")
+    run_parser.add_argument("--dataset", default="synthetic",
+                            help="'synthetic' (the embedded default, generated from --seed) or a folder with "
+                                 "images/ and masks/ (or a COD10K, CAMO, SINet or ISTD layout)")
+    run_parser.add_argument("--layout", help="force a dataset layout instead of detecting it")
+    run_parser.add_argument("--train-steps", type=int, default=50,
+                            help="fine-tuning steps per cell before evaluating quality (default: 50)")
+    run_parser.add_argument("--no-quality", action="store_true", help="skip fine-tuning and evaluation")
     run_parser.set_defaults(handler=cmd_run)
 
     estimate_parser = commands.add_parser("estimate", help="peak GPU memory of every cell, without a GPU")

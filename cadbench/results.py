@@ -31,7 +31,8 @@ CONTRACT_COLUMNS = (
     "flops_per_step",
     "breakdown_parameters_bytes", "breakdown_gradients_bytes", "breakdown_optimizer_states_bytes",
     "breakdown_activations_bytes", "breakdown_temporaries_bytes",
-    "iou", "dice", "trainable_params", "total_params", "weights", "device",
+    "iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber", "quality_dataset",
+    "train_steps", "trainable_params", "total_params", "weights", "device",
     "gpu_name", "driver_version", "cuda_version", "torch_version", "segment_anything_version", "cadbench_version",
     "git_commit", "null_reasons",
 )
@@ -113,6 +114,15 @@ class ResultStore:
         return {cell_key(row) for row in self.rows() if row["status"] in FINISHED_STATUSES}
 
     def append(self, row: dict) -> None:
+        """Persist a finished cell. Keys starting with '_' are side data kept beside the table, not columns:
+        `_timeline` (live memory over one step) goes to timelines.json and `_loss_curve` (fine-tuning losses) to
+        loss_curves.json, both keyed by cell."""
+        row = dict(row)
+        side_files = {"_timeline": "timelines.json", "_loss_curve": "loss_curves.json"}
+        for key in [key for key in row if key.startswith("_")]:
+            value = row.pop(key)
+            if key in side_files and value is not None:
+                self._update_side_file(self.out_dir / side_files[key], cell_key(row), value)
         missing = unexplained_nulls(row)
         if missing:
             raise AssertionError(f"row for {cell_key(row)} has null columns without a reason: {missing}")
@@ -121,6 +131,12 @@ class ResultStore:
             handle.flush()
             os.fsync(handle.fileno())
         self.write_tables()
+
+    @staticmethod
+    def _update_side_file(path: Path, key: str, value) -> None:
+        document = json.loads(path.read_text()) if path.exists() else {}
+        document[key] = value
+        write_atomically(path, json.dumps(document))
 
     def write_tables(self) -> None:
         rows = self.rows()

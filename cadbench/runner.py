@@ -29,9 +29,10 @@ class SweepOutcome:
         return [row for row in self.rows if row["status"] == "error"]
 
 
-def run_in_fresh_process(cell: Cell, options: RunOptions, environment: dict) -> dict:
+def run_in_fresh_process(cell: Cell, mode: str, options: RunOptions, environment: dict) -> dict:
     """Measure a cell in a new Python process: allocator state, fragmentation and crashes stay there."""
-    spec = json.dumps({"cell": cell.as_dict(), "options": options.as_dict(), "environment": environment})
+    spec = json.dumps({"cell": cell.as_dict(), "mode": mode, "options": options.as_dict(),
+                       "environment": environment})
     with tempfile.TemporaryDirectory(prefix="cadbench-cell-") as folder:
         result_path = Path(folder) / "row.json"
         process = subprocess.run([sys.executable, "-m", "cadbench.cell", spec, str(result_path)],
@@ -45,25 +46,19 @@ def run_in_fresh_process(cell: Cell, options: RunOptions, environment: dict) -> 
     return explain_nulls(row, {"*": why})
 
 
-def run_in_this_process(cell: Cell, options: RunOptions, environment: dict) -> dict:
-    return measure_cell(cell, options, environment)
-
-
 def sweep(
     cells: list[Cell],
+    mode_of: Callable[[Cell], str],
     options: RunOptions,
     store: ResultStore,
     environment: dict,
     on_progress: Callable[[str, Cell | None], None] = lambda event, cell: None,
-    fresh_process: bool | None = None,
 ) -> SweepOutcome:
     """Measure every unfinished cell and persist each row as it finishes.
 
-    Real-device cells run in fresh processes by default; estimates (no device state to isolate) run here.
+    Cells that run real steps get a fresh process each; estimates (no device state to isolate, and the estimator
+    reuses work across cells) run in this process.
     """
-    if fresh_process is None:
-        fresh_process = options.mode != "estimate"
-    execute = run_in_fresh_process if fresh_process else run_in_this_process
     finished = store.finished_keys()
     todo = [cell for cell in cells if cell.key not in finished]
     for cell in cells:
@@ -71,7 +66,12 @@ def sweep(
             on_progress("skipped", cell)
     for cell in todo:
         on_progress("start", cell)
-        store.append(execute(cell, options, environment))
+        mode = mode_of(cell)
+        if mode == "estimate":
+            row = measure_cell(cell, mode, options, environment)
+        else:
+            row = run_in_fresh_process(cell, mode, options, environment)
+        store.append(row)
         on_progress("done", cell)
     wanted = {cell.key for cell in cells}
     rows = [row for row in store.rows() if cell_key(row) in wanted]

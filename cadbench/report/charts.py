@@ -103,8 +103,10 @@ def timelines(series: dict[str, list[tuple[str, int]]], title: str) -> str | Non
     for index, (method, points) in enumerate(series.items()):
         if not points:
             continue
+        # points are (phase, live bytes) or (event number, phase, live bytes); x is the share of the step done
         xs = [position / max(len(points) - 1, 1) for position in range(len(points))]
-        axes.plot(xs, [live / GB for _, live in points], label=method, color=color(method, index), linewidth=1.2)
+        axes.plot(xs, [point[-1] / GB for point in points], label=method, color=color(method, index),
+                  linewidth=1.2)
     axes.set_xlabel("progress through one training step (forward → backward → optimizer)")
     axes.set_ylabel("live memory (GB, estimated)")
     axes.set_title(title)

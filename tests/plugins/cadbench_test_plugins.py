@@ -1,0 +1,42 @@
+"""Methods that misbehave on purpose, installed for the harness tests through the `cadbench.methods` entry point."""
+
+import os
+import time
+
+import torch
+
+from cadbench.methods import DecoderOnly
+
+
+class Raising(DecoderOnly):
+    name = "raising"
+    summary = "raises in its forward pass"
+
+    def image_embeddings(self, images):
+        raise RuntimeError("deliberate failure in the forward pass\nsecond line that must not be shown")
+
+
+class OutOfMemory(DecoderOnly):
+    name = "oom"
+    summary = "runs out of (simulated) CUDA memory"
+
+    def image_embeddings(self, images):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+
+
+class Crashing(DecoderOnly):
+    name = "crashing"
+    summary = "kills its process"
+
+    def image_embeddings(self, images):
+        os._exit(3)
+
+
+class Slow(DecoderOnly):
+    name = "slow"
+    summary = "sleeps while being built, long enough to be killed (unless CADBENCH_TEST_SLOW=0)"
+
+    def __init__(self, sam):
+        super().__init__(sam)
+        if os.environ.get("CADBENCH_TEST_SLOW", "1") != "0":
+            time.sleep(120)

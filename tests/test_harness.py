@@ -1,0 +1,159 @@
+"""`cadbench run`: isolation of failing cells, resume after a kill, the results contract, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import cadbench
+from cadbench.results import CONTRACT_COLUMNS, load_results
+
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+def cadbench_cli(*args, env=None, **kwargs):
+    """Run the installed CLI in a subprocess, with the misbehaving test methods installed as plugins."""
+    environment = {**os.environ, "PYTHONPATH": str(PLUGINS), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cadbench", *args], capture_output=True, text=True,
+                          env=environment, timeout=600, **kwargs)
+
+
+def read_rows(out: Path) -> dict:
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    return {row["method"]: row for row in rows}
+
+
+def test_failing_cells_are_results_and_the_sweep_goes_on(tmp_path):
+    out = tmp_path / "out"
+    result = cadbench_cli("run", "--methods", "raising,oom,crashing,decoder_only", "--backbone", "test_scale",
+                          "--batch-sizes", "2", "--device", "cpu", "--steps", "2", "--warmup", "1",
+                          "--train-steps", "2", "--no-progress", "--out", str(out))
+    assert result.returncode == 1, result.stderr  # some cell errored
+    rows = read_rows(out)
+    assert rows["oom"]["status"] == "oom"
+    assert rows["raising"]["status"] == "error"
+    assert rows["raising"]["error"] == "RuntimeError: deliberate failure in the forward pass"
+    assert rows["crashing"]["status"] == "error" and "exited with code 3" in rows["crashing"]["error"]
+    ok = rows["decoder_only"]
+    assert ok["status"] == "ok" and ok["throughput_source"] == "cpu" and ok["throughput_img_s"] > 0
+    assert ok["memory_source"] == "estimated" and ok["peak_memory_bytes"] > 0
+    assert 0 <= ok["iou"] <= 1 and 0 <= ok["dice"] <= 1 and ok["train_steps"] == 2
+    assert ok["quality_dataset"].startswith("synthetic")
+    curves = json.loads((out / "loss_curves.json").read_text())
+    assert len(curves["decoder_only/test_scale/2/fp32"]) == 2
+    assert "decoder_only/test_scale/2/fp32" in json.loads((out / "timelines.json").read_text())
+    for row in rows.values():
+        assert set(row) == set(CONTRACT_COLUMNS)
+        for column, value in row.items():
+            if value is None and column != "error":
+                assert row["null_reasons"].get(column), (row["method"], column)
+    assert "Traceback" not in result.stderr
+
+
+def test_a_killed_sweep_keeps_finished_cells_and_resumes(tmp_path):
+    out = tmp_path / "out"
+    args = ("estimate", "--methods", "decoder_only,slow", "--backbone", "test_scale", "--batch-sizes", "1",
+            "--no-progress", "--out", str(out))
+    environment = {**os.environ, "PYTHONPATH": str(PLUGINS)}
+    process = subprocess.Popen([sys.executable, "-m", "cadbench", *args], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text().strip():
+            assert time.monotonic() < deadline and process.poll() is None, "first cell never finished"
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert set(read_rows(out)) == {"decoder_only"}
+    first = read_rows(out)["decoder_only"]
+
+    resumed = cadbench_cli(*args, env={"CADBENCH_TEST_SLOW": "0"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 cells measured, 1 already finished" in resumed.stdout
+    rows = read_rows(out)
+    assert set(rows) == {"decoder_only", "slow"} and rows["decoder_only"] == first
+    assert rows["slow"]["status"] == "ok"
+    assert len(load_results(out)) == 2 and len(pd.read_csv(out / "results.csv")) == 2
+
+
+def test_python_api_returns_the_results_as_a_dataframe(tmp_path):
+    frame = cadbench.run(methods=["decoder_only", "cad"], backbones=["test_scale"], batch_sizes=[1],
+                         device="cpu", steps=2, warmup=1, dataset=None, out=tmp_path / "api",
+                         show_progress=False, print_summary=False)
+    assert list(frame["method"]) == ["decoder_only", "cad"] or set(frame["method"]) == {"decoder_only", "cad"}
+    assert (frame["status"] == "ok").all()
+    assert (frame["weights"] == "random").all()
+    reloaded = cadbench.load_results(tmp_path / "api")
+    assert list(reloaded["peak_memory_bytes"]) == list(frame["peak_memory_bytes"])
+
+
+def _existing_results(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.jsonl").write_text('{"precious": true}\n')
+    return out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "cad,lora"], "unknown method 'lora'; valid: cad, crashing, decoder_only, oom, raising"),
+    (["--backbone", "vit_x"], "unknown backbone 'vit_x'; valid: test_scale, vit_b, vit_h, vit_l"),
+    (["--precision", "fp8"], "unknown precision 'fp8'; valid: bf16, fp32"),
+    (["--batch-sizes", "2,0"], "batch sizes must be positive, got 0"),
+    (["--batch-sizes", "two"], "batch sizes must be integers, got 'two'"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--baseline-method", "sam_adapter", "--methods", "cad"], "--baseline-method 'sam_adapter' is not among"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_lost(tmp_path, args, message):
+    out = _existing_results(tmp_path)
+    result = cadbench_cli("run", "--backbone", "test_scale", *args, "--out", str(out), "--no-progress")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert (out / "results.jsonl").read_text() == '{"precious": true}\n'
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_cuda_is_refused(tmp_path):
+    result = cadbench_cli("run", "--backbone", "test_scale", "--device", "cuda", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "no CUDA device" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_unwritable_out_is_refused(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = cadbench_cli("estimate", "--backbone", "test_scale", "--out", str(blocker / "out"))
+    assert result.returncode == 2 and "is not writable" in result.stderr and str(blocker) in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_checkpoint_for_the_wrong_backbone_is_refused_before_anything_runs(tmp_path):
+    from cadbench.backbones import build_sam
+
+    checkpoint = tmp_path / "test_scale.pth"
+    torch.save(build_sam("test_scale").sam.state_dict(), checkpoint)
+    out = _existing_results(tmp_path)
+    result = cadbench_cli("run", "--backbone", "vit_b", "--checkpoint", str(checkpoint), "--out", str(out))
+    assert result.returncode == 2 and "does not match backbone vit_b" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert (out / "results.jsonl").read_text() == '{"precious": true}\n'
+    several = cadbench_cli("run", "--backbone", "vit_b,vit_l", "--checkpoint", str(checkpoint), "--out", str(out))
+    assert several.returncode == 2 and "fits one backbone" in several.stderr
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "out"
+    common = ("--methods", "decoder_only", "--backbone", "test_scale", "--batch-sizes", "1", "--device", "cpu",
+              "--warmup", "1", "--no-quality", "--no-progress", "--out", str(out))
+    assert cadbench_cli("run", "--steps", "2", *common).returncode == 0
+    before = (out / "results.jsonl").read_text()
+    other = cadbench_cli("run", "--steps", "3", *common)
+    assert other.returncode == 2 and "different settings (steps)" in other.stderr
+    assert (out / "results.jsonl").read_text() == before
