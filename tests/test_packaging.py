@@ -21,8 +21,10 @@ def test_wheel_installs_plugins_under_the_cadbench_namespace_only(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"cadbench", next(n for n in top_level if n.endswith(".dist-info"))}, top_level
-    for module in ("cadbench/methods/cad.py", "cadbench/methods/sam_adapter.py", "cadbench/datasets/__init__.py"):
+    for module in ("cadbench/methods/cad.py", "cadbench/methods/sam_adapter.py", "cadbench/datasets/__init__.py",
+                   "cadbench/estimator/__init__.py", "cadbench/report/templates/report.html.j2"):
         assert module in names
+    assert sum(name.startswith("cadbench/datasets/sample/") and name.endswith(".png") for name in names) >= 8
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "cadbench = cadbench.cli:main" in entry_points
 
