@@ -136,6 +136,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from cadbench.validate import TARGET_ERROR, format_validation, validate
+
+    table = validate(_resolve_methods(args.methods), _resolve_backbones(args.backbone), args.batch_sizes,
+                     args.precision, out=args.out)
+    print(format_validation(table))
+    errors = table["error"].dropna().abs() if "error" in table else []
+    return 0 if len(errors) and (errors <= TARGET_ERROR).all() else 1
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from cadbench.check import compare, parse_tolerance, read_result_document
 
@@ -197,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     estimate_parser = commands.add_parser("estimate", help="peak GPU memory of every cell, without a GPU")
     _add_grid_arguments(estimate_parser)
     estimate_parser.set_defaults(handler=cmd_estimate)
+
+    validate_parser = commands.add_parser("validate", help="estimator vs CUDA measurement, per cell (needs a GPU)")
+    _add_grid_arguments(validate_parser)
+    validate_parser.set_defaults(handler=cmd_validate)
 
     report_parser = commands.add_parser("report", help="(re)build the HTML report from one or more result folders")
     report_parser.add_argument("folders", nargs="+", help="result folders (each with results.json)")
