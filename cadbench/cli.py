@@ -136,6 +136,52 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+UNITS = {"gb": 10**9, "gib": 2**30, "mb": 10**6, "mib": 2**20}
+
+
+def memory_size(text: str) -> int:
+    """'24GB' (10^9 bytes), '80GiB' (2^30), '512MiB', or plain bytes."""
+    lowered = text.strip().lower()
+    for unit in sorted(UNITS, key=len, reverse=True):
+        if lowered.endswith(unit):
+            try:
+                return int(float(lowered[: -len(unit)]) * UNITS[unit])
+            except ValueError:
+                break
+    try:
+        return int(lowered)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"memory sizes look like 24GB, 80GiB or 512MiB, got {text!r}") from None
+
+
+def memory_size_list(text: str) -> list[int]:
+    return [memory_size(item) for item in comma_list(text)]
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from cadbench.estimator import fit_table
+
+    methods, backbones = _resolve_methods(args.methods), _resolve_backbones(args.backbone)
+    capacity_names = dict(zip(args.gpu_memory, comma_list(args.gpu_memory_text)))
+    rows = []
+    for precision in args.precision:
+        rows += [row.as_dict() for row in fit_table(methods, backbones, args.gpu_memory, precision,
+                                                     args.cuda_context, args.max_batch)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = pd.DataFrame(rows)
+    table["GPU"] = table["capacity_bytes"].map(capacity_names)
+    table["largest batch"] = table["largest_batch"].map(
+        lambda b: "none" if b == 0 else f"{b}+" if b >= args.max_batch else str(b))
+    shown = table.pivot_table(index=["method", "backbone", "precision"], columns="GPU", values="largest batch",
+                              aggfunc="first", sort=False)[list(capacity_names.values())]
+    print(f"Largest batch size that fits (estimated peak + {args.cuda_context / 1e9:.2f} GB CUDA context; "
+          f"searched up to {args.max_batch}):")
+    print(shown.to_string())
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from cadbench.validate import TARGET_ERROR, format_validation, validate
 
@@ -208,6 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_arguments(estimate_parser)
     estimate_parser.set_defaults(handler=cmd_estimate)
 
+    fit_parser = commands.add_parser("fit", help="largest batch size per method and backbone that fits each GPU")
+    fit_parser.add_argument("--gpu-memory", default="24GB,40GB,80GB",
+                            help="comma-separated capacities, e.g. 24GB,40GB,80GiB (default: 24GB,40GB,80GB)")
+    fit_parser.add_argument("--methods", type=comma_list, help="comma-separated methods (default: all)")
+    fit_parser.add_argument("--backbone", "--backbones", dest="backbone", type=comma_list,
+                            help=f"comma-separated backbones (default: {','.join(FULL_SIZE_BACKBONES)})")
+    fit_parser.add_argument("--precision", type=comma_list, default=["fp32"], help="fp32 and/or bf16")
+    fit_parser.add_argument("--cuda-context", type=memory_size, default=None,
+                            help="memory the CUDA context takes outside PyTorch's allocator (default: the "
+                                 "estimator's stated figure)")
+    fit_parser.add_argument("--max-batch", type=int, default=64, help="largest batch size searched (default: 64)")
+    fit_parser.add_argument("--json", action="store_true")
+    fit_parser.set_defaults(handler=cmd_fit)
+
     validate_parser = commands.add_parser("validate", help="estimator vs CUDA measurement, per cell (needs a GPU)")
     _add_grid_arguments(validate_parser)
     validate_parser.set_defaults(handler=cmd_validate)
@@ -241,9 +301,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _finish_fit_arguments(args: argparse.Namespace) -> None:
+    if getattr(args, "handler", None) is not cmd_fit:
+        return
+    from cadbench.estimator import DEFAULT_CUDA_CONTEXT_BYTES
+    from cadbench.train import check_precision
+
+    args.gpu_memory_text = args.gpu_memory
+    try:
+        args.gpu_memory = memory_size_list(args.gpu_memory)
+    except argparse.ArgumentTypeError as exc:
+        raise CadbenchError(f"--gpu-memory: {exc}") from None
+    if args.cuda_context is None:
+        args.cuda_context = DEFAULT_CUDA_CONTEXT_BYTES
+    if args.max_batch < 1:
+        raise CadbenchError(f"--max-batch must be at least 1, got {args.max_batch}")
+    for precision in args.precision:
+        check_precision(precision)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        _finish_fit_arguments(args)
         return args.handler(args)
     except CadbenchError as exc:
         print(f"cadbench: error: {exc}", file=sys.stderr)

@@ -1,0 +1,31 @@
+"""`cadbench fit`: the 'does it fit' table from the estimator."""
+
+import json
+
+from cadbench.cli import main, memory_size
+
+
+def test_memory_sizes_parse_decimal_and_binary_units():
+    assert memory_size("24GB") == 24 * 10**9
+    assert memory_size("80GiB") == 80 * 2**30
+    assert memory_size("512MiB") == 512 * 2**20
+    assert memory_size("1000") == 1000
+
+
+def test_fit_is_monotone_in_capacity_and_respects_the_context(capsys):
+    argv = ["fit", "--backbone", "test_scale", "--methods", "cad", "--gpu-memory", "1.2GB,1.5GB,4GB",
+            "--cuda-context", "1GB", "--max-batch", "16", "--json"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    largest = [row["largest_batch"] for row in rows]
+    assert largest == sorted(largest) and largest[-1] == 16 and rows[0]["cuda_context_bytes"] == 10**9
+    assert main(["fit", "--backbone", "test_scale", "--methods", "cad", "--gpu-memory", "900MB",
+                 "--cuda-context", "1GB", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["largest_batch"] == 0
+
+
+def test_fit_bad_input_is_one_line(capsys):
+    assert main(["fit", "--gpu-memory", "lots"]) == 2
+    assert main(["fit", "--precision", "fp8"]) == 2
+    err = capsys.readouterr().err
+    assert "--gpu-memory: memory sizes look like" in err and "unknown precision 'fp8'" in err
