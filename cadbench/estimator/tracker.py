@@ -1,0 +1,163 @@
+"""Live device memory, storage by storage, as the CUDA caching allocator would count it.
+
+`MemoryTracker` is a `TorchDispatchMode`: it sees the outputs of every op, counts each storage it has not seen yet
+once (views and in-place results share a storage and add nothing), rounded up as the CUDA caching allocator rounds
+requests, and subtracts it when the storage is freed. The peak of that running total is the estimate of
+`torch.cuda.max_memory_allocated`.
+
+Only sizes and lifetimes are used, never values, so the same tracker runs on real tensors and on `FakeTensorMode`
+tensors (whose storages live on the meta device and hold no data) and must give the same numbers on both.
+
+A storage is followed through a weak reference with a callback: PyTorch keeps one Python object per live storage
+(`Tensor.untyped_storage()` returns the same object for as long as the storage lives), so the callback fires
+exactly when the storage itself is freed, whichever tensor or autograd node held it last.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from cadbench.estimator.cuda_runtime import allocator_bytes
+
+_PRIM_DEVICE = torch.ops.prim.device.default
+
+
+@dataclass(eq=False)
+class Block:
+    """One storage as the allocator would hold it: its rounded size, when and where it was made, when it died."""
+
+    nbytes: int
+    born: int  # event number of the allocation
+    phase: str
+    origin: str  # label given at allocation: a module name during forward, "" otherwise
+    died: int | None = None
+    excluded: bool = False  # handed to `MemoryTracker.exclude`: not device memory on a GPU run
+    tags: set[str] = field(default_factory=set)
+
+
+class MemoryTracker(TorchDispatchMode):
+    """Counts live storages (optionally only those on one device type) and records the running total.
+
+    Use as a context manager around the code to measure; tensors that already exist when tracking starts are added
+    with `register`. `reset_peak` starts a new measurement window from the current total, as
+    `torch.cuda.reset_peak_memory_stats` does. `phase_of` (giving a label such as "forward") and `origin` (giving a
+    label for each new storage, e.g. the module running) are called at every allocation; `timeline` holds
+    (event number, phase, live bytes) after every change inside the current window.
+    """
+
+    def __init__(self, device_type: str | None = None) -> None:
+        super().__init__()
+        self.device_type = device_type
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self.peak_event = 0
+        self.events = 0
+        self.phase_of: Callable[[], str] = lambda: "setup"
+        self.origin: Callable[[], str] = lambda: ""
+        self.op_observers: list[Callable] = []  # called as observer(func, args, kwargs, out) after every op
+        self.run_op: Callable | None = None  # runs ops instead of func(*args, **kwargs), e.g. a FakeOpCache
+        self.blocks: list[Block] = []  # every block born or registered in the current window, plus the live ones
+        self.timeline: list[tuple[int, str, int]] = []
+        self._live: dict[int, tuple[Block, weakref.ref]] = {}  # id(storage) -> block
+
+    # -- accounting -------------------------------------------------------------------------------------------
+    def register(self, tensors: Iterable[torch.Tensor], tag: str | None = None) -> None:
+        """Count tensors made before tracking started (parameters built elsewhere, a batch, optimizer state)."""
+        for tensor in tensors:
+            block = self._track(tensor)
+            if block is not None and tag:
+                block.tags.add(tag)
+
+    def block_of(self, tensor: torch.Tensor) -> Block | None:
+        """The live block holding `tensor`'s storage, if it is being counted."""
+        entry = self._live.get(id(_storage(tensor)))
+        return entry[0] if entry else None
+
+    def exclude(self, tensor: torch.Tensor) -> None:
+        """Stop counting `tensor`'s storage (e.g. state that a GPU run keeps in host memory)."""
+        storage = _storage(tensor)
+        entry = self._live.get(id(storage)) if storage is not None else None
+        if entry is not None and not entry[0].excluded:
+            entry[0].excluded = True
+            self._change(-entry[0].nbytes)
+
+    def reset_peak(self) -> None:
+        """Start a new window: the peak restarts from what is live now; history before it is forgotten."""
+        self.peak_bytes = self.live_bytes
+        self.peak_event = self.events
+        self.blocks = [block for block, _ in self._live.values() if not block.excluded]
+        self.timeline = [(self.events, self.phase_of(), self.live_bytes)]
+
+    def live_blocks_at(self, event: int) -> list[Block]:
+        """Blocks of the current window that were alive just after `event`."""
+        return [b for b in self.blocks if not b.excluded and b.born <= event and (b.died is None or b.died > event)]
+
+    # -- dispatch ---------------------------------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        try:
+            out = func(*args, **kwargs) if self.run_op is None else self.run_op(func, args, kwargs)
+        except Exception as error:
+            if not hasattr(error, "failed_op"):
+                error.failed_op = func  # which op failed, for a one-line report upstream
+            raise
+        if func is _PRIM_DEVICE:
+            return out
+        for observer in self.op_observers:
+            observer(func, args, kwargs, out)
+        if isinstance(out, torch.Tensor):
+            self._track(out)
+        elif isinstance(out, (tuple, list)):
+            for item in out:
+                if isinstance(item, torch.Tensor):
+                    self._track(item)
+        return out
+
+    def _track(self, tensor: torch.Tensor) -> Block | None:
+        if self.device_type is not None and tensor.device.type != self.device_type:
+            return None
+        storage = _storage(tensor)
+        if storage is None:
+            return None
+        key = id(storage)
+        entry = self._live.get(key)
+        if entry is not None:
+            return entry[0]
+        self.events += 1
+        block = Block(allocator_bytes(storage.nbytes()), self.events, self.phase_of(), self.origin())
+        self._live[key] = (block, weakref.ref(storage, lambda _ref, key=key: self._free(key)))
+        self.blocks.append(block)
+        self._change(block.nbytes)
+        return block
+
+    def _free(self, key: int) -> None:
+        entry = self._live.pop(key, None)
+        if entry is None:
+            return
+        block = entry[0]
+        self.events += 1
+        block.died = self.events
+        if not block.excluded:
+            self._change(-block.nbytes)
+
+    def _change(self, delta: int) -> None:
+        if delta == 0:
+            return
+        self.live_bytes += delta
+        self.timeline.append((self.events, self.phase_of(), self.live_bytes))
+        if self.live_bytes > self.peak_bytes:
+            self.peak_bytes = self.live_bytes
+            self.peak_event = self.events
+
+
+def _storage(tensor: torch.Tensor) -> torch.UntypedStorage | None:
+    """The tensor's storage object; None for layouts without one (sparse, nested)."""
+    try:
+        return tensor.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return None

@@ -1,0 +1,90 @@
+"""The memory tracker: allocator rounding, one count per storage, frees, pre-existing tensors; real == fake."""
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from cadbench.estimator.cuda_runtime import allocator_bytes, cublas_workspace_bytes, training_step_workspace_bytes
+from cadbench.estimator.tracker import MemoryTracker
+
+
+@pytest.mark.parametrize("requested, counted", [(0, 0), (1, 512), (512, 512), (513, 1024), (4 * 1000, 4096)])
+def test_allocator_rounding(requested, counted):
+    assert allocator_bytes(requested) == counted
+
+
+def test_cublas_workspace_figures():
+    assert cublas_workspace_bytes("") == 32 * 2**20  # Hopper default
+    assert cublas_workspace_bytes("", hopper=False) == 4096 * 1024 * 2 + 16 * 1024 * 8
+    assert cublas_workspace_bytes(":4096:8") == 32 * 2**20
+    assert cublas_workspace_bytes(":16:8") == 128 * 1024
+    assert training_step_workspace_bytes("") == 2 * 32 * 2**20
+
+
+def _sequence(tracker: MemoryTracker) -> list[int]:
+    """Allocate, view, free; return the live total after each step."""
+    seen = []
+    a = torch.empty(1000)  # 4000 B -> 4096
+    seen.append(tracker.live_bytes)
+    view = a.view(10, 100).t()  # same storage: nothing new
+    a.add_(1)  # in place: nothing new
+    seen.append(tracker.live_bytes)
+    b = a * 2  # a new storage
+    seen.append(tracker.live_bytes)
+    del a
+    seen.append(tracker.live_bytes)  # the view keeps a's storage alive
+    del view
+    seen.append(tracker.live_bytes)
+    c = torch.empty(0)  # zero bytes: nothing
+    seen.append(tracker.live_bytes)
+    del b, c
+    seen.append(tracker.live_bytes)
+    return seen
+
+
+def test_counts_each_storage_once_and_subtracts_frees():
+    with MemoryTracker() as tracker:
+        seen = _sequence(tracker)
+    assert seen == [4096, 4096, 8192, 8192, 4096, 4096, 0]
+    assert tracker.peak_bytes == 8192
+
+
+def test_fake_tensors_give_the_same_sequence():
+    with MemoryTracker() as real:
+        real_seen = _sequence(real)
+    with FakeTensorMode(), MemoryTracker() as fake:
+        fake_seen = _sequence(fake)
+    assert fake_seen == real_seen and fake.peak_bytes == real.peak_bytes
+
+
+def test_registered_tensors_count_and_reset_peak_starts_from_live():
+    parameter = torch.nn.Parameter(torch.empty(300))  # 1200 B -> 1536
+    with MemoryTracker() as tracker:
+        tracker.register([parameter, parameter.view(3, 100)], tag="parameter")
+        assert tracker.live_bytes == 1536
+        assert "parameter" in tracker.block_of(parameter).tags
+        tmp = torch.empty(1000)
+        del tmp
+        assert tracker.peak_bytes == 1536 + 4096
+        tracker.reset_peak()
+        assert tracker.peak_bytes == 1536
+        del parameter
+    assert tracker.live_bytes == 0
+
+
+def test_exclude_stops_counting():
+    with MemoryTracker() as tracker:
+        host = torch.zeros(())
+        assert tracker.live_bytes == 512
+        tracker.exclude(host)
+        assert tracker.live_bytes == 0
+        del host
+    assert tracker.live_bytes == 0
+
+
+def test_device_filter():
+    with FakeTensorMode(), MemoryTracker(device_type="cuda") as tracker:
+        kept = torch.empty(10, device="cuda")
+        ignored = torch.empty(10, device="cpu")
+        assert tracker.live_bytes == 512
+        del kept, ignored
