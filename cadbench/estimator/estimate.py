@@ -1,0 +1,154 @@
+"""The GPU-free peak-memory estimate of one training setup: replay its step on fake tensors, read the peak.
+
+Protocol (what a GPU run with `warmup=1` does before `reset_peak_memory_stats`): one warm-up step, so AdamW's
+states and the gradients exist, then the peak over the measured steps, counted from everything live at their start.
+The estimate adds what the replay cannot see but a GPU run counts in `max_memory_allocated`: the cuBLAS
+workspaces (see cuda_runtime).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Callable
+
+from cadbench.estimator import cuda_runtime
+from cadbench.estimator.replay import FORWARD, GRADIENT, OPTIMIZER_STATE, PARAMETER, Replay, StepRecord
+from cadbench.train import TrainingSetup
+
+TIMELINE_POINTS = 500
+TOP_MODULES = 10
+
+NOTES = (
+    "Replayed on fake CPU tensors (FakeTensorMode): fake CUDA tensors cannot run backward without a CUDA driver. "
+    "CUDA behaviour is modelled where it differs: CUDA's autocast policy, AdamW's step counters in host memory.",
+    "Allocator: each storage is rounded up to 512-byte blocks as the CUDA caching allocator does; a large cached block "
+    "handed out whole (when the unused rest would be 1 MiB or less) can make a GPU's figure up to 1 MiB per such "
+    "block higher, depending on allocation history. Reserved memory (fragmentation) is not estimated.",
+    "Library workspaces: two cuBLAS workspaces (forward thread and autograd thread; 32 MiB each on Hopper by default, "
+    "CUBLAS_WORKSPACE_CONFIG honoured) are included in the peak and in temporaries. Not modelled: cuDNN convolution "
+    "workspaces and cuFFT work areas (transient, chosen per algorithm at run time), scratch buffers inside CUDA "
+    "kernels (e.g. multi-block reductions), cuDNN BatchNorm reserve space, and the CUDA context (outside the "
+    "allocator; see fit.DEFAULT_CUDA_CONTEXT_BYTES).",
+    "bf16: BatchNorm statistics saved for backward are bfloat16 in the replay, float32 on CUDA (a few KiB).",
+)
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """What was live at the peak, by role; the five parts sum to the peak exactly.
+
+    parameters: nn.Parameter storages. gradients: the parameters' .grad. optimizer_states: tensors in the
+    optimizer's state that live on the GPU (AdamW's exp_avg, exp_avg_sq). activations: tensors made by the forward
+    pass that are kept for the backward pass (still alive when backward starts: saved by autograd, or the step's
+    outputs such as the logits). temporaries: everything else: the input batch, forward intermediates freed before
+    backward (e.g. attention scores under no_grad), gradients flowing through the graph, optimizer scratch, module
+    buffers, and the modelled cuBLAS workspaces.
+    """
+
+    parameters: int
+    gradients: int
+    optimizer_states: int
+    activations: int
+    temporaries: int
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.gradients + self.optimizer_states + self.activations + self.temporaries
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated `torch.cuda.max_memory_allocated` of a training step, with what makes it up."""
+
+    peak_bytes: int
+    breakdown: Breakdown
+    timeline: tuple[tuple[str, int], ...]  # (phase, live bytes) over the last measured step, downsampled
+    flops_per_step: int
+    replayed_peak_bytes: int  # the tracker's peak: op-level allocations only, without workspaces
+    workspace_bytes: int
+    top_activation_modules: tuple[tuple[str, int], ...] = ()  # module -> activation bytes alive at the peak
+    notes: tuple[str, ...] = field(default=NOTES)
+
+    def as_row_fields(self) -> dict[str, int]:
+        return {
+            "peak_memory_bytes": self.peak_bytes,
+            "flops_per_step": self.flops_per_step,
+            "breakdown_parameters_bytes": self.breakdown.parameters,
+            "breakdown_gradients_bytes": self.breakdown.gradients,
+            "breakdown_optimizer_states_bytes": self.breakdown.optimizer_states,
+            "breakdown_activations_bytes": self.breakdown.activations,
+            "breakdown_temporaries_bytes": self.breakdown.temporaries,
+        }
+
+
+def estimate_setup(make_setup: Callable[[], TrainingSetup], steps: int = 2, *, fake: bool = True,
+                   cache_ops: bool = True, workspace_bytes: int | None = None,
+                   label: str | None = None) -> MemoryEstimate:
+    """Peak memory of `make_setup()`'s training step: 1 warm-up step, then the peak over `steps - 1` steps.
+
+    `make_setup` is called inside the fake mode, so everything it builds is fake (nothing real is allocated).
+    `fake=False` runs the same replay on real tensors (the estimator's own test); `cache_ops=False` replays every
+    op through FakeTensorMode (the reference for the op cache). `workspace_bytes` defaults to the cuBLAS workspaces
+    of a training step on Hopper (cuda_runtime.training_step_workspace_bytes()).
+    Raises CadbenchError naming the op and the method when the step cannot run on fake tensors.
+    """
+    if steps < 2:
+        raise ValueError("steps must be at least 2: one warm-up step, then measured steps")
+    replay = Replay(make_setup, fake=fake, label=label, cache_ops=cache_ops)
+    replay.warm_up(1)
+    return summarize(replay.measure(steps - 1), workspace_bytes)
+
+
+def summarize(record: StepRecord, workspace_bytes: int | None = None) -> MemoryEstimate:
+    """Turn a measured step into the estimate: breakdown at the peak, workspaces added, timeline downsampled."""
+    if workspace_bytes is None:
+        workspace_bytes = cuda_runtime.training_step_workspace_bytes()
+    parts = {"parameters": 0, "gradients": 0, "optimizer_states": 0, "activations": 0, "temporaries": 0}
+    by_module: dict[str, int] = {}
+    for block in record.live_at_peak:
+        role = _role(block, record)
+        parts[role] += block.nbytes
+        if role == "activations" and block.origin:
+            by_module[block.origin] = by_module.get(block.origin, 0) + block.nbytes
+    parts["temporaries"] += workspace_bytes
+    breakdown = Breakdown(**parts)
+    peak = record.peak_bytes + workspace_bytes
+    assert breakdown.total == peak, (breakdown, peak)
+    top = sorted(by_module.items(), key=lambda item: (-item[1], item[0]))[:TOP_MODULES]
+    return MemoryEstimate(
+        peak_bytes=peak,
+        breakdown=breakdown,
+        timeline=downsample([(phase, live + workspace_bytes) for _, phase, live in record.timeline]),
+        flops_per_step=record.flops,
+        replayed_peak_bytes=record.peak_bytes,
+        workspace_bytes=workspace_bytes,
+        top_activation_modules=tuple(top),
+    )
+
+
+def _role(block, record: StepRecord) -> str:
+    for tag, role in ((PARAMETER, "parameters"), (GRADIENT, "gradients"), (OPTIMIZER_STATE, "optimizer_states")):
+        if tag in block.tags:
+            return role
+    if block.phase == FORWARD and block.born > record.window_start:
+        # made by a forward pass: an activation if it was still alive when the next backward pass started
+        index = bisect.bisect_right(record.backward_starts, block.born)
+        if index < len(record.backward_starts) and (block.died is None or block.died > record.backward_starts[index]):
+            return "activations"
+    return "temporaries"
+
+
+def downsample(points: list[tuple[str, int]], limit: int = TIMELINE_POINTS) -> tuple[tuple[str, int], ...]:
+    """At most `limit` points, keeping the lowest and highest of each stretch (so the peak is always kept)."""
+    if len(points) <= limit:
+        return tuple(points)
+    buckets = limit // 2
+    kept: list[tuple[str, int]] = []
+    for index in range(buckets):
+        chunk = points[index * len(points) // buckets:(index + 1) * len(points) // buckets]
+        low = min(range(len(chunk)), key=lambda i: chunk[i][1])
+        high = max(range(len(chunk)), key=lambda i: chunk[i][1])
+        kept.extend(chunk[i] for i in sorted({low, high}))
+    return tuple(kept)
+

@@ -1,0 +1,65 @@
+"""Does it fit? The largest batch size whose estimated peak, plus the CUDA context, fits a GPU's memory.
+
+A batch size fits a capacity when estimate.peak_bytes + cuda_context_bytes <= capacity_bytes. The peak is what
+`max_memory_allocated` would report; a real run also needs the allocator's reserve (fragmentation, typically a few
+percent) on top, so treat a fit within a few percent of the capacity as marginal (or pass a smaller capacity).
+The search assumes the peak does not decrease with the batch size (true of every cell the estimator has measured):
+it doubles the batch size until it no longer fits, then bisects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from cadbench.errors import CadbenchError
+from cadbench.estimator.cells import estimate_cell
+from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
+
+DEFAULT_MAX_BATCH = 64
+
+
+def largest_fitting_batch(method: str, backbone: str, capacity_bytes: int, precision: str = "fp32",
+                          cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
+                          max_batch: int = DEFAULT_MAX_BATCH) -> int:
+    """The largest batch size <= max_batch that fits `capacity_bytes`; 0 if not even batch size 1 fits."""
+    if capacity_bytes <= 0 or cuda_context_bytes < 0 or max_batch < 1:
+        raise CadbenchError(f"capacity must be positive, CUDA context not negative and max batch at least 1 "
+                            f"(got {capacity_bytes}, {cuda_context_bytes}, {max_batch})")
+
+    def fits(batch_size: int) -> bool:
+        peak = estimate_cell(method, backbone, batch_size, precision).peak_bytes
+        return peak + cuda_context_bytes <= capacity_bytes
+
+    if not fits(1):
+        return 0
+    low, high = 1, 2  # low fits; high is the next candidate
+    while high <= max_batch and fits(high):
+        low, high = high, high * 2
+    high = min(high, max_batch + 1)  # the smallest size known not to fit, or one past the limit
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+@dataclass(frozen=True)
+class FitRow:
+    method: str
+    backbone: str
+    precision: str
+    capacity_bytes: int
+    cuda_context_bytes: int
+    largest_batch: int  # 0: not even batch size 1 fits
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def fit_table(methods: Iterable[str], backbones: Iterable[str], capacities_bytes: Iterable[int],
+              precision: str = "fp32", cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
+              max_batch: int = DEFAULT_MAX_BATCH) -> list[FitRow]:
+    """`largest_fitting_batch` for every method x backbone x capacity (estimates are shared between them)."""
+    return [FitRow(method, backbone, precision, capacity, cuda_context_bytes,
+                   largest_fitting_batch(method, backbone, capacity, precision, cuda_context_bytes, max_batch))
+            for method in methods for backbone in backbones for capacity in capacities_bytes]

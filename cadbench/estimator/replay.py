@@ -1,0 +1,233 @@
+"""Run a training setup's real step under the memory tracker, on fake tensors (the estimate) or real ones (its test).
+
+`Replay` builds the setup with `make_setup()` and steps it with `setup.step()`, the same code a GPU run times; it
+never looks at which method it runs. Around every call it activates, in this order (innermost first):
+
+* `FakeTensorMode` (fake replays only; fallback kernels off, so an op without a fake implementation fails instead of
+  silently running for real on zero-filled tensors), with `FakeOpCache` answering repeated ops for it;
+* `cuda_autocast_policy()`, so bf16 casts as on CUDA (fake CUDA tensors cannot run backward without a driver,
+  so the replay models the GPU with CPU tensors);
+* the `MemoryTracker`, phase and module labels, and the garbage collector paused (no collection can free memory at a
+  different moment in the fake and in the real replay).
+
+Modes are only active inside `Replay` calls: between calls the caller's code runs normally.
+
+GPU-run details modelled here, not in the tracker: AdamW (like every torch.optim optimizer without `capturable` or
+`fused`) keeps its `step` counters in host memory on a GPU run, so they are excluded from the count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch._subclasses import fake_tensor
+
+from cadbench.errors import CadbenchError
+from cadbench.estimator.cuda_autocast import cuda_autocast_policy
+from cadbench.estimator.fake_cache import FakeOpCache
+from cadbench.estimator.flops import FlopCounter
+from cadbench.estimator.tracker import Block, MemoryTracker
+from cadbench.train import TrainingSetup
+
+FORWARD, BACKWARD, OPTIMIZER = "forward", "backward", "optimizer"
+PARAMETER, GRADIENT, OPTIMIZER_STATE = "parameter", "gradient", "optimizer_state"
+
+_SHARED_FAKE_CACHE: dict = {}
+
+
+@dataclass
+class StepRecord:
+    """What one measured step left behind: the peak, what was live at it, the running total, FLOPs."""
+
+    peak_bytes: int
+    window_start: int  # tracker event at which the measurement started
+    backward_starts: list[int]  # tracker events at which a backward pass started
+    live_at_peak: list[Block]
+    timeline: list[tuple[int, str, int]]
+    flops: int
+    # Gradients left by the step before the measurement, and by the last measured step. They differ when the step
+    # before ran another batch size and its gradients are laid out differently (with one image, AccumulateGrad
+    # keeps views of one shared storage where several images leave separate ones).
+    gradient_bytes_before: int
+    gradient_bytes_after: int
+
+
+class Replay:
+    """A training setup built and stepped under a `MemoryTracker`; `fake=True` replays on fake tensors.
+
+    `cache_ops=False` sends every op to FakeTensorMode (slow: the reference the FakeOpCache is tested against).
+    """
+
+    def __init__(self, make_setup: Callable[[], TrainingSetup], fake: bool = True, label: str | None = None,
+                 cache_ops: bool = True) -> None:
+        self.fake = fake
+        self.label = label or getattr(make_setup, "__name__", "training setup")
+        self.tracker = MemoryTracker()
+        self._fake_mode = fake_tensor.FakeTensorMode(allow_fallback_kernels=False) if fake else None
+        if fake and cache_ops:
+            # FakeOpCache answers every repeated op; FakeTensorMode's own cache would only add work to the rest.
+            self._fake_mode.cache_enabled = False
+            self.tracker.run_op = FakeOpCache(self._fake_mode, _SHARED_FAKE_CACHE)
+        self._after_optimizer_started = False  # from the optimizer step to the end of the training step
+        self._module_stack: list[str] = []
+        self._module_names: dict[int, str] = {}
+        with self.active():
+            self.setup = make_setup()
+        self.label = label or _method_name(self.setup)
+        self._module_names = {id(module): name or "(root)" for name, module in self.setup.module.named_modules()}
+        self.setup.optimizer.register_step_pre_hook(lambda *_: self._set_optimizer_phase(True))
+
+    # -- running ----------------------------------------------------------------------------------------------
+    def warm_up(self, steps: int = 1) -> None:
+        """Steps whose peak is not measured (after the first, optimizer states and gradients exist)."""
+        for _ in range(steps):
+            with self.active():
+                self._step()
+
+    def measure(self, steps: int = 1) -> StepRecord:
+        """Peak over `steps` steps counted from the live total before them (as after reset_peak_memory_stats).
+
+        The timeline and FLOPs are those of the last step.
+        """
+        with self.active():
+            self._tag_persistent_state()
+            gradients_before = self._gradient_bytes()
+            self.tracker.reset_peak()
+            window_start = self.tracker.events
+            flop_counter = FlopCounter()
+            for index in range(steps):
+                if index == steps - 1:
+                    timeline_start = len(self.tracker.timeline) - 1
+                    self.tracker.op_observers.append(flop_counter)
+                self._step()
+            self.tracker.op_observers.remove(flop_counter)
+            self._tag_persistent_state()
+        timeline = self.tracker.timeline
+        return StepRecord(
+            peak_bytes=self.tracker.peak_bytes,
+            window_start=window_start,
+            backward_starts=[event for (event, phase, _), (_, before, _) in zip(timeline[1:], timeline)
+                             if phase == BACKWARD and before != BACKWARD],
+            live_at_peak=self.tracker.live_blocks_at(self.tracker.peak_event),
+            timeline=timeline[timeline_start:],
+            flops=flop_counter.total,
+            gradient_bytes_before=gradients_before,
+            gradient_bytes_after=self._gradient_bytes(),
+        )
+
+    def _gradient_bytes(self) -> int:
+        return sum(block.nbytes for block in self.tracker.live_blocks() if GRADIENT in block.tags)
+
+    def replace_batch(self, make_batch: Callable[[], object]) -> None:
+        """Swap in another batch (e.g. another batch size); the old one is freed as a GPU run would free it."""
+        with self.active():
+            self.setup = TrainingSetup(self.setup.trainee, make_batch(), self.setup.precision)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Everything the replay needs switched on, for the duration of one call."""
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        hooks = [torch.nn.modules.module.register_module_forward_pre_hook(self._enter_module),
+                 torch.nn.modules.module.register_module_forward_hook(self._leave_module, always_call=True)]
+        self.tracker.phase_of = self._phase
+        self.tracker.origin = self._origin
+        try:
+            with contextlib.ExitStack() as stack:
+                if self._fake_mode is not None:
+                    stack.enter_context(self._fake_mode)
+                stack.enter_context(cuda_autocast_policy())
+                stack.enter_context(self.tracker)
+                yield
+        except Exception as error:
+            if self.fake and (isinstance(error, _FAKE_ERRORS) or hasattr(error, "failed_op")):
+                raise CadbenchError(_describe_failure(self.label, error)) from None
+            raise
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self._module_stack.clear()
+            if gc_was_enabled:
+                gc.enable()
+
+    def _step(self) -> None:
+        self._set_optimizer_phase(False)
+        self.setup.step()
+        self._set_optimizer_phase(False)
+        self._exclude_host_resident_state()
+
+    # -- labels -----------------------------------------------------------------------------------------------
+    def _phase(self) -> str:
+        if self._after_optimizer_started:
+            return OPTIMIZER
+        return BACKWARD if torch._C._current_graph_task_id() != -1 else FORWARD
+
+    def _origin(self) -> str:
+        return self._module_stack[-1] if self._module_stack and self._phase() == FORWARD else ""
+
+    def _set_optimizer_phase(self, started: bool) -> None:
+        """The optimizer phase runs from the optimizer's step to the end of the training step (its last frees)."""
+        self._after_optimizer_started = started
+
+    def _enter_module(self, module: torch.nn.Module, _inputs) -> None:
+        self._module_stack.append(self._module_names.get(id(module), type(module).__name__))
+
+    def _leave_module(self, _module: torch.nn.Module, _inputs, _outputs) -> None:
+        if self._module_stack:
+            self._module_stack.pop()
+
+    # -- what persists between steps ----------------------------------------------------------------------------
+    def _tag_persistent_state(self) -> None:
+        """Tag the blocks of parameters, gradients and optimizer states (categories of the breakdown)."""
+        module, optimizer = self.setup.module, self.setup.optimizer
+        tagged = [(PARAMETER, p) for p in module.parameters()]
+        tagged += [(GRADIENT, p.grad) for p in module.parameters() if p.grad is not None]
+        tagged += [(OPTIMIZER_STATE, value) for state in optimizer.state.values() for value in state.values()
+                   if isinstance(value, torch.Tensor)]
+        for tag, tensor in tagged:
+            block = self.tracker.block_of(tensor)
+            if block is not None:
+                block.tags.add(tag)
+
+    def _exclude_host_resident_state(self) -> None:
+        """torch.optim keeps `step` counters on the host unless `capturable` or `fused`: not GPU memory."""
+        optimizer = self.setup.optimizer
+        for group in optimizer.param_groups:
+            if group.get("capturable") or group.get("fused"):
+                continue
+            for parameter in group["params"]:
+                step = optimizer.state.get(parameter, {}).get("step")
+                if isinstance(step, torch.Tensor):
+                    self.tracker.exclude(step)
+
+
+_FAKE_ERRORS = (
+    fake_tensor.UnsupportedOperatorException,
+    fake_tensor.DataDependentOutputException,
+    fake_tensor.DynamicOutputShapeException,
+    fake_tensor.UnsupportedFakeTensorException,
+)
+
+
+def _describe_failure(label: str, error: Exception) -> str:
+    """One line: which op of which method could not be replayed on fake tensors, and why."""
+    op = getattr(error, "func", None) or getattr(error, "failed_op", None)
+    why = {
+        fake_tensor.UnsupportedOperatorException: "has no fake-tensor implementation",
+        fake_tensor.DataDependentOutputException: "reads tensor values (data-dependent)",
+        fake_tensor.DynamicOutputShapeException: "has an output shape that depends on tensor values",
+    }.get(type(error))
+    if why is None:
+        detail = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        why = f"failed on fake tensors ({type(error).__name__}: {detail})" if detail else "failed on fake tensors"
+    return (f"cannot estimate memory for {label}: op {op if op is not None else '(unknown)'} {why}; "
+            f"the GPU-free estimate needs every op of the training step to run on fake tensors")
+
+
+def _method_name(setup: TrainingSetup) -> str:
+    module = setup.module
+    return f"method {getattr(module, 'name', type(module).__name__)}"

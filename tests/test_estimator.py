@@ -1,0 +1,178 @@
+"""The GPU-free estimator at test scale: exact against real CPU replays, its shortcuts exact, its errors one line.
+
+Full-size checks (the paper's headline figures, shortcuts proven on vit_b) are in test_estimator_fullsize.py.
+"""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cadbench.backbones import build_sam
+from cadbench.errors import CadbenchError
+from cadbench.estimator import (MemoryEstimate, estimate_cell, estimate_setup, fit_table, largest_fitting_batch)
+from cadbench.estimator.cuda_runtime import allocator_bytes, training_step_workspace_bytes
+from cadbench.methods import Method
+from cadbench.protocol import build_optimizer
+from cadbench.train import Trainee, TrainingSetup, make_training_setup, random_batch
+
+METHODS = ("decoder_only", "sam_adapter", "cad")
+ROW_KEYS = {"peak_memory_bytes", "flops_per_step", "breakdown_parameters_bytes", "breakdown_gradients_bytes",
+            "breakdown_optimizer_states_bytes", "breakdown_activations_bytes", "breakdown_temporaries_bytes"}
+
+
+def _setup(method: str, batch_size: int = 2, precision: str = "fp32"):
+    return lambda: make_training_setup(method, "test_scale", batch_size, precision)
+
+
+@pytest.mark.parametrize("method, precision", [(m, "fp32") for m in METHODS] + [("sam_adapter", "bf16")])
+def test_estimate_equals_the_tracker_on_a_real_cpu_run(method, precision):
+    """The estimator's exactness test: same step, same seed, same steps; fake tensors vs real ones."""
+    fake = estimate_setup(_setup(method, precision=precision))
+    real = estimate_setup(_setup(method, precision=precision), fake=False)
+    assert fake.replayed_peak_bytes == real.replayed_peak_bytes
+    assert fake.peak_bytes == real.peak_bytes
+    assert fake.breakdown == real.breakdown
+    assert fake.flops_per_step == real.flops_per_step > 0
+    # (The running totals can differ transiently: FakeTensorMode gives ConvTranspose2d's weight gradient other
+    # strides than the CPU kernel, so AccumulateGrad copies it instead of stealing it. It never reaches the peak.)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_op_cache_replays_exactly_what_fake_tensor_mode_does(method):
+    assert estimate_setup(_setup(method)) == estimate_setup(_setup(method), cache_ops=False)
+
+
+def assert_same_estimate(reused: MemoryEstimate, fresh: MemoryEstimate) -> None:
+    """Equal in everything but the timeline's first points: after a step at another batch size, the gradients
+    freed by zero_grad can be laid out differently (same total) and leave in another order."""
+    assert (reused.peak_bytes, reused.replayed_peak_bytes, reused.breakdown, reused.flops_per_step) == \
+        (fresh.peak_bytes, fresh.replayed_peak_bytes, fresh.breakdown, fresh.flops_per_step)
+    assert reused.top_activation_modules == fresh.top_activation_modules and reused.notes == fresh.notes
+    assert max(live for _, live in reused.timeline) == max(live for _, live in fresh.timeline)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_cells_reusing_one_warm_replay_equal_fresh_replays(method):
+    """estimate_cell warms up once at batch size 1 and swaps batches; a fresh replay builds and warms up at B."""
+    for batch_size in (2, 1):  # B=2 after the warm-up at 1, then B=1 after a step at 2
+        assert_same_estimate(estimate_cell(method, "test_scale", batch_size), estimate_setup(_setup(method, batch_size)))
+
+
+def test_breakdown_roles_sum_to_the_peak_and_match_the_model():
+    kept = {}
+
+    def make():
+        kept["setup"] = make_training_setup("cad", "test_scale", 2)
+        return kept["setup"]
+
+    estimate = estimate_setup(make)
+    breakdown, setup = estimate.breakdown, kept["setup"]
+    assert breakdown.total == estimate.peak_bytes
+    assert breakdown.parameters == sum(allocator_bytes(4 * p.numel()) for p in setup.module.parameters())
+    stepped = [p for p in setup.module.parameters() if p in setup.optimizer.state]
+    # AdamW keeps exp_avg and exp_avg_sq on the device; its step counters stay on the host (not capturable, not
+    # fused) and are not counted. Parameters that never get a gradient (the IoU head, unused by the shared loss)
+    # get no state at all.
+    assert breakdown.optimizer_states == 2 * sum(allocator_bytes(4 * p.numel()) for p in stepped)
+    assert all(state["step"].device.type == "cpu" and state["step"].dim() == 0
+               for state in setup.optimizer.state.values())
+    unstepped = {name for name, p in setup.module.named_parameters() if p.requires_grad and p not in setup.optimizer.state}
+    assert unstepped and all(name.startswith("sam.mask_decoder.iou_prediction_head.") for name in unstepped)
+    assert breakdown.temporaries >= estimate.workspace_bytes == training_step_workspace_bytes()
+    assert estimate.top_activation_modules and estimate.top_activation_modules[0][0].startswith("adapter.")
+
+
+def test_timeline_and_row_fields():
+    estimate = estimate_cell("sam_adapter", "test_scale", 2)
+    phases = [phase for phase, _ in estimate.timeline]
+    assert 2 < len(estimate.timeline) <= 500
+    assert max(live for _, live in estimate.timeline) == estimate.peak_bytes
+    assert set(phases) == {"forward", "backward", "optimizer"} and phases[-1] == "optimizer"
+    row = estimate.as_row_fields()
+    assert set(row) == ROW_KEYS and row["peak_memory_bytes"] == estimate.peak_bytes
+    assert sum(value for key, value in row.items() if key.startswith("breakdown_")) == estimate.peak_bytes
+    assert isinstance(estimate, MemoryEstimate) and any("cuDNN" in note for note in estimate.notes)
+
+
+def test_flops_equal_flop_counter_mode():
+    setup = make_training_setup("cad", "test_scale", 2)
+    setup.step()
+    with FlopCounterMode(display=False) as counter:
+        setup.step()
+    assert estimate_setup(_setup("cad")).flops_per_step == counter.get_total_flops()
+
+
+def test_bf16_needs_less_than_fp32_at_test_scale():
+    for method in METHODS:
+        assert estimate_cell(method, "test_scale", 2, "bf16").peak_bytes < estimate_cell(method, "test_scale", 2).peak_bytes
+
+
+@torch.library.custom_op("cadbench_test::no_fake_impl", mutates_args=())
+def _no_fake_impl(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+class _UsesOpWithoutFakeImpl(Method):
+    name = "uses_op_without_fake_impl"
+    summary = "test method: an op with a CPU kernel but no fake implementation"
+
+    def image_embeddings(self, images):
+        with torch.no_grad():
+            embeddings = self.sam.image_encoder(self.normalize(images))
+        return _no_fake_impl(embeddings)
+
+
+class _ReadsValues(Method):
+    name = "reads_values"
+    summary = "test method: a data-dependent op"
+
+    def image_embeddings(self, images):
+        with torch.no_grad():
+            embeddings = self.sam.image_encoder(self.normalize(images))
+        return embeddings * int((embeddings > 0).sum())
+
+
+@pytest.mark.parametrize("method_class, op", [(_UsesOpWithoutFakeImpl, "cadbench_test.no_fake_impl.default"),
+                                               (_ReadsValues, "aten._local_scalar_dense.default")])
+def test_step_that_cannot_run_on_fake_tensors_is_a_one_line_error(method_class, op):
+    def make():
+        built = build_sam("test_scale")
+        method = method_class(built.sam)
+        trainee = Trainee(method, build_optimizer(method.trainable_parameters()), built)
+        return TrainingSetup(trainee, random_batch(built.spec.image_size, 1), "fp32")
+
+    make().step()  # it does run for real
+    with pytest.raises(CadbenchError) as error:
+        estimate_setup(make)
+    message = str(error.value)
+    assert "\n" not in message and op in message and method_class.name in message
+
+
+def test_bad_arguments():
+    with pytest.raises(CadbenchError, match="unknown method"):
+        estimate_cell("nope", "test_scale", 1)
+    with pytest.raises(CadbenchError, match="unknown backbone"):
+        estimate_cell("cad", "vit_x", 1)
+    with pytest.raises(CadbenchError, match="unknown precision"):
+        estimate_cell("cad", "test_scale", 1, "fp8")
+    with pytest.raises(CadbenchError, match="batch size"):
+        estimate_cell("cad", "test_scale", 0)
+    with pytest.raises(ValueError):
+        estimate_setup(_setup("cad"), steps=1)
+
+
+def test_fit_is_monotone_in_capacity_and_zero_below_the_parameters():
+    peak = {b: estimate_cell("cad", "test_scale", b).peak_bytes for b in (1, 2, 3, 4)}
+    assert list(peak.values()) == sorted(peak.values())
+    context = 10**6
+    capacities = [peak[1] + context - 1, peak[1] + context, peak[3] + context, peak[4] + context - 1, 10**12]
+    largest = [largest_fitting_batch("cad", "test_scale", c, cuda_context_bytes=context, max_batch=8)
+               for c in capacities]
+    assert largest == [0, 1, 3, 3, 8]
+    assert largest == sorted(largest)
+    parameters = estimate_cell("cad", "test_scale", 1).breakdown.parameters
+    assert largest_fitting_batch("cad", "test_scale", parameters, cuda_context_bytes=0) == 0
+    rows = fit_table(["decoder_only", "cad"], ["test_scale"], [peak[2] + context], cuda_context_bytes=context,
+                     max_batch=8)
+    assert [(row.method, row.largest_batch) for row in rows][1] == ("cad", 2)
+    assert rows[0].largest_batch >= 2 and rows[0].as_dict()["capacity_bytes"] == peak[2] + context
