@@ -71,6 +71,11 @@ def test_emulated_policy_casts_like_cuda_autocast(method):
     assert emulated == on_cuda
 
 
+def test_emulated_policy_casts_like_cuda_autocast_on_a_full_size_backbone():
+    assert _forward_ops("sam_adapter", "cpu", emulate=True, backbone="vit_b") == \
+        _forward_ops("sam_adapter", "cuda", emulate=False, backbone="vit_b")
+
+
 def test_plain_cpu_autocast_would_differ():
     """Why the emulation exists: CPU autocast keeps softmax and layer norm in bfloat16, CUDA in float32."""
     assert _forward_ops("decoder_only", "cpu", emulate=False) != _forward_ops("decoder_only", "cuda", emulate=False)
