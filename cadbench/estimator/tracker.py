@@ -93,6 +93,10 @@ class MemoryTracker(TorchDispatchMode):
         self.blocks = [block for block, _ in self._live.values() if not block.excluded]
         self.timeline = [(self.events, self.phase_of(), self.live_bytes)]
 
+    def live_blocks(self) -> list[Block]:
+        """Blocks counted now."""
+        return [block for block, _ in self._live.values() if not block.excluded]
+
     def live_blocks_at(self, event: int) -> list[Block]:
         """Blocks of the current window that were alive just after `event`."""
         return [b for b in self.blocks if not b.excluded and b.born <= event and (b.died is None or b.died > event)]
