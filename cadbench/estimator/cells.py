@@ -1,13 +1,14 @@
 """Estimates of grid cells (method, backbone, batch size, precision), reusing work between cells.
 
 Building a model and running the warm-up step cost as much as the measured step. What a step leaves for the next one
-(parameters, optimizer states, gradients) has the same size whatever the batch size, so one replay per
+(parameters, optimizer states, gradients) is almost the same whatever the batch size, so one replay per
 (method, backbone, precision) is built once, warmed up once at batch size 1, and then measured at each batch size
 asked for, with that batch swapped in. The one exception is checked on every measurement: the gradients' layout can
-depend on the batch size (one image leaves views of a shared storage), and when their total differs the cell is
-measured again after a step at its own batch size. Tests check this equals a fresh replay at that batch size (two
-steps): same peak, breakdown and FLOPs. Finished estimates are kept too. All of it lives in this process only;
-`clear_cache()` drops it.
+depend on the batch size (one image leaves views of a shared storage); unless the replay shows they were freed
+before anything else happened and the peak came later and higher (see StepRecord.previous_gradients_irrelevant),
+the cell is measured again after a step at its own batch size. Tests check this equals a fresh replay at that batch
+size (two steps): same peak, breakdown and FLOPs. Finished estimates are kept too. All of it lives in this process
+only; `clear_cache()` drops it.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ def estimate_cell(method: str, backbone: str, batch_size: int, precision: str = 
         image_size = get_backbone(backbone).image_size
         replay.replace_batch(lambda: random_batch(image_size, batch_size, seed=seed))
         record = replay.measure(1)
-        if record.gradient_bytes_before != record.gradient_bytes_after:
-            # The step before ran another batch size and left gradients of another total size than a step at
-            # this batch size leaves (a GPU run warms up at its own batch size): measure again, now after one.
+        if not record.previous_gradients_irrelevant:
+            # The gradients of the step before (at another batch size) may have changed the peak; a GPU run warms up
+            # at its own batch size: measure again, now after a step at this one.
             record = replay.measure(1)
         _estimates[key] = summarize(record)
     return _estimates[key]

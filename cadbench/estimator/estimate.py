@@ -143,12 +143,11 @@ def downsample(points: list[tuple[str, int]], limit: int = TIMELINE_POINTS) -> t
     """At most `limit` points, keeping the lowest and highest of each stretch (so the peak is always kept)."""
     if len(points) <= limit:
         return tuple(points)
+    values = [live for _, live in points]
     buckets = limit // 2
     kept: list[tuple[str, int]] = []
     for index in range(buckets):
-        chunk = points[index * len(points) // buckets:(index + 1) * len(points) // buckets]
-        low = min(range(len(chunk)), key=lambda i: chunk[i][1])
-        high = max(range(len(chunk)), key=lambda i: chunk[i][1])
-        kept.extend(chunk[i] for i in sorted({low, high}))
+        stretch = range(index * len(points) // buckets, (index + 1) * len(points) // buckets)
+        low, high = min(stretch, key=values.__getitem__), max(stretch, key=values.__getitem__)
+        kept.extend(points[i] for i in sorted({low, high}))
     return tuple(kept)
-

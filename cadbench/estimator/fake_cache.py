@@ -48,6 +48,7 @@ class FakeOpCache:
         self.hits = 0
         self.misses = 0
         self._attributes: dict[torch.device, dict] = {}  # per device: what FakeTensor.__new__ sets on a new fake
+        self._value_blind = _VoidOps()  # ops whose float arguments are keyed by type, not value
 
     def __call__(self, func, args: tuple, kwargs: dict):
         if func is _PRIM_DEVICE:
@@ -56,7 +57,10 @@ class FakeOpCache:
                 return tensor.fake_device
             return func(*args, **kwargs)
         try:
-            key = (func, self._key(args), self._key(kwargs))
+            if func in self._value_blind:
+                key = (func, self._blind_key(args), self._blind_key(kwargs))
+            else:
+                key = (func, self._key(args), self._key(kwargs))
         except _Uncacheable:
             return func(*args, **kwargs)
         entry = self.entries.get(key)
@@ -96,6 +100,16 @@ class FakeOpCache:
         if isinstance(value, (list, tuple)):  # e.g. torch.Size
             return (tuple, tuple([self._key(item) for item in value]))
         raise _Uncacheable
+
+    def _blind_key(self, value: Any) -> Any:
+        """As _key, with floats (AdamW's per-step bias corrections) standing for any float."""
+        if type(value) is float:
+            return float
+        if type(value) is list or type(value) is tuple:
+            return (type(value), tuple([self._blind_key(item) for item in value]))
+        if type(value) is dict:
+            return tuple([(name, self._blind_key(item)) for name, item in value.items()])
+        return self._key(value)
 
     # -- describing an answer ---------------------------------------------------------------------------------
     def _describe(self, out: Any, args: tuple, kwargs: dict) -> tuple:
@@ -165,6 +179,18 @@ class FakeOpCache:
             torch._C._set_throw_on_mutable_data_ptr(fake)
         vars(fake).update(attributes)
         return fake
+
+
+class _VoidOps(dict):
+    """`func in ops`: whether `func` returns nothing. Such an op only updates its inputs' values in place, so no float
+    argument can change what it does to memory (checked on the first call: it may not change any metadata)."""
+
+    def __missing__(self, func) -> bool:
+        self[func] = len(func._schema.returns) == 0
+        return self[func]
+
+    def __contains__(self, func) -> bool:
+        return self[func]
 
 
 def _meta_empty(size: tuple, stride: tuple, dtype: torch.dtype) -> torch.Tensor:

@@ -49,11 +49,11 @@ class StepRecord:
     live_at_peak: list[Block]
     timeline: list[tuple[int, str, int]]
     flops: int
-    # Gradients left by the step before the measurement, and by the last measured step. They differ when the step
-    # before ran another batch size and its gradients are laid out differently (with one image, AccumulateGrad
-    # keeps views of one shared storage where several images leave separate ones).
-    gradient_bytes_before: int
-    gradient_bytes_after: int
+    # True when the gradients left by the step before the measurement cannot have changed the peak: they were all
+    # freed before anything was allocated, and the peak came later and exceeds the start of the window whichever
+    # gradients a step at this batch size leaves. Matters when the step before ran another batch size: its
+    # gradients can be laid out differently (with one image, AccumulateGrad keeps views of a shared storage).
+    previous_gradients_irrelevant: bool
 
 
 class Replay:
@@ -95,9 +95,9 @@ class Replay:
         """
         with self.active():
             self._tag_persistent_state()
-            gradients_before = self._gradient_bytes()
+            previous_gradients = [block for block in self.tracker.live_blocks() if GRADIENT in block.tags]
             self.tracker.reset_peak()
-            window_start = self.tracker.events
+            window_start, start_bytes = self.tracker.events, self.tracker.live_bytes
             flop_counter = FlopCounter()
             for index in range(steps):
                 if index == steps - 1:
@@ -115,12 +115,19 @@ class Replay:
             live_at_peak=self.tracker.live_blocks_at(self.tracker.peak_event),
             timeline=timeline[timeline_start:],
             flops=flop_counter.total,
-            gradient_bytes_before=gradients_before,
-            gradient_bytes_after=self._gradient_bytes(),
+            previous_gradients_irrelevant=self._previous_gradients_irrelevant(previous_gradients, window_start,
+                                                                              start_bytes),
         )
 
-    def _gradient_bytes(self) -> int:
-        return sum(block.nbytes for block in self.tracker.live_blocks() if GRADIENT in block.tags)
+    def _previous_gradients_irrelevant(self, previous: list[Block], window_start: int, start_bytes: int) -> bool:
+        if any(block.died is None for block in previous):
+            return False
+        freed = max((block.died for block in previous), default=window_start)
+        if any(window_start < block.born <= freed for block in self.tracker.blocks):
+            return False  # something was allocated while they were still alive
+        own = sum(block.nbytes for block in self.tracker.live_blocks() if GRADIENT in block.tags)
+        start_with_own = start_bytes - sum(block.nbytes for block in previous) + own
+        return self.tracker.peak_event > freed and self.tracker.peak_bytes >= start_with_own
 
     def replace_batch(self, make_batch: Callable[[], object]) -> None:
         """Swap in another batch (e.g. another batch size); the old one is freed as a GPU run would free it."""
@@ -167,7 +174,7 @@ class Replay:
         return BACKWARD if torch._C._current_graph_task_id() != -1 else FORWARD
 
     def _origin(self) -> str:
-        return self._module_stack[-1] if self._module_stack and self._phase() == FORWARD else ""
+        return self._module_stack[-1] if self._module_stack else ""  # modules only run during forward
 
     def _set_optimizer_phase(self, started: bool) -> None:
         """The optimizer phase runs from the optimizer's step to the end of the training step (its last frees)."""

@@ -27,7 +27,7 @@ from cadbench.estimator.cuda_runtime import allocator_bytes
 _PRIM_DEVICE = torch.ops.prim.device.default
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Block:
     """One storage as the allocator would hold it: its rounded size, when and where it was made, when it died."""
 
@@ -84,7 +84,7 @@ class MemoryTracker(TorchDispatchMode):
         entry = self._live.get(id(storage)) if storage is not None else None
         if entry is not None and not entry[0].excluded:
             entry[0].excluded = True
-            self._change(-entry[0].nbytes)
+            self._change(-entry[0].nbytes, self.phase_of())
 
     def reset_peak(self) -> None:
         """Start a new window: the peak restarts from what is live now; history before it is forgotten."""
@@ -133,10 +133,11 @@ class MemoryTracker(TorchDispatchMode):
         if entry is not None:
             return entry[0]
         self.events += 1
-        block = Block(allocator_bytes(storage.nbytes()), self.events, self.phase_of(), self.origin())
+        phase = self.phase_of()
+        block = Block(allocator_bytes(storage.nbytes()), self.events, phase, self.origin())
         self._live[key] = (block, weakref.ref(storage, lambda _ref, key=key: self._free(key)))
         self.blocks.append(block)
-        self._change(block.nbytes)
+        self._change(block.nbytes, phase)
         return block
 
     def _free(self, key: int) -> None:
@@ -147,13 +148,13 @@ class MemoryTracker(TorchDispatchMode):
         self.events += 1
         block.died = self.events
         if not block.excluded:
-            self._change(-block.nbytes)
+            self._change(-block.nbytes, self.phase_of())
 
-    def _change(self, delta: int) -> None:
+    def _change(self, delta: int, phase: str) -> None:
         if delta == 0:
             return
         self.live_bytes += delta
-        self.timeline.append((self.events, self.phase_of(), self.live_bytes))
+        self.timeline.append((self.events, phase, self.live_bytes))
         if self.live_bytes > self.peak_bytes:
             self.peak_bytes = self.live_bytes
             self.peak_event = self.events
