@@ -16,7 +16,7 @@ from __future__ import annotations
 from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
 from cadbench.estimator.estimate import MemoryEstimate, summarize
-from cadbench.estimator.replay import Replay
+from cadbench.estimator.replay import Replay, clear_shared_cache
 from cadbench.registry import get_method
 from cadbench.train import check_precision, make_training_setup, random_batch
 
@@ -35,19 +35,25 @@ def estimate_cell(method: str, backbone: str, batch_size: int, precision: str = 
     if key not in _estimates:
         replay = _warm_replay(method, backbone, precision, seed)
         image_size = get_backbone(backbone).image_size
-        replay.replace_batch(lambda: random_batch(image_size, batch_size, seed=seed))
-        record = replay.measure(1)
-        if not record.previous_gradients_irrelevant:
-            # The gradients of the step before (at another batch size) may have changed the peak; a GPU run warms up
-            # at its own batch size: measure again, now after a step at this one.
+        try:
+            replay.replace_batch(lambda: random_batch(image_size, batch_size, seed=seed))
             record = replay.measure(1)
+            if not record.previous_gradients_irrelevant:
+                # The gradients of the step before (at another batch size) may have changed the peak; a GPU run
+                # warms up at its own batch size: measure again, now after a step at this one.
+                record = replay.measure(1)
+        except Exception:
+            _replays.pop((method, backbone, precision, seed), None)  # a step that stopped half-way: start afresh
+            raise
         _estimates[key] = summarize(record)
     return _estimates[key]
 
 
 def clear_cache() -> None:
+    """Forget warm replays, finished estimates and cached op answers (e.g. to time a cold start)."""
     _replays.clear()
     _estimates.clear()
+    clear_shared_cache()
 
 
 def _warm_replay(method: str, backbone: str, precision: str, seed: int) -> Replay:

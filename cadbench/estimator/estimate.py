@@ -63,11 +63,15 @@ class MemoryEstimate:
 
     peak_bytes: int
     breakdown: Breakdown
-    timeline: tuple[tuple[str, int], ...]  # (phase, live bytes) over the last measured step, downsampled
+    # (phase, live bytes) over the last measured step, downsampled to at most 500 points keeping every stretch's
+    # lowest and highest. Phases: "forward" from the step's start (zero_grad's frees included), "backward",
+    # "optimizer" from the optimizer step to the step's end.
+    timeline: tuple[tuple[str, int], ...]
     flops_per_step: int
     replayed_peak_bytes: int  # the tracker's peak: op-level allocations only, without workspaces
     workspace_bytes: int
-    top_activation_modules: tuple[tuple[str, int], ...] = ()  # module -> activation bytes alive at the peak
+    # The modules whose forward made the activations alive at the peak, largest first: (name, bytes), top 10.
+    top_activation_modules: tuple[tuple[str, int], ...] = ()
     notes: tuple[str, ...] = field(default=NOTES)
 
     def as_row_fields(self) -> dict[str, int]:

@@ -36,7 +36,11 @@ from cadbench.train import TrainingSetup
 FORWARD, BACKWARD, OPTIMIZER = "forward", "backward", "optimizer"
 PARAMETER, GRADIENT, OPTIMIZER_STATE = "parameter", "gradient", "optimizer_state"
 
-_SHARED_FAKE_CACHE: dict = {}
+_SHARED_FAKE_CACHE: dict = {}  # FakeOpCache entries, shared by every replay of this process (metadata only)
+
+
+def clear_shared_cache() -> None:
+    _SHARED_FAKE_CACHE.clear()
 
 
 @dataclass
@@ -76,8 +80,22 @@ class Replay:
         self._module_stack: list[str] = []
         self._module_names: dict[int, str] = {}
         with self.active():
-            self.setup = make_setup()
+            try:
+                self.setup = make_setup()
+            except CadbenchError:
+                raise
+            except Exception as error:
+                if not fake or hasattr(error, "failed_op") or isinstance(error, _FAKE_ERRORS):
+                    raise
+                detail = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+                raise CadbenchError(f"cannot estimate memory for {self.label}: building its setup under fake "
+                                    f"tensors failed ({type(error).__name__}: {detail})") from None
         self.label = label or _method_name(self.setup)
+        devices = {p.device.type for p in self.setup.module.parameters()}
+        if fake and devices != {"cpu"}:
+            raise CadbenchError(f"cannot estimate memory for {self.label}: its setup was built on "
+                                f"{', '.join(sorted(devices))}; build it on the CPU (the replay models the GPU with "
+                                f"fake CPU tensors: fake CUDA tensors cannot run backward without a CUDA driver)")
         self._module_names = {id(module): name or "(root)" for name, module in self.setup.module.named_modules()}
         self.setup.optimizer.register_step_pre_hook(lambda *_: self._set_optimizer_phase(True))
 
@@ -148,6 +166,7 @@ class Replay:
                 if self._fake_mode is not None:
                     stack.enter_context(self._fake_mode)
                 stack.enter_context(cuda_autocast_policy())
+                stack.enter_context(torch.enable_grad())  # a training step, whatever the caller's grad mode
                 stack.enter_context(self.tracker)
                 yield
         except Exception as error:
