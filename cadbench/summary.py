@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-GIB = 1024**3
+GB = 10**9  # decimal gigabytes, as GPU capacities and the report state them
 
 
 def choose_baseline(methods: list[str], requested: str | None) -> str | None:
@@ -14,7 +14,7 @@ def choose_baseline(methods: list[str], requested: str | None) -> str | None:
 
 
 def comparison_table(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
-    """One line per backbone x batch size x precision, one column per method: 'peak GiB (ratio×)' or OOM/error."""
+    """One line per backbone x batch size x precision, one column per method: 'peak GB (ratio×)' or OOM/error."""
     if rows.empty:
         return pd.DataFrame()
     methods = list(dict.fromkeys(rows["method"]))
@@ -43,7 +43,7 @@ def _memory_cell(row, base_peak) -> str:
     peak = row["peak_memory_bytes"]
     if pd.isna(peak):
         return "n/a"
-    text = f"{peak / GIB:.2f} GiB"
+    text = f"{peak / GB:.2f} GB"
     if base_peak and not pd.isna(base_peak):
         text += f" ({peak / base_peak:.2f}×)"
     return text

@@ -55,12 +55,12 @@ def test_a_null_without_a_reason_is_refused(tmp_path):
 
 
 def test_comparison_table_shows_ratios_to_the_baseline_and_oom():
-    rows = pd.DataFrame([_row("sam_adapter", peak=40 * 1024**3), _row("cad", peak=10 * 1024**3),
+    rows = pd.DataFrame([_row("sam_adapter", peak=40 * 10**9), _row("cad", peak=10 * 10**9),
                          _row("decoder_only", status="oom")])
     table = comparison_table(rows, "sam_adapter")
     line = table.iloc[0]
-    assert line["cad"] == "10.00 GiB (0.25×)"
-    assert line["sam_adapter"] == "40.00 GiB (1.00×)"
+    assert line["cad"] == "10.00 GB (0.25×)"
+    assert line["sam_adapter"] == "40.00 GB (1.00×)"
     assert line["decoder_only"] == "OOM"
 
 
