@@ -37,6 +37,11 @@ def test_estimate_equals_the_tracker_on_a_real_cpu_run(method, precision):
     # strides than the CPU kernel, so AccumulateGrad copies it instead of stealing it. It never reaches the peak.)
 
 
+def test_a_setup_built_before_the_replay_is_counted_too():
+    built_outside = make_training_setup("sam_adapter", "test_scale", 2)
+    assert estimate_setup(lambda: built_outside, fake=False) == estimate_setup(_setup("sam_adapter"), fake=False)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_op_cache_replays_exactly_what_fake_tensor_mode_does(method):
     assert estimate_setup(_setup(method)) == estimate_setup(_setup(method), cache_ops=False)

@@ -91,6 +91,8 @@ class Replay:
                 raise CadbenchError(f"cannot estimate memory for {self.label}: building its setup under fake "
                                     f"tensors failed ({type(error).__name__}: {detail})") from None
         self.label = label or _method_name(self.setup)
+        with self.active():  # a setup made before (outside) the replay: count what it already holds
+            self.tracker.register(self._setup_tensors())
         devices = {p.device.type for p in self.setup.module.parameters()}
         if fake and devices != {"cpu"}:
             raise CadbenchError(f"cannot estimate memory for {self.label}: its setup was built on "
@@ -218,6 +220,13 @@ class Replay:
             block = self.tracker.block_of(tensor)
             if block is not None:
                 block.tags.add(tag)
+
+    def _setup_tensors(self) -> list[torch.Tensor]:
+        module, optimizer, batch = self.setup.module, self.setup.optimizer, self.setup.batch
+        tensors = [*module.parameters(), *module.buffers(), *(p.grad for p in module.parameters() if p.grad is not None)]
+        tensors += [value for state in optimizer.state.values() for value in state.values()
+                    if isinstance(value, torch.Tensor)]
+        return tensors + [value for value in vars(batch).values() if isinstance(value, torch.Tensor)]
 
     def _exclude_host_resident_state(self) -> None:
         """torch.optim keeps `step` counters on the host unless `capturable` or `fused`: not GPU memory."""
