@@ -60,7 +60,8 @@ def assert_same_estimate(reused: MemoryEstimate, fresh: MemoryEstimate) -> None:
 def test_cells_reusing_one_warm_replay_equal_fresh_replays(method):
     """estimate_cell warms up once at batch size 1 and swaps batches; a fresh replay builds and warms up at B."""
     for batch_size in (2, 1):  # B=2 after the warm-up at 1, then B=1 after a step at 2
-        assert_same_estimate(estimate_cell(method, "test_scale", batch_size), estimate_setup(_setup(method, batch_size)))
+        fresh = estimate_setup(_setup(method, batch_size))
+        assert_same_estimate(estimate_cell(method, "test_scale", batch_size), fresh)
 
 
 def test_breakdown_roles_sum_to_the_peak_and_match_the_model():
@@ -81,7 +82,8 @@ def test_breakdown_roles_sum_to_the_peak_and_match_the_model():
     assert breakdown.optimizer_states == 2 * sum(allocator_bytes(4 * p.numel()) for p in stepped)
     assert all(state["step"].device.type == "cpu" and state["step"].dim() == 0
                for state in setup.optimizer.state.values())
-    unstepped = {name for name, p in setup.module.named_parameters() if p.requires_grad and p not in setup.optimizer.state}
+    unstepped = {name for name, p in setup.module.named_parameters()
+                 if p.requires_grad and p not in setup.optimizer.state}
     assert unstepped and all(name.startswith("sam.mask_decoder.iou_prediction_head.") for name in unstepped)
     assert breakdown.temporaries >= estimate.workspace_bytes == training_step_workspace_bytes()
     assert estimate.top_activation_modules and estimate.top_activation_modules[0][0].startswith("adapter.")
@@ -109,7 +111,8 @@ def test_flops_equal_flop_counter_mode():
 
 def test_bf16_needs_less_than_fp32_at_test_scale():
     for method in METHODS:
-        assert estimate_cell(method, "test_scale", 2, "bf16").peak_bytes < estimate_cell(method, "test_scale", 2).peak_bytes
+        bf16, fp32 = estimate_cell(method, "test_scale", 2, "bf16"), estimate_cell(method, "test_scale", 2)
+        assert bf16.peak_bytes < fp32.peak_bytes
 
 
 @torch.library.custom_op("cadbench_test::no_fake_impl", mutates_args=())

@@ -26,7 +26,8 @@ _replays: dict[tuple[str, str, str, int], Replay] = {}
 _estimates: dict[tuple[str, str, int, str, int], MemoryEstimate] = {}
 
 
-def estimate_cell(method: str, backbone: str, batch_size: int, precision: str = "fp32", seed: int = 0) -> MemoryEstimate:
+def estimate_cell(method: str, backbone: str, batch_size: int, precision: str = "fp32",
+                  seed: int = 0) -> MemoryEstimate:
     """Estimated peak training memory of `method` on `backbone` at `batch_size` (see estimate.estimate_setup)."""
     get_method(method), get_backbone(backbone), check_precision(precision)
     if not isinstance(batch_size, int) or batch_size < 1:

@@ -165,7 +165,8 @@ class FakeOpCache:
         _, path, size, stride, offset = part
         source = _at(path, args, kwargs)
         with torch._C._ExcludeDispatchKeyGuard(_NO_PYTHON_DISPATCH):
-            view = torch.empty(0, dtype=source.dtype, device="meta").set_(source.untyped_storage(), offset, size, stride)
+            view = torch.empty(0, dtype=source.dtype, device="meta")
+            view.set_(source.untyped_storage(), offset, size, stride)
         return self._wrap(view, source.fake_device)
 
     def _wrap(self, elem: torch.Tensor, device: torch.device) -> FakeTensor:

@@ -223,7 +223,8 @@ class Replay:
 
     def _setup_tensors(self) -> list[torch.Tensor]:
         module, optimizer, batch = self.setup.module, self.setup.optimizer, self.setup.batch
-        tensors = [*module.parameters(), *module.buffers(), *(p.grad for p in module.parameters() if p.grad is not None)]
+        tensors = [*module.parameters(), *module.buffers()]
+        tensors += [p.grad for p in module.parameters() if p.grad is not None]
         tensors += [value for state in optimizer.state.values() for value in state.values()
                     if isinstance(value, torch.Tensor)]
         return tensors + [value for value in vars(batch).values() if isinstance(value, torch.Tensor)]
