@@ -169,8 +169,8 @@ def _null_reasons(row: dict, mode: str, options: RunOptions) -> dict[str, str]:
     if mode == "estimate":
         no_steps = ("no training step ran for this cell (estimate only): throughput needs a GPU, "
                     "or --device cpu for CPU timings")
-        no_quality = ("quality needs a real fine-tune, which this cell did not run (estimate only: no GPU for a "
-                      "full-size model); see the test_scale rows, fine-tuned for real on the CPU")
+        no_quality = ("quality needs a real fine-tune, which this cell did not run (memory estimate only: cadbench "
+                      "estimate, or no GPU for a full-size model)")
         reasons.update({"throughput_*": no_steps, "step_time_*": no_steps, "timed_steps": no_steps,
                         "warmup_steps": no_steps, "device": "estimate only: no training step ran on a device",
                         **{column: no_quality for column in (*QUALITY_COLUMNS, "quality_dataset", "train_steps")}})

@@ -43,7 +43,7 @@ def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str) -> str
         top = max(top, values.max())
         axes.plot(group["batch_size"], values, marker="o", label=method, color=color(method, index))
     for capacity in GPU_CAPACITIES_GB:
-        if capacity <= max(top * 1.3, 30):
+        if capacity <= top * 1.3:  # only the capacities the data comes near
             axes.axhline(capacity, color="#999", linestyle="--", linewidth=0.8)
             axes.annotate(f"{capacity} GB GPU", xy=(1.0, capacity), xycoords=("axes fraction", "data"),
                           xytext=(3, 0), textcoords="offset points", va="center", fontsize=8, color="#555")

@@ -16,7 +16,6 @@ from cadbench.results import load_results, write_atomically
 from cadbench.summary import choose_baseline
 
 GB = 1e9
-DEFAULT_CUDA_CONTEXT_GB = 0.5
 ENVIRONMENT_KEYS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "torchvision_version",
                     "segment_anything_version", "cadbench_version", "git_commit", "platform", "timestamp")
 
@@ -103,8 +102,12 @@ def _headlines(rows: pd.DataFrame, baseline: str | None) -> list[str]:
 
 
 def build_report(folders: list[str | Path], out_file: str | Path | None = None,
-                 baseline_method: str | None = None, context_gb: float = DEFAULT_CUDA_CONTEXT_GB) -> Path:
+                 baseline_method: str | None = None, context_gb: float | None = None) -> Path:
     """Render one self-contained HTML file from the results in `folders`; returns its path."""
+    if context_gb is None:
+        from cadbench.estimator import DEFAULT_CUDA_CONTEXT_BYTES
+
+        context_gb = DEFAULT_CUDA_CONTEXT_BYTES / GB
     folders = [Path(folder) for folder in folders]
     for folder in folders:
         if not (folder / "results.json").is_file():
