@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.utils._pytree import tree_leaves
 
 _PRIM_DEVICE = torch.ops.prim.device.default
 _NO_PYTHON_DISPATCH = torch._C.DispatchKeySet(torch._C.DispatchKey.Python)
@@ -116,10 +117,11 @@ class FakeOpCache:
         inputs = _tensor_paths(args, kwargs)
         if out is None:
             return ("none",)
+        # storages of every input, however deeply nested: a fresh output may not be one of them
+        seen = {id(leaf.untyped_storage()) for leaf in tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor)}
         if isinstance(out, torch.Tensor):
-            return ("one", self._describe_tensor(out, inputs, set()))
+            return ("one", self._describe_tensor(out, inputs, seen))
         if isinstance(out, (tuple, list)):
-            seen: set[int] = set()
             parts = tuple(None if item is None else self._describe_tensor(item, inputs, seen) for item in out)
             return ("tuple" if isinstance(out, tuple) else "list", parts)
         raise _Uncacheable
@@ -138,7 +140,7 @@ class FakeOpCache:
                     raise _Uncacheable
                 return ("view", path, *shape, tensor.storage_offset())
         if id(storage) in seen:
-            raise _Uncacheable  # two fresh outputs share a storage
+            raise _Uncacheable  # shares a storage with another output or with an input we cannot point to
         seen.add(id(storage))
         fresh = _meta_empty(*shape, tensor.dtype)
         if tensor.storage_offset() != 0 or storage.nbytes() != fresh.untyped_storage().nbytes():
