@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,15 @@ def test_bad_names_give_one_line_listing_valid_ones(capsys, argv, culprit):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and culprit in captured.err
+
+
+def test_python_m_cadbench_works_from_the_repository_root():
+    """There `cadbench/` of the checkout shadows the installed package; methods/ and datasets/ must still resolve."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "cadbench", "list", "--json", "--backbone", "test_scale"],
+                            cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert {row["method"] for row in json.loads(result.stdout)} == {"cad", "decoder_only", "sam_adapter"}
 
 
 def test_console_entry_points_run(tmp_path):
