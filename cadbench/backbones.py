@@ -112,15 +112,26 @@ def build_sam(backbone: str, checkpoint: str | Path | None = None, device: str |
     spec = get_backbone(backbone)
     if checkpoint is None:
         with torch.device(device):
-            return BuiltSam(spec.build(), spec, RANDOM_WEIGHTS)
+            sam = spec.build()
+        return BuiltSam(_pixel_statistics_to(sam, device), spec, RANDOM_WEIGHTS)
     state_dict = load_state_dict(checkpoint)
     with torch.device("meta"):
         skeleton = spec.build()
     check_state_dict_matches(skeleton, state_dict, spec, checkpoint)
     with torch.device(device):
-        sam = spec.build()
+        sam = _pixel_statistics_to(spec.build(), device)
     sam.load_state_dict(state_dict)
     return BuiltSam(sam, spec, f"sha256:{file_sha256(checkpoint)}")
+
+
+def _pixel_statistics_to(sam: Sam, device: str | torch.device) -> Sam:
+    """Meta's Sam makes pixel_mean/pixel_std with `torch.Tensor(list)`, which ignores the device context."""
+    target = torch.device(device)
+    for name in ("pixel_mean", "pixel_std"):
+        buffer = getattr(sam, name)
+        if buffer.device.type != target.type:
+            setattr(sam, name, buffer.to(target))
+    return sam
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

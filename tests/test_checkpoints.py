@@ -80,3 +80,9 @@ def test_arbitrary_pickles_are_not_executed(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(CadbenchError, match="does not exist"):
         build_sam("test_scale", checkpoint=tmp_path / "nope.pth")
+
+
+def test_every_tensor_of_the_model_is_on_the_requested_device():
+    """Meta's Sam creates its pixel statistics with a constructor that ignores the device context."""
+    sam = build_sam("vit_b", device="meta").sam
+    assert {tensor.device.type for tensor in [*sam.parameters(), *sam.buffers()]} == {"meta"}
