@@ -32,29 +32,36 @@ def to_svg(figure) -> str:
     return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside HTML
 
 
-def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str) -> str:
-    """Peak memory per method over batch sizes, with lines at common GPU capacities."""
-    figure, axes = plt.subplots(figsize=(6.4, 3.8))
-    data = rows[(rows["backbone"] == backbone) & (rows["status"] == "ok")]
+def _lines_over_batch_size(data: pd.DataFrame, column: str, scale: float, height: float):
+    """One line per method of `column` / `scale` over batch sizes (log 2 axis); returns figure, axes, top value."""
+    figure, axes = plt.subplots(figsize=(6.4, height))
     top = 0.0
     for index, (method, group) in enumerate(data.groupby("method", sort=False)):
         group = group.sort_values("batch_size")
-        values = group["peak_memory_bytes"].astype(float) / GB
+        values = group[column].astype(float) / scale
         top = max(top, values.max())
         axes.plot(group["batch_size"], values, marker="o", label=method, color=color(method, index))
+    sizes = sorted(data["batch_size"].unique())
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(sizes, labels=[str(size) for size in sizes])
+    axes.set_xlabel("batch size")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    return figure, axes, top
+
+
+def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str) -> str:
+    """Peak memory per method over batch sizes, with lines at the common GPU capacities the data comes near."""
+    data = rows[(rows["backbone"] == backbone) & (rows["status"] == "ok")]
+    figure, axes, top = _lines_over_batch_size(data, "peak_memory_bytes", GB, 3.8)
     for capacity in GPU_CAPACITIES_GB:
-        if capacity <= top * 1.3:  # only the capacities the data comes near
+        if capacity <= top * 1.3:
             axes.axhline(capacity, color="#999", linestyle="--", linewidth=0.8)
             axes.annotate(f"{capacity} GB GPU", xy=(1.0, capacity), xycoords=("axes fraction", "data"),
                           xytext=(3, 0), textcoords="offset points", va="center", fontsize=8, color="#555")
-    axes.set_xscale("log", base=2)
-    axes.set_xticks(sorted(data["batch_size"].unique()), labels=[str(b) for b in sorted(data["batch_size"].unique())])
-    axes.set_xlabel("batch size")
     axes.set_ylabel(f"peak memory (GB, {source_label})")
     axes.set_title(f"{backbone}: peak training memory")
-    axes.set_ylim(bottom=0)
     axes.legend(frameon=False)
-    axes.grid(alpha=0.3)
     return to_svg(figure)
 
 
@@ -62,17 +69,10 @@ def throughput_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str) ->
     data = rows[(rows["backbone"] == backbone) & rows["throughput_img_s"].notna()]
     if data.empty:
         return None
-    figure, axes = plt.subplots(figsize=(6.4, 3.4))
-    for index, (method, group) in enumerate(data.groupby("method", sort=False)):
-        group = group.sort_values("batch_size")
-        axes.plot(group["batch_size"], group["throughput_img_s"], marker="o", label=method, color=color(method, index))
-    axes.set_xscale("log", base=2)
-    axes.set_xlabel("batch size")
+    figure, axes, _ = _lines_over_batch_size(data, "throughput_img_s", 1.0, 3.4)
     axes.set_ylabel(f"images / s ({source_label})")
     axes.set_title(f"{backbone}: training throughput")
-    axes.set_ylim(bottom=0)
     axes.legend(frameon=False)
-    axes.grid(alpha=0.3)
     return to_svg(figure)
 
 
