@@ -30,7 +30,7 @@ def comparison_table(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
         if throughput:
             line["img/s"] = ", ".join(f"{m} {v:.2f}" for m, v in throughput.items())
         lines.append(line)
-    return pd.DataFrame(lines)
+    return pd.DataFrame(lines).fillna("—")  # e.g. no img/s for cells that were only estimated
 
 
 def _memory_cell(row, base_peak) -> str:

@@ -88,6 +88,8 @@ def _headlines(rows: pd.DataFrame, baseline: str | None) -> list[str]:
     lines = []
     ok = rows[(rows["status"] == "ok") & rows["peak_memory_bytes"].notna()]
     for backbone, group in ok.groupby("backbone", sort=False):
+        if BACKBONES.get(backbone) and BACKBONES[backbone].test_scale:
+            continue  # a demo model's ratios are no headline
         with_baseline = group[group["method"] == baseline]["batch_size"]
         if with_baseline.empty:
             continue
