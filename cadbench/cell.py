@@ -21,7 +21,6 @@ from cadbench.errors import CadbenchError
 from cadbench.grid import Cell
 from cadbench.results import explain_nulls, new_row
 
-MODES = ("cuda", "cpu", "estimate")
 QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -68,6 +69,6 @@ def collect_environment() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "python_version": platform.python_version(),
         "platform": platform.platform(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         **gpu_info(),
     }
