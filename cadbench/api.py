@@ -119,21 +119,19 @@ def run(
     if dataset and not estimate_only:
         _check_dataset(dataset, layout, seed)
     checkpoints = resolve_checkpoints(checkpoint, backbones)
-    weights = {backbone: f"sha256:{file_sha256(path)}" if backbone in checkpoints else RANDOM_WEIGHTS
-               for backbone, path in {b: checkpoints.get(b) for b in backbones}.items()}
+    weights = {backbone: f"sha256:{file_sha256(checkpoints[backbone])}" if backbone in checkpoints
+               else RANDOM_WEIGHTS for backbone in backbones}
     options = RunOptions(steps=steps, warmup=warmup, seed=seed, checkpoints=checkpoints, weights=weights,
                          dataset=None if estimate_only else dataset, layout=layout, train_steps=train_steps)
 
     store = ResultStore(out or default_out_dir())
     environment = collect_environment()
-    modes = {cell.key: mode_of(cell) for cell in cells}
     store.open({"device": device, "estimate_only": estimate_only, "steps": steps, "warmup": warmup, "seed": seed,
                 "weights": weights, "dataset": options.dataset, "layout": layout, "train_steps": train_steps},
                environment)
     with SweepProgress(len(cells), enabled=show_progress) as progress:
-        outcome = sweep(cells, lambda cell: modes[cell.key], options, store, environment,
-                        on_progress=progress.update)
-    mode = "/".join(sorted(set(modes.values())))
+        outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update)
+    mode = "/".join(sorted({mode_of(cell) for cell in cells}))
     frame = rows_to_frame(outcome.rows)
     frame.attrs.update(out_dir=str(store.out_dir), mode=mode, ran=outcome.ran, skipped=outcome.skipped)
     from cadbench.report import build_report
