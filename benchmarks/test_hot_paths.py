@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cadbench.methods.frequency import high_pass
-from cadbench.metrics import SegmentationMetrics
+from cadbench.training.metrics import SegmentationMetrics
 
 
 @pytest.fixture(scope="module")

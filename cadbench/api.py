@@ -12,15 +12,15 @@ import torch
 
 from cadbench.backbones import FULL_SIZE_BACKBONES, RANDOM_WEIGHTS, build_sam, check_state_dict_matches, \
     file_sha256, get_backbone, load_state_dict
-from cadbench.cell import RunOptions
-from cadbench.environment import collect_environment
+from cadbench.harness.measure_cell import RunOptions
+from cadbench.harness.environment import collect_environment
 from cadbench.errors import CadbenchError
-from cadbench.grid import expand_grid
-from cadbench.progress import SweepProgress
+from cadbench.harness.grid import expand_grid
+from cadbench.harness.progress import SweepProgress
 from cadbench.registry import available_methods
-from cadbench.results import ResultStore, rows_to_frame
-from cadbench.runner import SweepOutcome, sweep
-from cadbench.summary import choose_baseline, comparison_table
+from cadbench.harness.results import ResultStore, rows_to_frame
+from cadbench.harness.runner import SweepOutcome, sweep
+from cadbench.report.terminal import choose_baseline, comparison_table
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
 DEVICES = ("auto", "cuda", "cpu")

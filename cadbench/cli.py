@@ -126,7 +126,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from cadbench.compare import compare_results, format_table, write_compare_html
+    from cadbench.report.compare import compare_results, format_table, write_compare_html
 
     table = compare_results(args.first, args.second)
     print(format_table(table).to_string(index=False))
@@ -183,7 +183,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from cadbench.validate import TARGET_ERROR, format_validation, validate
+    from cadbench.harness.validate import TARGET_ERROR, format_validation, validate
 
     table = validate(_resolve_methods(args.methods), _resolve_backbones(args.backbone), args.batch_sizes,
                      args.precision, out=args.out)
@@ -193,7 +193,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from cadbench.check import compare, parse_tolerance, read_result_document
+    from cadbench.report.check import compare, parse_tolerance, read_result_document
 
     tolerance = parse_tolerance(args.tolerance)
     throughput_tolerance = parse_tolerance(args.throughput_tolerance) if args.throughput_tolerance else None
@@ -211,8 +211,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline_update(args: argparse.Namespace) -> int:
-    from cadbench.check import baseline_document, read_result_document
-    from cadbench.results import write_atomically
+    from cadbench.report.check import baseline_document, read_result_document
+    from cadbench.harness.results import write_atomically
 
     results = read_result_document(args.results, "results")
     target = Path(args.baseline)
@@ -305,7 +305,7 @@ def _finish_fit_arguments(args: argparse.Namespace) -> None:
     if getattr(args, "handler", None) is not cmd_fit:
         return
     from cadbench.estimator import DEFAULT_CUDA_CONTEXT_BYTES
-    from cadbench.train import check_precision
+    from cadbench.training.step import check_precision
 
     args.gpu_memory_text = args.gpu_memory
     try:

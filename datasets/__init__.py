@@ -5,7 +5,7 @@
 * `SyntheticCamouflage(split, seed, image_size)`: the embedded default, generated from a seed, nothing on disk.
 * `SAMPLE_PATH`: a tiny committed folder dataset (train/test) for tests and demos.
 
-Samples come in SAM's input geometry (`geometry`); `collate` batches them for `cadbench.quality`.
+Samples come in SAM's input geometry (`geometry`); `collate` batches them for `cadbench.training.quality`.
 """
 
 from pathlib import Path

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cadbench.datasets.geometry import content_box, image_to_input, mask_to_input, resized_shape
-from cadbench.train import Batch
+from cadbench.training.step import Batch
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch import nn
 
-from cadbench.protocol import decode_masks, whole_image_boxes
+from cadbench.training.protocol import decode_masks, whole_image_boxes
 
 
 class Method(nn.Module, ABC):

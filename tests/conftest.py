@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cadbench.train import prepare, random_batch
+from cadbench.training.step import prepare, random_batch
 
 METHODS = ("decoder_only", "sam_adapter", "cad")
 

@@ -4,7 +4,7 @@ import contextlib
 
 import torch
 
-from cadbench.protocol import segmentation_loss, upsample_logits
+from cadbench.training.protocol import segmentation_loss, upsample_logits
 
 
 @contextlib.contextmanager

@@ -12,8 +12,8 @@ from cadbench.errors import CadbenchError
 from cadbench.estimator import (MemoryEstimate, estimate_cell, estimate_setup, fit_table, largest_fitting_batch)
 from cadbench.estimator.cuda_runtime import allocator_bytes, training_step_workspace_bytes
 from cadbench.methods import Method
-from cadbench.protocol import build_optimizer
-from cadbench.train import Trainee, TrainingSetup, make_training_setup, random_batch
+from cadbench.training.protocol import build_optimizer
+from cadbench.training.step import Trainee, TrainingSetup, make_training_setup, random_batch
 
 METHODS = ("decoder_only", "sam_adapter", "cad")
 ROW_KEYS = {"peak_memory_bytes", "flops_per_step", "breakdown_parameters_bytes", "breakdown_gradients_bytes",

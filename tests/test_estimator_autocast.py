@@ -13,8 +13,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cadbench.estimator.cuda_autocast import check_policy_matches_torch, cuda_autocast_policy
-from cadbench.protocol import segmentation_loss, upsample_logits
-from cadbench.train import prepare, random_batch
+from cadbench.training.protocol import segmentation_loss, upsample_logits
+from cadbench.training.step import prepare, random_batch
 
 _DEVICE_COPY = torch.ops.aten._to_copy.default
 _PRIM_DEVICE = torch.ops.prim.device.default

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import cadbench
-from cadbench.results import CONTRACT_COLUMNS, load_results
+from cadbench.harness.results import CONTRACT_COLUMNS, load_results
 
 PLUGINS = Path(__file__).parent / "plugins"
 

@@ -7,7 +7,7 @@ import py_sod_metrics
 import pytest
 import torch
 
-from cadbench.metrics import SegmentationMetrics, balanced_error_rate, overlap_scores, probability_map
+from cadbench.training.metrics import SegmentationMetrics, balanced_error_rate, overlap_scores, probability_map
 
 MASK = np.array([[1, 1, 0, 0],
                  [1, 1, 0, 0],

@@ -7,8 +7,8 @@ import torch
 
 from cadbench.datasets import SAMPLE_PATH, SyntheticCamouflage, open_dataset
 from cadbench.errors import CadbenchError
-from cadbench.quality import evaluate, fine_tune, logits_at_original_size, training_order
-from cadbench.train import prepare
+from cadbench.training.quality import evaluate, fine_tune, logits_at_original_size, training_order
+from cadbench.training.step import prepare
 
 SCORES = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae")
 

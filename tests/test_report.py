@@ -11,7 +11,7 @@ import pytest
 from cadbench.cli import main
 from cadbench.errors import CadbenchError
 from cadbench.report import build_report
-from cadbench.results import ResultStore, explain_nulls, new_row
+from cadbench.harness.results import ResultStore, explain_nulls, new_row
 
 ARTIFACTS = Path(os.environ.get("CADBENCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -2,7 +2,7 @@
 
 import torch
 
-from cadbench.train import training_step
+from cadbench.training.step import training_step
 
 # The shared loss uses the mask logits only, so SAM's IoU-prediction head (trainable in both reference codes)
 # receives no gradient and AdamW leaves it untouched.

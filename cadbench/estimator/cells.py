@@ -18,7 +18,7 @@ from cadbench.errors import CadbenchError
 from cadbench.estimator.estimate import MemoryEstimate, summarize
 from cadbench.estimator.replay import Replay, clear_shared_cache
 from cadbench.registry import get_method
-from cadbench.train import check_precision, make_training_setup, random_batch
+from cadbench.training.step import check_precision, make_training_setup, random_batch
 
 WARM_UP_BATCH_SIZE = 1
 

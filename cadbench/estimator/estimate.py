@@ -14,7 +14,7 @@ from typing import Callable
 
 from cadbench.estimator import cuda_runtime
 from cadbench.estimator.replay import FORWARD, GRADIENT, OPTIMIZER_STATE, PARAMETER, Replay, StepRecord
-from cadbench.train import TrainingSetup
+from cadbench.training.step import TrainingSetup
 
 TIMELINE_POINTS = 500
 TOP_MODULES = 10

@@ -31,7 +31,7 @@ from cadbench.estimator.cuda_autocast import cuda_autocast_policy
 from cadbench.estimator.fake_cache import FakeOpCache
 from cadbench.estimator.flops import FlopCounter
 from cadbench.estimator.tracker import Block, MemoryTracker
-from cadbench.train import TrainingSetup
+from cadbench.training.step import TrainingSetup
 
 FORWARD, BACKWARD, OPTIMIZER = "forward", "backward", "optimizer"
 PARAMETER, GRADIENT, OPTIMIZER_STATE = "parameter", "gradient", "optimizer_state"

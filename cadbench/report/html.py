@@ -12,8 +12,8 @@ import pandas as pd
 from cadbench.backbones import BACKBONES
 from cadbench.errors import CadbenchError
 from cadbench.report import charts
-from cadbench.results import load_results, write_atomically
-from cadbench.summary import choose_baseline
+from cadbench.harness.results import load_results, write_atomically
+from cadbench.report.terminal import choose_baseline
 
 GB = 1e9
 ENVIRONMENT_KEYS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "torchvision_version",

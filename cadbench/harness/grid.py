@@ -9,7 +9,7 @@ from typing import Iterable
 from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
 from cadbench.registry import get_method
-from cadbench.train import check_precision
+from cadbench.training.step import check_precision
 
 
 @dataclass(frozen=True)

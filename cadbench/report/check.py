@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cadbench.errors import CadbenchError
-from cadbench.results import SCHEMA_VERSION, cell_key
+from cadbench.harness.results import SCHEMA_VERSION, cell_key
 
 BASELINE_COLUMNS = ("method", "backbone", "batch_size", "precision", "status", "peak_memory_bytes", "memory_source",
                     "throughput_img_s", "throughput_source", "gpu_name", "trainable_params", "weights")

@@ -1,9 +1,9 @@
 """Fine-tune a method on a dataset and evaluate it: the quality half of a result row.
 
-Training uses the shared step (`cadbench.train.training_step`) with each image prompted by the box around its
+Training uses the shared step (`cadbench.training.step.training_step`) with each image prompted by the box around its
 content (padding excluded). Evaluation follows Meta's `Sam.postprocess_masks`: low-resolution logits are upsampled
 to the encoder size, the padding is cropped, and the rest is resized to the original mask size, where the metrics
-are computed (`cadbench.metrics`).
+are computed (`cadbench.training.metrics`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 from cadbench.datasets import DatasetBatch, SegmentationDataset, collate
 from cadbench.errors import CadbenchError
 from cadbench.methods import Method
-from cadbench.metrics import SegmentationMetrics
-from cadbench.protocol import upsample_logits
-from cadbench.train import check_precision, training_step
+from cadbench.training.metrics import SegmentationMetrics
+from cadbench.training.protocol import upsample_logits
+from cadbench.training.step import check_precision, training_step
 
 
 def _device(method: Method) -> torch.device:
@@ -76,7 +76,7 @@ def predict(method: Method, batch: DatasetBatch, image_size: int) -> list[torch.
 
 
 def evaluate(method: Method, test_dataset: SegmentationDataset, batch_size: int = 1) -> dict[str, float | int]:
-    """Metrics over the whole dataset (see `cadbench.metrics`) plus the image and empty-mask counts."""
+    """Metrics over the whole dataset (see `cadbench.training.metrics`) plus the image and empty-mask counts."""
     _check_image_size(method, test_dataset)
     if batch_size < 1:
         raise CadbenchError(f"evaluation batch size must be at least 1, got {batch_size}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from cadbench.results import load_results, write_atomically
+from cadbench.harness.results import load_results, write_atomically
 
 KEY = ["method", "backbone", "batch_size", "precision"]
 GB = 1e9

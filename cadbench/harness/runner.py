@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cadbench.cell import RunOptions, measure_cell
-from cadbench.grid import Cell
-from cadbench.results import ResultStore, cell_key, explain_nulls, new_row
+from cadbench.harness.measure_cell import RunOptions, measure_cell
+from cadbench.harness.grid import Cell
+from cadbench.harness.results import ResultStore, cell_key, explain_nulls, new_row
 from cadbench.backbones import get_backbone
 
 
@@ -35,7 +35,7 @@ def run_in_fresh_process(cell: Cell, mode: str, options: RunOptions, environment
                        "environment": environment})
     with tempfile.TemporaryDirectory(prefix="cadbench-cell-") as folder:
         result_path = Path(folder) / "row.json"
-        process = subprocess.run([sys.executable, "-m", "cadbench.cell", spec, str(result_path)],
+        process = subprocess.run([sys.executable, "-m", "cadbench.harness.measure_cell", spec, str(result_path)],
                                  capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if result_path.exists():
             return json.loads(result_path.read_text())

@@ -7,7 +7,7 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cadbench.grid import Cell
+from cadbench.harness.grid import Cell
 
 
 class SweepProgress:

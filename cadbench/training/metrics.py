@@ -19,7 +19,7 @@ import numpy as np
 import py_sod_metrics
 import torch
 
-from cadbench.protocol import MASK_THRESHOLD
+from cadbench.training.protocol import MASK_THRESHOLD
 
 
 def overlap_scores(prediction: np.ndarray, mask: np.ndarray) -> tuple[float, float]:

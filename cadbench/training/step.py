@@ -11,7 +11,7 @@ import torch
 from cadbench.backbones import BuiltSam, build_sam
 from cadbench.errors import unknown_name_error
 from cadbench.methods import Method
-from cadbench.protocol import build_optimizer, segmentation_loss, upsample_logits
+from cadbench.training.protocol import build_optimizer, segmentation_loss, upsample_logits
 from cadbench.registry import build_method
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}

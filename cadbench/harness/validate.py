@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from cadbench.errors import CadbenchError
-from cadbench.results import write_atomically
+from cadbench.harness.results import write_atomically
 
 TARGET_ERROR = 0.03
 

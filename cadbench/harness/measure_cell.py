@@ -1,4 +1,4 @@
-"""Measure one cell of the grid. Run as `python -m cadbench.cell SPEC_JSON RESULT_PATH` for a fresh process.
+"""Measure one cell of the grid. Run as `python -m cadbench.harness.measure_cell SPEC_JSON RESULT_PATH` for a fresh process.
 
 A cell is measured in one of three modes:
 * `cuda`: real training steps on the GPU (memory, throughput), then fine-tune + evaluate for quality;
@@ -18,8 +18,8 @@ import torch
 
 from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
-from cadbench.grid import Cell
-from cadbench.results import explain_nulls, new_row
+from cadbench.harness.grid import Cell
+from cadbench.harness.results import explain_nulls, new_row
 
 QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")
 
@@ -85,7 +85,7 @@ def _fill_parameter_counts(row: dict, cell: Cell) -> None:
 
 
 def _setup(cell: Cell, options: RunOptions, device: torch.device):
-    from cadbench.train import make_training_setup
+    from cadbench.training.step import make_training_setup
 
     return make_training_setup(cell.method, cell.backbone, cell.batch_size, cell.precision, device=device,
                                checkpoint=options.checkpoints.get(cell.backbone), seed=options.seed)
@@ -131,8 +131,8 @@ def _estimate_memory(row: dict, cell: Cell) -> None:
 def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.device) -> None:
     """Fine-tune a fresh copy of the method on the train split, then score the test split."""
     from cadbench.datasets import load_dataset
-    from cadbench.quality import evaluate, fine_tune
-    from cadbench.train import prepare
+    from cadbench.training.quality import evaluate, fine_tune
+    from cadbench.training.step import prepare
 
     image_size = get_backbone(cell.backbone).image_size
     train = load_dataset(options.dataset, "train", image_size=image_size, layout=options.layout, seed=options.seed)
