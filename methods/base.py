@@ -28,6 +28,9 @@ class Method(nn.Module, ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    # Capabilities the harness reads to decide which levers apply (a method never implements a lever itself):
+    encoder_under_no_grad: ClassVar[bool] = False  # the image encoder runs under torch.no_grad()
+    backward_through_encoder: ClassVar[bool] = False  # gradients flow back through the image encoder's blocks
 
     def __init__(self, sam: Sam) -> None:
         super().__init__()

@@ -67,6 +67,7 @@ class ConvAdapter(nn.Module):
 class CAD(Method):
     name = "cad"
     summary = "convolutional adapter beside the encoder (under no_grad) + mask decoder"
+    encoder_under_no_grad = True
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)

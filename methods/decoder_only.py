@@ -10,6 +10,7 @@ from cadbench.methods.base import Method
 class DecoderOnly(Method):
     name = "decoder_only"
     summary = "mask decoder only; image encoder frozen under no_grad"
+    encoder_under_no_grad = True
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -77,6 +77,7 @@ def _truncated_normal_(tensor: torch.Tensor, std: float, bound: float = 2.0) -> 
 class SamAdapter(Method):
     name = "sam_adapter"
     summary = "adapters before every encoder block (backward through the whole encoder) + mask decoder"
+    backward_through_encoder = True
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)

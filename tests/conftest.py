@@ -1,9 +1,10 @@
 import pytest
 import torch
 
+from cadbench.methods import BUILTIN_METHODS
 from cadbench.training.step import prepare, random_batch
 
-METHODS = ("decoder_only", "sam_adapter", "cad")
+METHODS = tuple(BUILTIN_METHODS)  # every built-in method is tested by every per-method test
 
 
 @pytest.fixture(autouse=True)

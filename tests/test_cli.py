@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cadbench.cli import main
+from cadbench.methods import BUILTIN_METHODS
 
 # methods.md: encoder parameters per backbone; mask decoder and prompt encoder are the same for all.
 ENCODER_PARAMS = {"vit_b": 89_670_912, "vit_l": 308_278_272, "vit_h": 637_026_048}
@@ -26,21 +27,37 @@ def sam_adapter_params(backbone: str) -> int:
     return handcrafted + embedding_tune + mlps + shared_up
 
 
-def test_list_json_counts_full_size_models(capsys):
-    assert main(["list", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    by_cell = {(row["method"], row["backbone"]): row for row in rows}
-    assert set(by_cell) == {(m, b) for m in ("cad", "decoder_only", "sam_adapter") for b in ENCODER_PARAMS}
+# Parameters each method adds to SAM (all of them trainable), per backbone: every built-in method needs an entry.
+ADDED_PARAMS = {
+    "decoder_only": lambda backbone: 0,
+    "cad": lambda backbone: CAD_ADAPTER,
+    "sam_adapter": sam_adapter_params,
+}
+
+
+@pytest.fixture(scope="module")
+def listed():
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["list", "--json"]) == 0
+    return {(row["method"], row["backbone"]): row for row in json.loads(out.getvalue())}
+
+
+def test_list_json_has_every_method_and_backbone(listed):
+    assert set(listed) == {(m, b) for m in BUILTIN_METHODS for b in ENCODER_PARAMS}
+
+
+@pytest.mark.parametrize("method", BUILTIN_METHODS)
+def test_list_json_counts_full_size_models(listed, method):
+    assert method in ADDED_PARAMS, f"give {method}'s expected parameter count in ADDED_PARAMS"
     for backbone, encoder in ENCODER_PARAMS.items():
         sam_total = encoder + MASK_DECODER + PROMPT_ENCODER
-        assert by_cell["decoder_only", backbone]["trainable_params"] == MASK_DECODER
-        assert by_cell["decoder_only", backbone]["total_params"] == sam_total
-        assert by_cell["cad", backbone]["trainable_params"] == MASK_DECODER + CAD_ADAPTER
-        assert by_cell["cad", backbone]["total_params"] == sam_total + CAD_ADAPTER
-        adapter = sam_adapter_params(backbone)
-        assert by_cell["sam_adapter", backbone]["trainable_params"] == MASK_DECODER + adapter
-        assert by_cell["sam_adapter", backbone]["total_params"] == sam_total + adapter
-        assert not by_cell["cad", backbone]["test_scale"]
+        added = ADDED_PARAMS[method](backbone)
+        assert listed[method, backbone]["trainable_params"] == MASK_DECODER + added
+        assert listed[method, backbone]["total_params"] == sam_total + added
+        assert not listed[method, backbone]["test_scale"]
 
 
 def test_list_table_labels_test_scale(capsys):
@@ -49,7 +66,7 @@ def test_list_table_labels_test_scale(capsys):
 
 
 @pytest.mark.parametrize("argv, culprit", [
-    (["list", "--methods", "cad,lora"], "unknown method 'lora'; valid: cad, decoder_only, sam_adapter"),
+    (["list", "--methods", "cad,nope"], f"unknown method 'nope'; valid: {', '.join(sorted(BUILTIN_METHODS))}"),
     (["list", "--backbone", "vit_x"], "unknown backbone 'vit_x'; valid: test_scale, vit_b, vit_h, vit_l"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
@@ -66,7 +83,7 @@ def test_python_m_cadbench_works_from_the_repository_root():
     result = subprocess.run([sys.executable, "-m", "cadbench", "list", "--json", "--backbone", "test_scale"],
                             cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert {row["method"] for row in json.loads(result.stdout)} == {"cad", "decoder_only", "sam_adapter"}
+    assert {row["method"] for row in json.loads(result.stdout)} == set(BUILTIN_METHODS)
 
 
 def test_console_entry_points_run(tmp_path):
@@ -74,7 +91,7 @@ def test_console_entry_points_run(tmp_path):
         result = subprocess.run([*command, "list", "--json", "--backbone", "test_scale"], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-        assert {row["method"] for row in json.loads(result.stdout)} == {"cad", "decoder_only", "sam_adapter"}
+        assert {row["method"] for row in json.loads(result.stdout)} == set(BUILTIN_METHODS)
     bad = subprocess.run([sys.executable, "-m", "cadbench", "list", "--methods", "nope"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1

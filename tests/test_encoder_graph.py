@@ -38,21 +38,21 @@ def _loss(method, batch):
     return segmentation_loss(logits, batch.masks)
 
 
-def test_encoder_saves_for_backward_only_under_sam_adapter(trainee, batch):
+def test_encoder_saves_for_backward_exactly_when_backward_goes_through_it(trainee, batch):
     method = trainee.method
     # SAM Adapter calls Meta's encoder modules one by one, so watch those modules, which every method runs.
     encoder = method.sam.image_encoder
     # (saved-tensor hooks do not nest: only the innermost pair is active, hence one context for all modules)
     with count_saved_tensors_in(encoder.patch_embed, *encoder.blocks, encoder.neck) as encoder_state:
         _loss(method, batch)
-    if method.name == "sam_adapter":
+    if method.backward_through_encoder:
         # every block keeps its activations (layer norms, attention, MLP)
         assert encoder_state["saved"] >= 10 * len(encoder.blocks)
     else:
         assert encoder_state["saved"] == 0
 
 
-def test_gradient_reaches_first_block_input_only_under_sam_adapter(trainee, batch):
+def test_gradient_reaches_first_block_input_exactly_when_backward_goes_through_the_encoder(trainee, batch):
     method = trainee.method
     captured = {}
 
@@ -64,11 +64,12 @@ def test_gradient_reaches_first_block_input_only_under_sam_adapter(trainee, batc
     method.sam.image_encoder.blocks[0].register_forward_pre_hook(keep_input)
     _loss(method, batch).backward()
     first_input = captured["x"]
-    if method.name == "sam_adapter":
+    if method.backward_through_encoder:
         assert first_input.grad is not None and first_input.grad.abs().sum() > 0
+    else:
+        assert not first_input.requires_grad
+    if method.name == "sam_adapter":
         generator = method.prompt_generator
         for parameter in (generator.embedding_tune.weight, generator.handcrafted_embed.weight,
                           generator.lightweight_mlps[0][0].weight, generator.shared_up.weight):
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0
-    else:
-        assert not first_input.requires_grad
