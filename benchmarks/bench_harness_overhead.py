@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from cadbench.measure.timing import time_cpu_steps
+from cadbench.harness.grid import Cell
 from cadbench.training.step import make_training_setup
 
 
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    setup = make_training_setup(args.method, "test_scale", args.batch_size)
+    setup = make_training_setup(Cell(args.method, "test_scale", args.batch_size))
     for _ in range(5):
         setup.step()
     harness, bare = [], []

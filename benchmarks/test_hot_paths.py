@@ -43,10 +43,11 @@ def test_fft_high_pass_of_a_1024_image(benchmark):
 @pytest.mark.parametrize("method", ["sam_adapter", "cad"])
 def test_estimator_vit_h_cell(benchmark, method):
     from cadbench.estimator import clear_cache, estimate_cell
+    from cadbench.harness.grid import Cell
 
     def fresh_estimate():
         clear_cache()
-        return estimate_cell(method, "vit_h", 4)
+        return estimate_cell(Cell(method, "vit_h", 4))
 
     estimate = benchmark.pedantic(fresh_estimate, rounds=2, iterations=1)
     assert estimate.peak_bytes > 0

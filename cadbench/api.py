@@ -4,37 +4,36 @@ from __future__ import annotations
 
 import datetime
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 import torch
 
 from cadbench.backbones import FULL_SIZE_BACKBONES, RANDOM_WEIGHTS, build_sam, check_state_dict_matches, \
     file_sha256, get_backbone, load_state_dict
-from cadbench.harness.measure_cell import RunOptions
-from cadbench.harness.environment import collect_environment
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import expand_grid
+from cadbench.harness.environment import collect_environment
+from cadbench.harness.grid import DEFAULT_BATCH_SIZES, DEFAULT_PRECISIONS, Cell, expand_grid
+from cadbench.harness.options import Device, Mode, RunOptions
 from cadbench.harness.progress import SweepProgress
-from cadbench.registry import available_methods
 from cadbench.harness.results import ResultStore, rows_to_frame
 from cadbench.harness.runner import SweepOutcome, sweep
+from cadbench.registry import available_methods
 from cadbench.report.terminal import choose_baseline, comparison_table
 
-DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
-DEVICES = ("auto", "cuda", "cpu")
+
+DERIVED_OPTIONS = {"checkpoints", "weights"}  # filled in from `checkpoint`, never passed by the caller
 
 
 def default_out_dir() -> Path:
     return Path("reports") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def mode_chooser(device: str, estimate_only: bool):
+def mode_chooser(device: Device, estimate_only: bool) -> Callable[[Cell], Mode]:
     """How each cell is measured: on CUDA if there is one; without, full-size cells are estimated and test-scale
     cells (cheap enough) train for real on the CPU; `--device cpu` trains every cell on the CPU."""
-    if device not in DEVICES:
-        raise CadbenchError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
     if device == "cuda" and not torch.cuda.is_available():
         raise CadbenchError("--device cuda was asked for, but PyTorch sees no CUDA device here")
     if estimate_only:
@@ -81,54 +80,61 @@ def run(
     methods: Iterable[str] | None = None,
     backbones: Iterable[str] | None = None,
     batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
-    precisions: Iterable[str] = ("fp32",),
-    steps: int = 10,
-    warmup: int = 3,
-    device: str = "auto",
-    seed: int = 0,
+    precisions: Iterable[str] = DEFAULT_PRECISIONS,
+    *,
     checkpoint: str | dict[str, str] | None = None,
     out: str | Path | None = None,
     baseline_method: str | None = None,
-    estimate_only: bool = False,
-    dataset: str | None = "synthetic",
-    layout: str | None = None,
-    train_steps: int = 50,
     show_progress: bool = True,
     print_summary: bool = True,
+    **options: Any,
 ) -> pd.DataFrame:
     """Sweep methods x backbones x batch sizes x precisions; returns one row per cell (see results.CONTRACT_COLUMNS).
 
     On CUDA every cell trains for real in a fresh process. Without CUDA (or with `estimate_only`), peak memory comes
     from the GPU-free estimator and is marked `memory_source: estimated`; `device="cpu"` also times real CPU steps.
+
+    Args:
+        methods: method names (default: every registered method).
+        backbones: backbone names (default: vit_b, vit_l, vit_h, plus the test-scale SAM when no GPU is used).
+        batch_sizes: batch sizes of the grid.
+        precisions: "fp32" and/or "bf16".
+        checkpoint: an official SAM checkpoint for the one backbone, "backbone=path,...", or a dict of those.
+        out: output folder (default: reports/<timestamp>/); an existing one is resumed.
+        baseline_method: memory ratios in the summary and report are against this method.
+        show_progress: show the progress bar over cells.
+        print_summary: print the comparison table at the end.
+        **options: any field of `cadbench.harness.options.RunOptions`, with its default when not given: steps,
+            warmup, device ("auto" | "cuda" | "cpu"), seed, estimate_only, dataset ("synthetic", a folder, or None
+            for no quality phase), layout, train_steps.
     """
+    unknown = sorted(set(options) - (set(RunOptions.field_names()) - DERIVED_OPTIONS))
+    if unknown:
+        raise TypeError(f"run() got unexpected keyword arguments: {', '.join(unknown)}")
+    options = RunOptions(**options)  # validated here
     methods = list(methods) if methods else sorted(available_methods())
     if not backbones:
         # Without a GPU no full-size model can be fine-tuned in minutes: add the test-scale SAM, trained for real on
         # the CPU, so that the default run still reports measured throughput and quality (labelled as test scale).
-        no_gpu = not torch.cuda.is_available() and not estimate_only and device != "cuda"
+        no_gpu = not torch.cuda.is_available() and not options.estimate_only and options.device != "cuda"
         backbones = list(FULL_SIZE_BACKBONES) + (["test_scale"] if no_gpu else [])
     backbones = list(backbones)
     cells = expand_grid(methods, backbones, batch_sizes, precisions)
-    if steps <= 0 or warmup < 0:
-        raise CadbenchError(f"--steps must be positive and --warmup not negative (got {steps}, {warmup})")
     if baseline_method is not None and baseline_method not in methods:
         raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
-    mode_of = mode_chooser(device, estimate_only)
-    if train_steps < 0:
-        raise CadbenchError(f"--train-steps must not be negative, got {train_steps}")
-    if dataset and not estimate_only:
-        _check_dataset(dataset, layout, seed)
+    mode_of = mode_chooser(options.device, options.estimate_only)
+    if options.estimate_only:
+        options = replace(options, dataset=None)
+    elif options.dataset:
+        _check_dataset(options.dataset, options.layout, options.seed)
     checkpoints = resolve_checkpoints(checkpoint, backbones)
     weights = {backbone: f"sha256:{file_sha256(checkpoints[backbone])}" if backbone in checkpoints
                else RANDOM_WEIGHTS for backbone in backbones}
-    options = RunOptions(steps=steps, warmup=warmup, seed=seed, checkpoints=checkpoints, weights=weights,
-                         dataset=None if estimate_only else dataset, layout=layout, train_steps=train_steps)
+    options = replace(options, checkpoints=checkpoints, weights=weights)
 
     store = ResultStore(out or default_out_dir())
     environment = collect_environment()
-    store.open({"device": device, "estimate_only": estimate_only, "steps": steps, "warmup": warmup, "seed": seed,
-                "weights": weights, "dataset": options.dataset, "layout": layout, "train_steps": train_steps},
-               environment)
+    store.open(options.resume_config(), environment)
     with SweepProgress(len(cells), enabled=show_progress) as progress:
         outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update)
     mode = "/".join(sorted({mode_of(cell) for cell in cells}))

@@ -11,17 +11,18 @@ from cadbench.backbones import build_sam
 from cadbench.errors import CadbenchError
 from cadbench.estimator import (MemoryEstimate, estimate_cell, estimate_setup, fit_table, largest_fitting_batch)
 from cadbench.estimator.cuda_runtime import allocator_bytes, training_step_workspace_bytes
-from cadbench.methods import Method
+from cadbench.methods import BUILTIN_METHODS, Method
 from cadbench.training.protocol import build_optimizer
+from cadbench.harness.grid import Cell
 from cadbench.training.step import Trainee, TrainingSetup, make_training_setup, random_batch
 
-METHODS = ("decoder_only", "sam_adapter", "cad")
+METHODS = tuple(BUILTIN_METHODS)
 ROW_KEYS = {"peak_memory_bytes", "flops_per_step", "breakdown_parameters_bytes", "breakdown_gradients_bytes",
             "breakdown_optimizer_states_bytes", "breakdown_activations_bytes", "breakdown_temporaries_bytes"}
 
 
 def _setup(method: str, batch_size: int = 2, precision: str = "fp32"):
-    return lambda: make_training_setup(method, "test_scale", batch_size, precision)
+    return lambda: make_training_setup(Cell(method, "test_scale", batch_size, precision))
 
 
 @pytest.mark.parametrize("method, precision", [(m, "fp32") for m in METHODS] + [("sam_adapter", "bf16")])
@@ -38,7 +39,7 @@ def test_estimate_equals_the_tracker_on_a_real_cpu_run(method, precision):
 
 
 def test_a_setup_built_before_the_replay_is_counted_too():
-    built_outside = make_training_setup("sam_adapter", "test_scale", 2)
+    built_outside = make_training_setup(Cell("sam_adapter", "test_scale", 2))
     assert estimate_setup(lambda: built_outside, fake=False) == estimate_setup(_setup("sam_adapter"), fake=False)
 
 
@@ -61,14 +62,14 @@ def test_cells_reusing_one_warm_replay_equal_fresh_replays(method):
     """estimate_cell warms up once at batch size 1 and swaps batches; a fresh replay builds and warms up at B."""
     for batch_size in (2, 1):  # B=2 after the warm-up at 1, then B=1 after a step at 2
         fresh = estimate_setup(_setup(method, batch_size))
-        assert_same_estimate(estimate_cell(method, "test_scale", batch_size), fresh)
+        assert_same_estimate(estimate_cell(Cell(method, "test_scale", batch_size)), fresh)
 
 
 def test_breakdown_roles_sum_to_the_peak_and_match_the_model():
     kept = {}
 
     def make():
-        kept["setup"] = make_training_setup("cad", "test_scale", 2)
+        kept["setup"] = make_training_setup(Cell("cad", "test_scale", 2))
         return kept["setup"]
 
     estimate = estimate_setup(make)
@@ -90,7 +91,7 @@ def test_breakdown_roles_sum_to_the_peak_and_match_the_model():
 
 
 def test_timeline_and_row_fields():
-    estimate = estimate_cell("sam_adapter", "test_scale", 2)
+    estimate = estimate_cell(Cell("sam_adapter", "test_scale", 2))
     phases = [phase for phase, _ in estimate.timeline]
     assert 2 < len(estimate.timeline) <= 500
     assert max(live for _, live in estimate.timeline) == estimate.peak_bytes
@@ -102,7 +103,7 @@ def test_timeline_and_row_fields():
 
 
 def test_flops_equal_flop_counter_mode():
-    setup = make_training_setup("cad", "test_scale", 2)
+    setup = make_training_setup(Cell("cad", "test_scale", 2))
     setup.step()
     with FlopCounterMode(display=False) as counter:
         setup.step()
@@ -111,7 +112,7 @@ def test_flops_equal_flop_counter_mode():
 
 def test_bf16_needs_less_than_fp32_at_test_scale():
     for method in METHODS:
-        bf16, fp32 = estimate_cell(method, "test_scale", 2, "bf16"), estimate_cell(method, "test_scale", 2)
+        bf16, fp32 = estimate_cell(Cell(method, "test_scale", 2, "bf16")), estimate_cell(Cell(method, "test_scale", 2))
         assert bf16.peak_bytes < fp32.peak_bytes
 
 
@@ -158,29 +159,30 @@ def test_step_that_cannot_run_on_fake_tensors_is_a_one_line_error(method_class, 
 
 def test_bad_arguments():
     with pytest.raises(CadbenchError, match="unknown method"):
-        estimate_cell("nope", "test_scale", 1)
+        estimate_cell(Cell("nope", "test_scale", 1))
     with pytest.raises(CadbenchError, match="unknown backbone"):
-        estimate_cell("cad", "vit_x", 1)
+        estimate_cell(Cell("cad", "vit_x", 1))
     with pytest.raises(CadbenchError, match="unknown precision"):
-        estimate_cell("cad", "test_scale", 1, "fp8")
+        estimate_cell(Cell("cad", "test_scale", 1, "fp8"))
     with pytest.raises(CadbenchError, match="batch size"):
-        estimate_cell("cad", "test_scale", 0)
+        estimate_cell(Cell("cad", "test_scale", 0))
     with pytest.raises(ValueError):
         estimate_setup(_setup("cad"), steps=1)
 
 
 def test_fit_is_monotone_in_capacity_and_zero_below_the_parameters():
-    peak = {b: estimate_cell("cad", "test_scale", b).peak_bytes for b in (1, 2, 3, 4)}
+    peak = {b: estimate_cell(Cell("cad", "test_scale", b)).peak_bytes for b in (1, 2, 3, 4)}
     assert list(peak.values()) == sorted(peak.values())
     context = 10**6
     capacities = [peak[1] + context - 1, peak[1] + context, peak[3] + context, peak[4] + context - 1, 10**12]
-    largest = [largest_fitting_batch("cad", "test_scale", c, cuda_context_bytes=context, max_batch=8)
+    largest = [largest_fitting_batch(Cell("cad", "test_scale", 1), c, cuda_context_bytes=context, max_batch=8)
                for c in capacities]
     assert largest == [0, 1, 3, 3, 8]
     assert largest == sorted(largest)
-    parameters = estimate_cell("cad", "test_scale", 1).breakdown.parameters
-    assert largest_fitting_batch("cad", "test_scale", parameters, cuda_context_bytes=0) == 0
-    rows = fit_table(["decoder_only", "cad"], ["test_scale"], [peak[2] + context], cuda_context_bytes=context,
+    parameters = estimate_cell(Cell("cad", "test_scale", 1)).breakdown.parameters
+    assert largest_fitting_batch(Cell("cad", "test_scale", 1), parameters, cuda_context_bytes=0) == 0
+    rows = fit_table([Cell("decoder_only", "test_scale", 1), Cell("cad", "test_scale", 1)], [peak[2] + context],
+                     cuda_context_bytes=context,
                      max_batch=8)
-    assert [(row.method, row.largest_batch) for row in rows][1] == ("cad", 2)
+    assert [(row.cell.method, row.largest_batch) for row in rows][1] == ("cad", 2)
     assert rows[0].largest_batch >= 2 and rows[0].as_dict()["capacity_bytes"] == peak[2] + context

@@ -7,6 +7,7 @@ import pytest
 
 from cadbench.estimator import MemoryEstimate, estimate_cell, estimate_setup
 from cadbench.estimator.cuda_runtime import allocator_bytes
+from cadbench.harness.grid import Cell
 from cadbench.training.step import make_training_setup, prepare
 
 BACKBONES = ("vit_b", "vit_l", "vit_h")
@@ -22,7 +23,7 @@ def assert_same_estimate(reused: MemoryEstimate, fresh: MemoryEstimate) -> None:
 
 
 def peak(method: str, backbone: str, precision: str = "fp32") -> int:
-    return estimate_cell(method, backbone, 4, precision).peak_bytes
+    return estimate_cell(Cell(method, backbone, 4, precision)).peak_bytes
 
 
 def test_sam_adapter_on_vit_h_at_batch_4_needs_more_than_40_gb():
@@ -46,13 +47,13 @@ def test_on_vit_b_cad_is_above_half_of_sam_adapter():
     cost the same for every method; on vit_b SAM Adapter's stored activations are not yet large enough to double
     it. (0.58 at batch size 4.)"""
     assert 0.5 < peak("cad", "vit_b") / peak("sam_adapter", "vit_b") < 0.65
-    decoder_only = estimate_cell("decoder_only", "vit_b", 4)
+    decoder_only = estimate_cell(Cell("decoder_only", "vit_b", 4))
     assert decoder_only.breakdown.gradients == 0  # the peak is before any gradient exists: in the forward pass
 
 
 @pytest.mark.parametrize("method", ["decoder_only", "sam_adapter", "cad"])
 def test_parameters_and_optimizer_states_match_the_model(method):
-    estimate = estimate_cell(method, "vit_h", 4)
+    estimate = estimate_cell(Cell(method, "vit_h", 4))
     model = prepare(method, "vit_h", device="meta").method
     assert estimate.breakdown.parameters == sum(allocator_bytes(4 * p.numel()) for p in model.parameters())
     stepped = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith(NO_GRADIENT_PREFIX)]
@@ -69,6 +70,6 @@ def test_shortcuts_equal_the_plain_replay_on_vit_b(method):
     """estimate_cell (op cache, one warm replay for all batch sizes) against a plain FakeTensorMode replay of two
     steps at that batch size, built from scratch."""
     for batch_size in (1, 2):
-        plain = estimate_setup(lambda: make_training_setup(method, "vit_b", batch_size), cache_ops=False)
-        assert_same_estimate(estimate_cell(method, "vit_b", batch_size), plain)
+        plain = estimate_setup(lambda: make_training_setup(Cell(method, "vit_b", batch_size)), cache_ops=False)
+        assert_same_estimate(estimate_cell(Cell(method, "vit_b", batch_size)), plain)
 

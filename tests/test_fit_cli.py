@@ -2,7 +2,8 @@
 
 import json
 
-from cadbench.cli import main, memory_size
+from cadbench.cli import main
+from cadbench.commands.arguments import memory_size
 
 
 def test_memory_sizes_parse_decimal_and_binary_units():

@@ -104,10 +104,10 @@ def _existing_results(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--methods", "cad,lora"], "unknown method 'lora'; valid: cad, crashing, decoder_only, oom, raising"),
+    (["--methods", "cad,nope"], "unknown method 'nope'; valid: cad, crashing, decoder_only, oom, raising"),
     (["--backbone", "vit_x"], "unknown backbone 'vit_x'; valid: test_scale, vit_b, vit_h, vit_l"),
     (["--precision", "fp8"], "unknown precision 'fp8'; valid: bf16, fp32"),
-    (["--batch-sizes", "2,0"], "batch sizes must be positive, got 0"),
+    (["--batch-sizes", "2,0"], "batch size must be a positive integer, got 0"),
     (["--batch-sizes", "two"], "batch sizes must be integers, got 'two'"),
     (["--steps", "0"], "--steps must be positive"),
     (["--baseline-method", "sam_adapter", "--methods", "cad"], "--baseline-method 'sam_adapter' is not among"),

@@ -1,8 +1,8 @@
 """GPU-free peak-memory estimation by replaying the training step on fake tensors.
 
     estimate_setup(make_setup, steps=2) -> MemoryEstimate      any training setup (the code never knows the method)
-    estimate_cell(method, backbone, batch_size, precision="fp32") -> MemoryEstimate    a grid cell, reusing work
-    largest_fitting_batch(method, backbone, capacity_bytes, ...) -> int; fit_table(...)  does it fit a GPU?
+    estimate_cell(cell) -> MemoryEstimate                      a grid cell (cadbench.harness.grid.Cell), reusing work
+    largest_fitting_batch(cell, capacity_bytes, ...) -> int; fit_table(cells, capacities, ...)  does it fit a GPU?
 """
 
 from cadbench.estimator.cells import clear_cache, estimate_cell

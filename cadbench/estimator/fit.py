@@ -9,26 +9,27 @@ it doubles the batch size until it no longer fits, then bisects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from cadbench.errors import CadbenchError
 from cadbench.estimator.cells import estimate_cell
 from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
+from cadbench.harness.grid import Cell
 
 DEFAULT_MAX_BATCH = 64
 
 
-def largest_fitting_batch(method: str, backbone: str, capacity_bytes: int, precision: str = "fp32",
-                          cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
+def largest_fitting_batch(cell: Cell, capacity_bytes: int, cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
                           max_batch: int = DEFAULT_MAX_BATCH) -> int:
-    """The largest batch size <= max_batch that fits `capacity_bytes`; 0 if not even batch size 1 fits."""
+    """The largest batch size <= max_batch at which `cell` (its own batch size ignored) fits `capacity_bytes`;
+    0 if not even batch size 1 fits."""
     if capacity_bytes <= 0 or cuda_context_bytes < 0 or max_batch < 1:
         raise CadbenchError(f"capacity must be positive, CUDA context not negative and max batch at least 1 "
                             f"(got {capacity_bytes}, {cuda_context_bytes}, {max_batch})")
 
     def fits(batch_size: int) -> bool:
-        peak = estimate_cell(method, backbone, batch_size, precision).peak_bytes
+        peak = estimate_cell(replace(cell, batch_size=batch_size)).peak_bytes
         return peak + cuda_context_bytes <= capacity_bytes
 
     if not fits(1):
@@ -45,21 +46,21 @@ def largest_fitting_batch(method: str, backbone: str, capacity_bytes: int, preci
 
 @dataclass(frozen=True)
 class FitRow:
-    method: str
-    backbone: str
-    precision: str
+    cell: Cell  # its batch size is the one searched from
     capacity_bytes: int
     cuda_context_bytes: int
     largest_batch: int  # 0: not even batch size 1 fits
 
     def as_dict(self) -> dict:
-        return dict(vars(self))
+        identity = {name: value for name, value in self.cell.as_dict().items() if name != "batch_size"}
+        return {**identity, "capacity_bytes": self.capacity_bytes, "cuda_context_bytes": self.cuda_context_bytes,
+                "largest_batch": self.largest_batch}
 
 
-def fit_table(methods: Iterable[str], backbones: Iterable[str], capacities_bytes: Iterable[int],
-              precision: str = "fp32", cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
-              max_batch: int = DEFAULT_MAX_BATCH) -> list[FitRow]:
-    """`largest_fitting_batch` for every method x backbone x capacity (estimates are shared between them)."""
-    return [FitRow(method, backbone, precision, capacity, cuda_context_bytes,
-                   largest_fitting_batch(method, backbone, capacity, precision, cuda_context_bytes, max_batch))
-            for method in methods for backbone in backbones for capacity in capacities_bytes]
+def fit_table(cells: Iterable[Cell], capacities_bytes: Iterable[int],
+              cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES, max_batch: int = DEFAULT_MAX_BATCH) -> list[FitRow]:
+    """`largest_fitting_batch` for every cell x capacity (estimates are shared between them)."""
+    capacities_bytes = list(capacities_bytes)
+    return [FitRow(cell, capacity, cuda_context_bytes,
+                   largest_fitting_batch(cell, capacity, cuda_context_bytes, max_batch))
+            for cell in cells for capacity in capacities_bytes]

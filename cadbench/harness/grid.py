@@ -1,50 +1,139 @@
-"""The sweep's grid: method x backbone x batch size x precision, validated up front."""
+"""The sweep's grid and its cells: the one definition of what identifies a measurement.
+
+A `Cell` is one point of the grid. Its dataclass fields are its identity: every consumer (resume, `check`,
+`compare`, `merge`, the report, `validate`) keys rows by `cell_key(row)` and takes the identity columns from
+`Cell.key_columns()`, so a new grid dimension is one new field here and nothing else. A field marked positional
+always appears in the key (``cad/vit_b/4/fp32``); any other field appears as ``name=value`` only when it differs
+from its default, so results written before a dimension existed keep their keys and mean its default.
+
+A cell validates itself when it is made (`__post_init__`): this is where the user's names and numbers become a
+typed object, and inner code trusts it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from itertools import product
-from typing import Iterable
+from typing import Any, ClassVar, Iterable, Literal, Mapping, get_args
 
-from cadbench.backbones import get_backbone
-from cadbench.errors import CadbenchError
-from cadbench.registry import get_method
-from cadbench.training.step import check_precision
+from cadbench.errors import CadbenchError, unknown_name_error
+
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32",)
+
+POSITIONAL = {"key": "positional"}  # field metadata: always part of the key, as a bare value
 
 
 @dataclass(frozen=True)
 class Cell:
-    method: str
-    backbone: str
-    batch_size: int
-    precision: str = "fp32"
+    """method × backbone × batch size × precision (and, as the grid grows, each further dimension)."""
+
+    method: str = field(metadata=POSITIONAL)
+    backbone: str = field(metadata=POSITIONAL)
+    batch_size: int = field(metadata=POSITIONAL)
+    precision: Precision = field(default="fp32", metadata=POSITIONAL)
+
+    KEY_SEPARATOR: ClassVar[str] = "/"
+
+    def __post_init__(self) -> None:
+        from cadbench.backbones import get_backbone
+        from cadbench.registry import get_method
+
+        get_method(self.method)
+        get_backbone(self.backbone)
+        check_batch_size(self.batch_size)
+        if self.precision not in PRECISIONS:
+            raise unknown_name_error("precision", self.precision, PRECISIONS)
+
+    # -- identity -----------------------------------------------------------------------------------------------
+    @classmethod
+    def key_columns(cls) -> tuple[str, ...]:
+        """The row columns that identify a cell, in field order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def positional_columns(cls) -> tuple[str, ...]:
+        """The identity columns every row must have (the others may be missing from older results)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("key") == "positional")
+
+    @classmethod
+    def key_of(cls, row: Mapping[str, Any]) -> str:
+        """The key of the cell a result row (a dict, or a DataFrame row) belongs to, without validating names: a
+        result file stays readable where the plugin that measured it is not installed. A column missing from the
+        row (written before that dimension existed) means the field's default."""
+        parts = []
+        for f in fields(cls):
+            value = _row_value(row, f)
+            if f.metadata.get("key") == "positional":
+                parts.append(str(value))
+            elif value != _default(f):
+                parts.append(f"{f.name}={value}")
+        return cls.KEY_SEPARATOR.join(parts)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Cell":
+        """The (validated) cell of a result row."""
+        return cls(**{f.name: _plain(_row_value(row, f)) for f in fields(cls)})
 
     @property
     def key(self) -> str:
-        return f"{self.method}/{self.backbone}/{self.batch_size}/{self.precision}"
+        return self.key_of(self.as_dict())
 
     @property
     def label(self) -> str:
-        return f"{self.method} · {get_backbone(self.backbone).label} · batch {self.batch_size} · {self.precision}"
+        """For people: 'cad · vit_b (test scale) · batch 4 · fp32', plus every non-default further dimension."""
+        from cadbench.backbones import get_backbone
 
-    def as_dict(self) -> dict:
+        parts = [self.method, get_backbone(self.backbone).label, f"batch {self.batch_size}", self.precision]
+        parts += [f"{f.name} {getattr(self, f.name)}" for f in fields(self)
+                  if f.metadata.get("key") != "positional" and getattr(self, f.name) != _default(f)]
+        return " · ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def cell_key(row: Mapping[str, Any]) -> str:
+    """The key of the cell a result row belongs to (see `Cell.key_of`)."""
+    return Cell.key_of(row)
+
+
+def check_batch_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CadbenchError(f"batch size must be a positive integer, got {value!r}")
+    return value
+
+
 def expand_grid(
-    methods: Iterable[str], backbones: Iterable[str], batch_sizes: Iterable[int], precisions: Iterable[str] = ("fp32",)
+    methods: Iterable[str], backbones: Iterable[str], batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
+    precisions: Iterable[str] = DEFAULT_PRECISIONS,
 ) -> list[Cell]:
-    """All cells, backbone-major so that a sweep finishes the small backbones first. Raises on any bad name."""
-    methods, backbones, batch_sizes, precisions = list(methods), list(backbones), list(batch_sizes), list(precisions)
-    for name in methods:
-        get_method(name)
-    for name in backbones:
-        get_backbone(name)
-    for precision in precisions:
-        check_precision(precision)
-    for size in batch_sizes:
-        if size <= 0:
-            raise CadbenchError(f"batch size must be a positive integer, got {size}")
+    """All cells, backbone-major so that a sweep finishes the small backbones first. Raises on any bad value."""
     cells = [Cell(method, backbone, size, precision)
              for backbone, size, precision, method in product(backbones, batch_sizes, precisions, methods)]
     return list(dict.fromkeys(cells))  # duplicates in the lists give each cell once
+
+
+def _default(f) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def _row_value(row: Mapping[str, Any], f) -> Any:
+    value = row.get(f.name) if hasattr(row, "get") else row[f.name]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        value = _default(f)
+        if value is MISSING:
+            raise KeyError(f"result row has no {f.name!r}")
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (rows read through pandas) as Python values."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value

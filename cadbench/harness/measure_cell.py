@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,27 +18,13 @@ import torch
 from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
 from cadbench.harness.grid import Cell
+from cadbench.harness.options import Mode, RunOptions
 from cadbench.harness.results import explain_nulls, new_row
 
 QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    steps: int = 10
-    warmup: int = 3
-    seed: int = 0
-    checkpoints: dict[str, str] = field(default_factory=dict)  # backbone -> checkpoint path
-    weights: dict[str, str] = field(default_factory=dict)  # backbone -> "random" | "sha256:..."
-    dataset: str | None = "synthetic"  # None: no quality phase
-    layout: str | None = None
-    train_steps: int = 50
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def measure_cell(cell: Cell, mode: str, options: RunOptions, environment: dict) -> dict:
+def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict) -> dict:
     """The cell's result row. Out-of-memory and any other failure become the row's status, never an exception.
 
     Side data for the report travels in keys starting with '_' (`_timeline`, `_loss_curve`).
@@ -87,8 +72,8 @@ def _fill_parameter_counts(row: dict, cell: Cell) -> None:
 def _setup(cell: Cell, options: RunOptions, device: torch.device):
     from cadbench.training.step import make_training_setup
 
-    return make_training_setup(cell.method, cell.backbone, cell.batch_size, cell.precision, device=device,
-                               checkpoint=options.checkpoints.get(cell.backbone), seed=options.seed)
+    return make_training_setup(cell, device=device, checkpoint=options.checkpoints.get(cell.backbone),
+                               seed=options.seed)
 
 
 def _measure_on_cuda(row: dict, cell: Cell, options: RunOptions) -> None:
@@ -122,7 +107,7 @@ def _time_on_cpu(row: dict, cell: Cell, options: RunOptions) -> None:
 def _estimate_memory(row: dict, cell: Cell) -> None:
     from cadbench.estimator import estimate_cell
 
-    estimate = estimate_cell(cell.method, cell.backbone, cell.batch_size, cell.precision)
+    estimate = estimate_cell(cell)
     row.update(estimate.as_row_fields())
     row["memory_source"] = "estimated"
     row["_timeline"] = [list(point) for point in estimate.timeline]
@@ -148,7 +133,7 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
                train_steps=options.train_steps, _loss_curve=losses)
 
 
-def _null_reasons(row: dict, mode: str, options: RunOptions) -> dict[str, str]:
+def _null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
     reasons = {"error": "no error"}
     if row["status"] != "ok":
         why = f"cell did not finish ({row['status']}: {row['error']})"

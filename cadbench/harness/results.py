@@ -17,14 +17,17 @@ from typing import Iterable
 import pandas as pd
 
 from cadbench.errors import CadbenchError
+from cadbench.harness.grid import Cell
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error")
 FINISHED_STATUSES = ("ok", "oom")  # error cells are retried on resume
 
-# Columns every row has; those that may be null need a reason in `null_reasons` when they are.
+# Columns every row has; those that may be null need a reason in `null_reasons` when they are. The identity columns
+# are the cell's fields (cadbench.harness.grid.Cell), each its own column.
+IDENTITY_COLUMNS = (*Cell.key_columns(), "test_scale")
 CONTRACT_COLUMNS = (
-    "method", "backbone", "test_scale", "batch_size", "precision", "status", "error",
+    *IDENTITY_COLUMNS, "status", "error",
     "peak_memory_bytes", "memory_source", "reserved_memory_bytes", "nvml_process_memory_bytes",
     "device_total_memory_bytes",
     "throughput_img_s", "throughput_source", "step_time_median_s", "step_time_p90_s", "timed_steps", "warmup_steps",
@@ -36,7 +39,7 @@ CONTRACT_COLUMNS = (
     "gpu_name", "driver_version", "cuda_version", "torch_version", "segment_anything_version", "cadbench_version",
     "git_commit", "null_reasons",
 )
-NEVER_NULL = ("method", "backbone", "test_scale", "batch_size", "precision", "status", "null_reasons")
+NEVER_NULL = (*IDENTITY_COLUMNS, "status", "null_reasons")
 MEMORY_SOURCES = ("cuda", "estimated", "cpu")
 
 
@@ -69,10 +72,11 @@ def unexplained_nulls(row: dict) -> list[str]:
 
 
 class ResultStore:
-    """The result files of one output folder."""
+    """The result files of one output folder; rows are keyed by `cell_type`'s fields (see `Cell.key_of`)."""
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, cell_type: type[Cell] = Cell) -> None:
         self.out_dir = Path(out_dir)
+        self.key_of = cell_type.key_of
         self.jsonl = self.out_dir / "results.jsonl"
         self.json = self.out_dir / "results.json"
         self.csv = self.out_dir / "results.csv"
@@ -105,13 +109,13 @@ class ResultStore:
             for line in self.jsonl.read_text().splitlines():
                 try:
                     row = json.loads(line)
-                    latest[cell_key(row)] = row
+                    latest[self.key_of(row)] = row
                 except (json.JSONDecodeError, KeyError, TypeError):
                     continue  # a line torn by a kill mid-write, or not a row
         return list(latest.values())
 
     def finished_keys(self) -> set[str]:
-        return {cell_key(row) for row in self.rows() if row["status"] in FINISHED_STATUSES}
+        return {self.key_of(row) for row in self.rows() if row["status"] in FINISHED_STATUSES}
 
     def append(self, row: dict) -> None:
         """Persist a finished cell. Keys starting with '_' are side data kept beside the table, not columns:
@@ -122,10 +126,10 @@ class ResultStore:
         for key in [key for key in row if key.startswith("_")]:
             value = row.pop(key)
             if key in side_files and value is not None:
-                self._update_side_file(self.out_dir / side_files[key], cell_key(row), value)
+                self._update_side_file(self.out_dir / side_files[key], self.key_of(row), value)
         missing = unexplained_nulls(row)
         if missing:
-            raise AssertionError(f"row for {cell_key(row)} has null columns without a reason: {missing}")
+            raise AssertionError(f"row for {self.key_of(row)} has null columns without a reason: {missing}")
         with open(self.jsonl, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
             handle.flush()
@@ -144,10 +148,6 @@ class ResultStore:
                     "environment": getattr(self, "environment", None), "rows": rows}
         write_atomically(self.json, json.dumps(document, indent=2))
         write_atomically(self.csv, rows_to_frame(rows).to_csv(index=False))
-
-
-def cell_key(row: dict) -> str:
-    return f"{row['method']}/{row['backbone']}/{row['batch_size']}/{row['precision']}"
 
 
 def rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:

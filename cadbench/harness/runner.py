@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cadbench.harness.measure_cell import RunOptions, measure_cell
 from cadbench.harness.grid import Cell
-from cadbench.harness.results import ResultStore, cell_key, explain_nulls, new_row
+from cadbench.harness.measure_cell import measure_cell
+from cadbench.harness.options import Mode, RunOptions
+from cadbench.harness.results import ResultStore, explain_nulls, new_row
 from cadbench.backbones import get_backbone
 
 
@@ -29,7 +30,7 @@ class SweepOutcome:
         return [row for row in self.rows if row["status"] == "error"]
 
 
-def run_in_fresh_process(cell: Cell, mode: str, options: RunOptions, environment: dict) -> dict:
+def run_in_fresh_process(cell: Cell, mode: Mode, options: RunOptions, environment: dict) -> dict:
     """Measure a cell in a new Python process: allocator state, fragmentation and crashes stay there."""
     spec = json.dumps({"cell": cell.as_dict(), "mode": mode, "options": options.as_dict(),
                        "environment": environment})
@@ -48,7 +49,7 @@ def run_in_fresh_process(cell: Cell, mode: str, options: RunOptions, environment
 
 def sweep(
     cells: list[Cell],
-    mode_of: Callable[[Cell], str],
+    mode_of: Callable[[Cell], Mode],
     options: RunOptions,
     store: ResultStore,
     environment: dict,
@@ -74,5 +75,5 @@ def sweep(
         store.append(row)
         on_progress("done", cell)
     wanted = {cell.key for cell in cells}
-    rows = [row for row in store.rows() if cell_key(row) in wanted]
+    rows = [row for row in store.rows() if store.key_of(row) in wanted]
     return SweepOutcome(rows=rows, ran=len(todo), skipped=len(cells) - len(todo))

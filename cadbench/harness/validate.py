@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from cadbench.errors import CadbenchError
+from cadbench.harness.grid import Cell
 from cadbench.harness.results import write_atomically
 
 TARGET_ERROR = 0.03
@@ -29,9 +30,9 @@ def validate(methods, backbones, batch_sizes, precisions=("fp32",), out: str | P
                    steps=steps, warmup=warmup, device="cuda", dataset=None, out=out, print_summary=False)
     lines = []
     for _, row in measured.iterrows():
-        estimate = estimate_cell(row["method"], row["backbone"], int(row["batch_size"]), row["precision"])
-        line = {"method": row["method"], "backbone": row["backbone"], "batch_size": int(row["batch_size"]),
-                "precision": row["precision"], "status": row["status"],
+        cell = Cell.from_row(row)
+        estimate = estimate_cell(cell)
+        line = {**cell.as_dict(), "status": row["status"],
                 "cuda_allocated_bytes": row["peak_memory_bytes"], "estimated_bytes": estimate.peak_bytes}
         if row["status"] == "ok":
             line["error"] = estimate.peak_bytes / row["peak_memory_bytes"] - 1
@@ -47,6 +48,6 @@ def format_validation(table: pd.DataFrame) -> str:
     shown["estimate GiB"] = shown["estimated_bytes"].map(lambda v: f"{v / 1024**3:.3f}")
     shown["error"] = shown.get("error", pd.Series(dtype=float)).map(lambda v: "—" if pd.isna(v) else f"{v:+.2%}")
     within = table.get("error", pd.Series(dtype=float)).dropna().abs() <= TARGET_ERROR
-    columns = ["method", "backbone", "batch_size", "precision", "status", "cuda GiB", "estimate GiB", "error"]
+    columns = [*Cell.key_columns(), "status", "cuda GiB", "estimate GiB", "error"]
     return (shown[columns].to_string(index=False)
             + f"\n{int(within.sum())} of {len(within)} measured cells within ±{TARGET_ERROR:.0%}")

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.results import SCHEMA_VERSION, cell_key
+from cadbench.harness.grid import Cell
+from cadbench.harness.results import SCHEMA_VERSION
 
-BASELINE_COLUMNS = ("method", "backbone", "batch_size", "precision", "status", "peak_memory_bytes", "memory_source",
-                    "throughput_img_s", "throughput_source", "gpu_name", "trainable_params", "weights")
+# What a baseline keeps of each row: the cell's identity, then what the gate compares.
+BASELINE_COLUMNS = (*Cell.key_columns(), "status", "peak_memory_bytes", "memory_source", "throughput_img_s",
+                    "throughput_source", "gpu_name", "trainable_params", "weights")
+REQUIRED_COLUMNS = (*Cell.positional_columns(), "status", "peak_memory_bytes", "memory_source")
 
 
 def parse_tolerance(text: str) -> float:
@@ -46,8 +49,7 @@ def read_result_document(path: str | Path, role: str) -> dict:
         raise CadbenchError(f"{role} {path} has schema version {document.get('schema_version')!r}; "
                             f"this cadbench reads version {SCHEMA_VERSION}")
     for index, row in enumerate(document["rows"]):
-        missing = [column for column in ("method", "backbone", "batch_size", "precision", "status",
-                                         "peak_memory_bytes", "memory_source") if column not in row]
+        missing = [column for column in REQUIRED_COLUMNS if column not in row]
         if missing:
             raise CadbenchError(f"{role} {path} row {index} lacks {', '.join(missing)}")
     document["path"] = str(path)
@@ -70,10 +72,11 @@ class Finding:
         return f"{self.key}: {self.problem}"
 
 
-def compare(results: dict, baseline: dict, tolerance: float, throughput_tolerance: float | None = None
-            ) -> list[Finding]:
-    current = {cell_key(row): row for row in results["rows"]}
-    reference = {cell_key(row): row for row in baseline["rows"] if row["status"] == "ok"}
+def compare(results: dict, baseline: dict, tolerance: float, throughput_tolerance: float | None = None,
+            cell_type: type[Cell] = Cell) -> list[Finding]:
+    """Findings for every ok baseline cell that regressed; cells are matched by `cell_type`'s key."""
+    current = {cell_type.key_of(row): row for row in results["rows"]}
+    reference = {cell_type.key_of(row): row for row in baseline["rows"] if row["status"] == "ok"}
     if reference and not set(reference) & set(current):
         raise CadbenchError(f"results {results['path']} and baseline {baseline['path']} have no cell in common "
                             f"(different grid)")

@@ -7,18 +7,21 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from cadbench.harness.grid import Cell
 from cadbench.harness.results import load_results, write_atomically
 
-KEY = ["method", "backbone", "batch_size", "precision"]
+COMPARED = ["status", "peak_memory_bytes", "memory_source", "throughput_img_s"]
 GB = 1e9
 
 
 def compare_results(first: str | Path, second: str | Path) -> pd.DataFrame:
-    a, b = load_results(first), load_results(second)
-    merged = a[KEY + ["status", "peak_memory_bytes", "memory_source", "throughput_img_s"]].merge(
-        b[KEY + ["status", "peak_memory_bytes", "memory_source", "throughput_img_s"]],
-        on=KEY, how="outer", suffixes=("_a", "_b"), indicator=True)
-    table = merged[KEY].copy()
+    """One line per cell of either result set (matched by cell key), A's figures beside B's."""
+    identity = list(Cell.key_columns())
+    a, b = (_with_key(load_results(path)) for path in (first, second))
+    merged = a[["cell", *identity, *COMPARED]].merge(b[["cell", *identity, *COMPARED]], on="cell", how="outer",
+                                                     suffixes=("_a", "_b"), indicator=True)
+    # a cell's identity columns, from whichever side has it
+    table = pd.DataFrame({column: merged[f"{column}_a"].combine_first(merged[f"{column}_b"]) for column in identity})
     table["status"] = [f"{x}" if x == y else f"{_text(x)} → {_text(y)}"
                        for x, y in zip(merged["status_a"], merged["status_b"])]
     table["peak A (GB)"] = merged["peak_memory_bytes_a"] / GB
@@ -29,6 +32,10 @@ def compare_results(first: str | Path, second: str | Path) -> pd.DataFrame:
     table["sources"] = [f"{_text(x)} / {_text(y)}" for x, y in zip(merged["memory_source_a"], merged["memory_source_b"])]
     table["only in"] = merged["_merge"].map({"left_only": "A", "right_only": "B", "both": ""})
     return table
+
+
+def _with_key(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(cell=[Cell.key_of(row) for _, row in frame.iterrows()])
 
 
 def _text(value) -> str:

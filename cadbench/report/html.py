@@ -11,6 +11,7 @@ import pandas as pd
 
 from cadbench.backbones import BACKBONES
 from cadbench.errors import CadbenchError
+from cadbench.harness.grid import Cell
 from cadbench.report import charts
 from cadbench.harness.results import load_results, write_atomically
 from cadbench.report.terminal import choose_baseline
@@ -115,8 +116,9 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         if not (folder / "results.json").is_file():
             raise CadbenchError(f"{folder} holds no results.json (not a cadbench result folder)")
     rows = pd.concat([load_results(folder) for folder in folders], ignore_index=True)
+    rows["cell"] = [Cell.key_of(row) for _, row in rows.iterrows()]
     # the same cell in several folders: the folder named last wins
-    rows = rows.drop_duplicates(subset=["method", "backbone", "batch_size", "precision"], keep="last")
+    rows = rows.drop_duplicates(subset="cell", keep="last")
     if rows.empty:
         raise CadbenchError(f"{', '.join(map(str, folders))}: the results hold no rows")
     methods = list(dict.fromkeys(rows["method"]))
@@ -136,8 +138,9 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
                               sorted(set(subset["throughput_source"].dropna()))))]
         largest = int(subset["batch_size"].max())
         section_charts.append(charts.breakdown_bars(rows, backbone, largest))
-        step_series = {key.split("/")[0]: points for key, points in timelines.items()
-                       if key.split("/")[1] == backbone and int(key.split("/")[2]) == largest}
+        at_largest = subset[subset["batch_size"] == largest]
+        step_series = {method: timelines[key] for method, key in zip(at_largest["method"], at_largest["cell"])
+                       if key in timelines}
         section_charts.append(charts.timelines(step_series, f"{backbone}, batch {largest}: live memory over one step"))
         sections.append({"name": backbone, "label": _label(backbone), "columns": columns, "rows": lines,
                          "charts": [chart for chart in section_charts if chart]})

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cadbench.harness.grid import Cell
+
 GB = 10**9  # decimal gigabytes, as GPU capacities and the report state them
+SHORT_NAMES = {"batch_size": "batch"}
 
 
 def choose_baseline(methods: list[str], requested: str | None) -> str | None:
@@ -14,16 +17,19 @@ def choose_baseline(methods: list[str], requested: str | None) -> str | None:
 
 
 def comparison_table(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
-    """One line per backbone x batch size x precision, one column per method: 'peak GB (ratio×)' or OOM/error."""
+    """One line per cell identity without the method (backbone x batch size x precision x ...), one column per
+    method: 'peak GB (ratio×)' or OOM/error."""
     if rows.empty:
         return pd.DataFrame()
     methods = list(dict.fromkeys(rows["method"]))
+    identity = [column for column in Cell.key_columns() if column != "method" and column in rows]
     lines = []
-    for (backbone, batch_size, precision), group in rows.groupby(["backbone", "batch_size", "precision"], sort=False):
+    for values, group in rows.groupby(identity, sort=False, dropna=False):
         by_method = {row["method"]: row for _, row in group.iterrows()}
         base = by_method.get(baseline) if baseline else None
         base_peak = base["peak_memory_bytes"] if base is not None and base["status"] == "ok" else None
-        line = {"backbone": backbone, "batch": int(batch_size), "precision": precision}
+        line = {SHORT_NAMES.get(column, column): int(value) if column == "batch_size" else value
+                for column, value in zip(identity, values)}
         for method in methods:
             line[method] = _memory_cell(by_method.get(method), base_peak)
         throughput = {m: r["throughput_img_s"] for m, r in by_method.items() if pd.notna(r["throughput_img_s"])}

@@ -15,7 +15,8 @@ from cadbench.errors import CadbenchError
 from cadbench.methods import Method
 from cadbench.training.metrics import SegmentationMetrics
 from cadbench.training.protocol import upsample_logits
-from cadbench.training.step import check_precision, training_step
+from cadbench.harness.grid import Precision
+from cadbench.training.step import training_step
 
 
 def _device(method: Method) -> torch.device:
@@ -42,12 +43,11 @@ def training_order(length: int, steps: int, batch_size: int, seed: int) -> list[
 
 
 def fine_tune(method: Method, optimizer: torch.optim.Optimizer, train_dataset: SegmentationDataset, steps: int,
-              batch_size: int, precision: str = "fp32", seed: int = 0) -> list[float]:
-    """Train for `steps` steps of `batch_size` images; returns the loss of every step."""
-    check_precision(precision)
+              batch_size: int, precision: Precision = "fp32", seed: int = 0) -> list[float]:
+    """Train for `steps` steps of `batch_size` images; returns the loss of every step.
+
+    `steps` and `batch_size` come validated from the run's options and its cell."""
     _check_image_size(method, train_dataset)
-    if steps < 0 or batch_size < 1:
-        raise CadbenchError(f"fine-tuning needs steps >= 0 and batch size >= 1, got {steps} and {batch_size}")
     device = _device(method)
     method.train()
     losses = []
@@ -78,8 +78,6 @@ def predict(method: Method, batch: DatasetBatch, image_size: int) -> list[torch.
 def evaluate(method: Method, test_dataset: SegmentationDataset, batch_size: int = 1) -> dict[str, float | int]:
     """Metrics over the whole dataset (see `cadbench.training.metrics`) plus the image and empty-mask counts."""
     _check_image_size(method, test_dataset)
-    if batch_size < 1:
-        raise CadbenchError(f"evaluation batch size must be at least 1, got {batch_size}")
     device = _device(method)
     was_training = method.training
     method.eval()

@@ -9,18 +9,13 @@ from dataclasses import dataclass
 import torch
 
 from cadbench.backbones import BuiltSam, build_sam
-from cadbench.errors import unknown_name_error
+from cadbench.harness.grid import Cell, Precision
 from cadbench.methods import Method
-from cadbench.training.protocol import build_optimizer, segmentation_loss, upsample_logits
 from cadbench.registry import build_method
+from cadbench.training.protocol import build_optimizer, segmentation_loss, upsample_logits
 
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise unknown_name_error("precision", precision, PRECISIONS)
-    return precision
+# The autocast dtype of each precision (names validated where a Cell is made: cadbench.harness.grid).
+AUTOCAST_DTYPES: dict[Precision, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -59,15 +54,15 @@ def random_batch(image_size: int, batch_size: int, seed: int = 0, device: str | 
     return Batch(images, masks)
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    dtype = PRECISIONS[check_precision(precision)]
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    dtype = AUTOCAST_DTYPES[precision]
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def training_step(
-    method: Method, optimizer: torch.optim.Optimizer, batch: Batch, precision: str = "fp32",
+    method: Method, optimizer: torch.optim.Optimizer, batch: Batch, precision: Precision = "fp32",
     boxes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One step of the shared protocol; returns the (detached) loss without synchronising the device.
@@ -112,7 +107,7 @@ class TrainingSetup:
 
     trainee: Trainee
     batch: Batch
-    precision: str
+    precision: Precision
 
     @property
     def module(self) -> torch.nn.Module:
@@ -127,17 +122,10 @@ class TrainingSetup:
 
 
 def make_training_setup(
-    method_name: str,
-    backbone: str,
-    batch_size: int,
-    precision: str = "fp32",
-    device: str | torch.device = "cpu",
-    checkpoint: str | None = None,
-    seed: int = 0,
+    cell: Cell, device: str | torch.device = "cpu", checkpoint: str | None = None, seed: int = 0,
 ) -> TrainingSetup:
-    """The model, optimizer and a random batch of `batch_size` images, all on `device`."""
-    check_precision(precision)
+    """The cell's model, optimizer and a random batch of `cell.batch_size` images, all on `device`."""
     torch.manual_seed(seed)
-    trainee = prepare(method_name, backbone, checkpoint=checkpoint, device=device)
-    batch = random_batch(trainee.image_size, batch_size, seed=seed, device=device)
-    return TrainingSetup(trainee, batch, precision)
+    trainee = prepare(cell.method, cell.backbone, checkpoint=checkpoint, device=device)
+    batch = random_batch(trainee.image_size, cell.batch_size, seed=seed, device=device)
+    return TrainingSetup(trainee, batch, cell.precision)

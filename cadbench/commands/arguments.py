@@ -1,0 +1,88 @@
+"""Argument types and argument groups shared by several commands. Values are only parsed here (text to int, to a
+list); what they mean is checked once, where they become typed objects (`Cell`, `RunOptions`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cadbench.harness.grid import DEFAULT_BATCH_SIZES, DEFAULT_PRECISIONS, PRECISIONS
+from cadbench.harness.options import DEFAULTS
+
+
+def comma_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def int_list(text: str) -> list[int]:
+    values = []
+    for item in comma_list(text):
+        try:
+            values.append(int(item))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"batch sizes must be integers, got {item!r}") from None
+    return values
+
+
+def joined(values) -> str:
+    return ",".join(str(value) for value in values)
+
+
+UNITS = {"gb": 10**9, "gib": 2**30, "mb": 10**6, "mib": 2**20}
+
+
+def memory_size(text: str) -> int:
+    """'24GB' (10^9 bytes), '80GiB' (2^30), '512MiB', or plain bytes."""
+    lowered = text.strip().lower()
+    for unit in sorted(UNITS, key=len, reverse=True):
+        if lowered.endswith(unit):
+            try:
+                return int(float(lowered[: -len(unit)]) * UNITS[unit])
+            except ValueError:
+                break
+    try:
+        return int(lowered)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"memory sizes look like 24GB, 80GiB or 512MiB, got {text!r}") from None
+
+
+def add_cell_selection(parser: argparse.ArgumentParser) -> None:
+    """--methods and --backbone: which methods and backbones (default: all methods, the full-size backbones)."""
+    parser.add_argument("--methods", type=comma_list, help="comma-separated methods (default: all)")
+    parser.add_argument("--backbone", "--backbones", dest="backbone", type=comma_list,
+                        help="comma-separated backbones (default: vit_b,vit_l,vit_h; also test_scale)")
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """The grid and the output folder, shared by run, estimate and validate."""
+    add_cell_selection(parser)
+    parser.add_argument("--batch-sizes", type=int_list, default=list(DEFAULT_BATCH_SIZES),
+                        help=f"comma-separated batch sizes (default: {joined(DEFAULT_BATCH_SIZES)})")
+    parser.add_argument("--precision", type=comma_list, default=list(DEFAULT_PRECISIONS),
+                        help=f"comma-separated, of {', '.join(PRECISIONS)} (default: {joined(DEFAULT_PRECISIONS)})")
+    add_option(parser, "--seed", type=int)
+    parser.add_argument("--checkpoint", help="official SAM .pth for the one backbone, or BACKBONE=PATH,...")
+    parser.add_argument("--out", help="output folder (default: reports/<timestamp>/); rerun with it to resume")
+    parser.add_argument("--baseline-method", help="memory ratios relative to this method (default: sam_adapter)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_option(parser: argparse.ArgumentParser, flag: str, help: str = "", **kwargs) -> None:
+    """A flag for a `RunOptions` field: absent from the namespace unless given, so the default is RunOptions'."""
+    name = flag.lstrip("-").replace("-", "_")
+    default = getattr(DEFAULTS, name)
+    parser.add_argument(flag, dest=name, default=argparse.SUPPRESS,
+                        help=f"{help} (default: {default})".strip() if help else f"(default: {default})", **kwargs)
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """The `RunOptions` fields the user gave on the command line."""
+    from cadbench.harness.options import RunOptions
+
+    return {name: getattr(args, name) for name in RunOptions.field_names() if hasattr(args, name)}
+
+
+__all__ = ["add_cell_selection", "add_grid_arguments", "add_option", "comma_list", "int_list",
+           "memory_size", "run_options"]

@@ -1,0 +1,48 @@
+"""`cadbench run` (real steps where a device allows, estimates elsewhere) and `cadbench estimate` (memory only)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cadbench.commands.arguments import add_grid_arguments, add_option, run_options
+from cadbench.harness.options import DEVICES
+
+
+def register(commands) -> None:
+    run_parser = commands.add_parser("run", help="train every cell of the grid and record memory and throughput")
+    add_grid_arguments(run_parser)
+    add_option(run_parser, "--steps", type=int, help="timed training steps per cell")
+    add_option(run_parser, "--warmup", type=int, help="untimed steps before measuring")
+    add_option(run_parser, "--device", choices=DEVICES,
+               help="auto: CUDA if present, else estimate memory without running steps; cpu: also time real steps "
+                    "on the CPU")
+    add_option(run_parser, "--dataset",
+               help="'synthetic' (the embedded default, generated from --seed) or a folder with images/ and masks/ "
+                    "(or a COD10K, CAMO, SINet or ISTD layout)")
+    add_option(run_parser, "--layout", help="force a dataset layout instead of detecting it")
+    add_option(run_parser, "--train-steps", type=int, help="fine-tuning steps per cell before evaluating quality")
+    run_parser.add_argument("--no-quality", dest="dataset", action="store_const", const=None,
+                            default=argparse.SUPPRESS, help="skip fine-tuning and evaluation")
+    run_parser.set_defaults(handler=run_command)
+
+    estimate_parser = commands.add_parser("estimate", help="peak GPU memory of every cell, without a GPU")
+    add_grid_arguments(estimate_parser)
+    estimate_parser.set_defaults(handler=estimate_command)
+
+
+def sweep(args: argparse.Namespace, **options) -> int:
+    from cadbench.api import run
+
+    frame = run(methods=args.methods, backbones=args.backbone, batch_sizes=args.batch_sizes,
+                precisions=args.precision, checkpoint=args.checkpoint, out=args.out,
+                baseline_method=args.baseline_method, show_progress=not args.no_progress,
+                **run_options(args), **options)
+    return 1 if (frame["status"] == "error").any() else 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    return sweep(args)
+
+
+def estimate_command(args: argparse.Namespace) -> int:
+    return sweep(args, estimate_only=True)

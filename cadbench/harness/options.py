@@ -1,0 +1,57 @@
+"""What a run is asked to do beyond its grid: one typed, frozen dataclass, the one home of every run default.
+
+The CLI takes its defaults (and their help text) from `RunOptions`, `cadbench.run()` builds one from its keyword
+arguments, and each cell process receives it as JSON. Values are checked once, here, when the object is made;
+the code that runs a cell trusts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, get_args
+
+from cadbench.errors import CadbenchError, unknown_name_error
+
+Mode = Literal["cuda", "cpu", "estimate"]  # how one cell is measured (see cadbench.harness.measure_cell)
+Device = Literal["auto", "cuda", "cpu"]  # what the user asks for with --device
+DEVICES: tuple[str, ...] = get_args(Device)
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    steps: int = 10  # timed training steps per cell
+    warmup: int = 3  # untimed steps before measuring
+    device: Device = "auto"  # auto: CUDA if present, else estimate full-size cells and train test-scale ones on CPU
+    seed: int = 0  # model initialisation, batches, the synthetic dataset and the fine-tuning order
+    estimate_only: bool = False  # `cadbench estimate`: no real step anywhere
+    dataset: str | None = "synthetic"  # 'synthetic', a folder, or None: no quality phase
+    layout: str | None = None  # force a dataset layout instead of detecting it
+    train_steps: int = 50  # fine-tuning steps per cell before evaluating quality
+    checkpoints: dict[str, str] = field(default_factory=dict)  # backbone -> checkpoint path (resolved, checked)
+    weights: dict[str, str] = field(default_factory=dict)  # backbone -> "random" | "sha256:..." (from checkpoints)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise CadbenchError(f"--steps must be positive, got {self.steps}")
+        if self.warmup < 0:
+            raise CadbenchError(f"--warmup must not be negative, got {self.warmup}")
+        if self.train_steps < 0:
+            raise CadbenchError(f"--train-steps must not be negative, got {self.train_steps}")
+        if self.device not in DEVICES:
+            raise unknown_name_error("device", self.device, DEVICES)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resume_config(self) -> dict[str, Any]:
+        """The settings a result folder was measured with, which a resumed run must share (checkpoint paths may
+        move; their content is in `weights`)."""
+        return {name: value for name, value in self.as_dict().items() if name != "checkpoints"}
+
+
+DEFAULTS = RunOptions()

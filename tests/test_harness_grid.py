@@ -1,0 +1,86 @@
+"""The cell is the one definition of a measurement's identity: keys, key columns and validation derive from it."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from cadbench.cli import build_parser
+from cadbench.commands.arguments import run_options
+from cadbench.errors import CadbenchError
+from cadbench.harness.grid import Cell, cell_key
+from cadbench.harness.options import DEFAULTS, RunOptions
+from cadbench.harness.results import CONTRACT_COLUMNS, ResultStore, explain_nulls, new_row
+from cadbench.report.check import compare
+
+
+@dataclass(frozen=True)
+class WideCell(Cell):
+    """A cell with one more grid dimension, as a wave-2 lever adds one."""
+
+    lever: str = "off"
+
+
+def _row(cell: Cell, peak: int) -> dict:
+    row = new_row({**cell.as_dict(), "test_scale": False}, {})
+    row.update(status="ok", peak_memory_bytes=peak, memory_source="estimated")
+    return explain_nulls(row, {"*": "not measured in this test"})
+
+
+def test_a_new_cell_field_reaches_resume_and_check_without_edits(tmp_path):
+    off, on = WideCell("cad", "vit_b", 4), WideCell("cad", "vit_b", 4, lever="on")
+    assert off.key == "cad/vit_b/4/fp32"  # a dimension at its default leaves older keys as they were
+    assert on.key == "cad/vit_b/4/fp32/lever=on"
+    assert "lever" in WideCell.key_columns() and "lever on" in on.label
+
+    store = ResultStore(tmp_path / "out", cell_type=WideCell)
+    store.open({}, {})
+    store.append(_row(off, 10))
+    assert store.finished_keys() == {off.key}  # resume: the lever=on cell is still to be measured
+    store.append(_row(on, 20))
+    assert len(store.rows()) == 2
+
+    baseline = {"path": "base", "rows": [_row(off, 10), _row(on, 20)]}
+    results = {"path": "new", "rows": [_row(off, 10), _row(on, 30)]}
+    findings = compare(results, baseline, tolerance=0.05, cell_type=WideCell)
+    assert [(finding.key, finding.problem) for finding in findings] == [(on.key, "grew")]
+
+
+def test_rows_without_a_newer_dimension_key_as_its_default():
+    old_row = {"method": "cad", "backbone": "vit_b", "batch_size": 4, "precision": "fp32"}
+    assert WideCell.key_of(old_row) == cell_key(old_row) == "cad/vit_b/4/fp32"
+    assert WideCell.from_row(old_row) == WideCell("cad", "vit_b", 4)
+
+
+def test_identity_columns_are_the_cell_fields():
+    assert CONTRACT_COLUMNS[:len(Cell.key_columns())] == Cell.key_columns()
+
+
+@pytest.mark.parametrize("fields, message", [
+    (("nope", "vit_b", 1), "unknown method 'nope'"),
+    (("cad", "vit_x", 1), "unknown backbone 'vit_x'"),
+    (("cad", "vit_b", 0), "batch size must be a positive integer, got 0"),
+    (("cad", "vit_b", True), "batch size must be a positive integer, got True"),
+    (("cad", "vit_b", 1, "fp8"), "unknown precision 'fp8'"),
+])
+def test_a_cell_is_validated_where_it_is_made(fields, message):
+    with pytest.raises(CadbenchError, match=message):
+        Cell(*fields)
+
+
+def test_cli_defaults_are_the_run_options_defaults(capsys):
+    assert run_options(build_parser().parse_args(["run"])) == {}  # nothing given: RunOptions supplies every default
+    given = run_options(build_parser().parse_args(["run", "--steps", "7", "--no-quality", "--device", "cpu"]))
+    assert given == {"steps": 7, "dataset": None, "device": "cpu"}
+    assert RunOptions(**given) == RunOptions(steps=7, dataset=None, device="cpu")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    assert f"before evaluating quality (default: {DEFAULTS.train_steps})" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"steps": 0}, "--steps must be positive"), ({"warmup": -1}, "--warmup must not be negative"),
+    ({"train_steps": -1}, "--train-steps must not be negative"), ({"device": "tpu"}, "unknown device 'tpu'"),
+])
+def test_run_options_are_validated_once_where_they_are_made(options, message):
+    with pytest.raises(CadbenchError, match=message):
+        RunOptions(**options)
