@@ -19,9 +19,8 @@ from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
 from cadbench.harness.grid import Cell
 from cadbench.harness.options import Mode, RunOptions
+from cadbench.harness.nulls import QUALITY_COLUMNS, null_reasons
 from cadbench.harness.results import explain_nulls, new_row
-
-QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")
 
 
 def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict) -> dict:
@@ -54,7 +53,7 @@ def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict)
         row["status"], row["error"] = "error", str(exc)
     except Exception as exc:  # noqa: BLE001 — a cell's failure is a result; the sweep goes on
         row["status"], row["error"] = "error", one_line(exc)
-    return explain_nulls(row, _null_reasons(row, mode, options))
+    return explain_nulls(row, null_reasons(row, mode, options))
 
 
 def one_line(exc: BaseException) -> str:
@@ -131,40 +130,6 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
     row.update(quality_dataset=f"{train.name} (train {len(train)}, test {len(test)} images, "
                                f"{scores['empty_masks']} empty test masks)",
                train_steps=options.train_steps, _loss_curve=losses)
-
-
-def _null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
-    reasons = {"error": "no error"}
-    if row["status"] != "ok":
-        why = f"cell did not finish ({row['status']}: {row['error']})"
-        reasons.update({column: why for column in (
-            "peak_memory_bytes", "memory_source", "throughput_img_s", "throughput_source", "step_time_*",
-            "flops_per_step", "breakdown_*", "reserved_memory_bytes", "nvml_process_memory_bytes",
-            "trainable_params", "total_params", *QUALITY_COLUMNS, "quality_dataset", "train_steps")})
-    if mode == "cuda":
-        reasons.update({"flops_per_step": "FLOPs come from the estimator (cadbench estimate)",
-                        "breakdown_*": "the memory breakdown comes from the estimator (cadbench estimate)",
-                        "nvml_process_memory_bytes": "NVML did not report this process (e.g. hidden in a container)"})
-    else:
-        no_gpu = "measured only on a CUDA device; this cell ran without one"
-        reasons.update({"reserved_memory_bytes": no_gpu, "nvml_process_memory_bytes": no_gpu,
-                        "device_total_memory_bytes": no_gpu, "gpu_name": no_gpu, "driver_version": no_gpu,
-                        "cuda_version": "torch built without CUDA"})
-    if mode == "estimate":
-        no_steps = ("no training step ran for this cell (estimate only): throughput needs a GPU, "
-                    "or --device cpu for CPU timings")
-        no_quality = ("quality needs a real fine-tune, which this cell did not run (memory estimate only: cadbench "
-                      "estimate, or no GPU for a full-size model)")
-        reasons.update({"throughput_*": no_steps, "step_time_*": no_steps, "timed_steps": no_steps,
-                        "warmup_steps": no_steps, "device": "estimate only: no training step ran on a device",
-                        **{column: no_quality for column in (*QUALITY_COLUMNS, "quality_dataset", "train_steps")}})
-    elif not options.dataset:
-        no_quality = "quality was not asked for (--no-quality)"
-        reasons.update({column: no_quality for column in (*QUALITY_COLUMNS, "quality_dataset", "train_steps")})
-    reasons.update({"git_commit": "not a git checkout", "segment_anything_version": "version unknown",
-                    "memory_source": reasons.get("memory_source", "no memory figure"),
-                    "ber": reasons.get("ber", "not computed")})
-    return reasons
 
 
 def main(argv: list[str]) -> int:
