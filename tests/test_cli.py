@@ -95,3 +95,11 @@ def test_console_entry_points_run(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cadbench", "list", "--methods", "nope"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_parsing_arguments_and_help_import_no_heavy_module():
+    """`cadbench --help` and argument errors must not wait for torch, pandas or matplotlib to import."""
+    probe = ("import sys; from cadbench.cli import build_parser; build_parser().parse_args(['run']); "
+             "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'segment_anything') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
