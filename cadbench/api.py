@@ -15,7 +15,7 @@ from cadbench.backbones import FULL_SIZE_BACKBONES, RANDOM_WEIGHTS, build_sam, c
     file_sha256, get_backbone, load_state_dict
 from cadbench.errors import CadbenchError
 from cadbench.harness.environment import collect_environment
-from cadbench.harness.grid import DEFAULT_BATCH_SIZES, DEFAULT_PRECISIONS, Cell, expand_grid
+from cadbench.harness.grid import DEFAULT_BATCH_SIZES, DEFAULT_PRECISIONS, Cell, cell_key, expand_grid
 from cadbench.harness.options import Device, Mode, RunOptions
 from cadbench.harness.progress import SweepProgress
 from cadbench.harness.results import ResultStore, rows_to_frame
@@ -170,6 +170,6 @@ def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, methods: list[str
     if set(frame["weights"].dropna()) == {RANDOM_WEIGHTS}:
         print("Weights: random (no --checkpoint); memory and speed do not depend on them.")
     for row in outcome.errored:
-        print(f"error in {row['method']}/{row['backbone']}/batch {row['batch_size']}: {row['error']}", file=sys.stderr)
+        print(f"error in {cell_key(row)}: {row['error']}", file=sys.stderr)
     print(f"{outcome.ran} cells measured, {outcome.skipped} already finished; results in {store.out_dir}/ "
           f"(results.json, results.csv, index.html)")

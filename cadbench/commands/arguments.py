@@ -60,13 +60,17 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     add_cell_selection(parser)
     parser.add_argument("--batch-sizes", type=int_list, default=list(DEFAULT_BATCH_SIZES),
                         help=f"comma-separated batch sizes (default: {joined(DEFAULT_BATCH_SIZES)})")
-    parser.add_argument("--precision", type=comma_list, default=list(DEFAULT_PRECISIONS),
-                        help=f"comma-separated, of {', '.join(PRECISIONS)} (default: {joined(DEFAULT_PRECISIONS)})")
+    add_precision(parser)
     add_option(parser, "--seed", type=int)
     parser.add_argument("--checkpoint", help="official SAM .pth for the one backbone, or BACKBONE=PATH,...")
     parser.add_argument("--out", help="output folder (default: reports/<timestamp>/); rerun with it to resume")
     parser.add_argument("--baseline-method", help="memory ratios relative to this method (default: sam_adapter)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", type=comma_list, default=list(DEFAULT_PRECISIONS),
+                        help=f"comma-separated, of {', '.join(PRECISIONS)} (default: {joined(DEFAULT_PRECISIONS)})")
 
 
 def add_option(parser: argparse.ArgumentParser, flag: str, help: str = "", **kwargs) -> None:
@@ -84,5 +88,5 @@ def run_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in RunOptions.field_names() if hasattr(args, name)}
 
 
-__all__ = ["add_cell_selection", "add_grid_arguments", "add_option", "comma_list", "int_list",
+__all__ = ["add_cell_selection", "add_grid_arguments", "add_option", "add_precision", "comma_list", "int_list",
            "memory_size", "run_options"]

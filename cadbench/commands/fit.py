@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from cadbench.commands.arguments import add_cell_selection, comma_list, memory_size
+from cadbench.commands.arguments import add_cell_selection, add_precision, comma_list, memory_size
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import DEFAULT_PRECISIONS, PRECISIONS
 
 DEFAULT_GPU_MEMORY = "24GB,40GB,80GB"
 DEFAULT_MAX_BATCH = 64
@@ -18,8 +17,7 @@ def register(commands) -> None:
     parser.add_argument("--gpu-memory", default=DEFAULT_GPU_MEMORY,
                         help=f"comma-separated capacities, e.g. 24GB,40GB,80GiB (default: {DEFAULT_GPU_MEMORY})")
     add_cell_selection(parser)
-    parser.add_argument("--precision", type=comma_list, default=list(DEFAULT_PRECISIONS),
-                        help=f"comma-separated, of {', '.join(PRECISIONS)}")
+    add_precision(parser)
     parser.add_argument("--cuda-context", type=memory_size, default=None,
                         help="memory the CUDA context takes outside PyTorch's allocator (default: the estimator's "
                              "stated figure)")
