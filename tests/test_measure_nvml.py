@@ -87,8 +87,10 @@ def test_a_uuid_nvml_does_not_know_is_a_null_with_the_uuid_named(monkeypatch):
     assert reading.end_bytes is None and "GPU-ffffffff-0000-0000-0000-000000000000" in reading.reason
 
 
-@pytest.mark.parametrize("written", ["GPU-00000003-1111-2222-3333-000000abc003", b"GPU-00000003-1111-2222-3333-000000abc003",
-                                     "00000003-1111-2222-3333-000000ABC003", "MIG-00000003-1111-2222-3333-000000abc003",
-                                     "GPU-00000003-1111-2222-3333-000000abc003\0"])
+@pytest.mark.parametrize("written", [
+    "GPU-00000003-1111-2222-3333-000000abc003", b"GPU-00000003-1111-2222-3333-000000abc003",
+    "00000003-1111-2222-3333-000000ABC003", "MIG-00000003-1111-2222-3333-000000abc003",
+    "GPU-00000003-1111-2222-3333-000000abc003\0",
+])
 def test_uuids_are_compared_without_prefix_case_or_encoding(written):
     assert bare_uuid(written) == "00000003-1111-2222-3333-000000abc003"

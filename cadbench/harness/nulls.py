@@ -19,7 +19,8 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
         reasons.update({column: why for column in (
             "peak_memory_bytes", "memory_source", "throughput_img_s", "throughput_source", "step_time_*",
             "flops_per_step", "breakdown_*", "reserved_memory_bytes", *NVML_COLUMNS, "device",
-            "device_total_memory_bytes", "trainable_params", "total_params", *QUALITY_COLUMNS, "quality_dataset", "train_steps")})
+            "device_total_memory_bytes", "trainable_params", "total_params", *QUALITY_COLUMNS, "quality_dataset",
+            "train_steps")})
     if mode == "cuda":
         reasons.update({"flops_per_step": "FLOPs come from the estimator (cadbench estimate)",
                         "breakdown_*": "the memory breakdown comes from the estimator (cadbench estimate)",
