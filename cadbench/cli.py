@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for records that keep it
         return args.handler(args)
     except CadbenchError as exc:
         print(f"cadbench: error: {exc}", file=sys.stderr)

@@ -11,6 +11,9 @@ def register(commands) -> None:
     report_parser.add_argument("folders", nargs="+", help="result folders (each with results.json)")
     report_parser.add_argument("--output", "-o", help="HTML file to write (default: FIRST_FOLDER/index.html)")
     report_parser.add_argument("--baseline-method", help="memory ratios relative to this method")
+    report_parser.add_argument("--references", default="reports/reference",
+                               help="GPU reference folders (cadbench validate --reference): estimates are shown with "
+                                    "their measured error there (default: reports/reference)")
     report_parser.set_defaults(handler=report)
 
     compare_parser = commands.add_parser("compare", help="per-cell differences between two result sets")
@@ -23,7 +26,8 @@ def register(commands) -> None:
 def report(args: argparse.Namespace) -> int:
     from cadbench.report import build_report
 
-    target = build_report(args.folders, out_file=args.output, baseline_method=args.baseline_method)
+    target = build_report(args.folders, out_file=args.output, baseline_method=args.baseline_method,
+                          reference_root=args.references)
     print(f"report written to {target}")
     return 0
 

@@ -19,7 +19,7 @@ from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
 from cadbench.harness.grid import Cell
 from cadbench.harness.options import Mode, RunOptions
-from cadbench.harness.nulls import QUALITY_COLUMNS, null_reasons
+from cadbench.harness.nulls import NVML_COLUMNS, QUALITY_COLUMNS, null_reasons
 from cadbench.harness.results import explain_nulls, new_row
 
 
@@ -78,17 +78,21 @@ def _setup(cell: Cell, options: RunOptions, device: torch.device):
 def _measure_on_cuda(row: dict, cell: Cell, options: RunOptions) -> None:
     from cadbench.measure.cuda import measure_cuda_steps
 
-    device = torch.device("cuda")
+    device = torch.device("cuda", torch.cuda.current_device())
     row["device"] = torch.cuda.get_device_name(device)
     row["device_total_memory_bytes"] = torch.cuda.get_device_properties(device).total_memory
     setup = _setup(cell, options, device)
     measured = measure_cuda_steps(setup.step, options.warmup, options.steps, device)
     row.update(
         peak_memory_bytes=measured.peak_allocated_bytes, memory_source="cuda",
-        reserved_memory_bytes=measured.peak_reserved_bytes, nvml_process_memory_bytes=measured.nvml_process_bytes,
+        reserved_memory_bytes=measured.peak_reserved_bytes,
+        nvml_process_memory_bytes=measured.nvml.end_bytes, nvml_process_peak_bytes=measured.nvml.peak_bytes,
         throughput_img_s=measured.times.throughput(cell.batch_size), throughput_source="cuda",
         step_time_median_s=measured.times.median, step_time_p90_s=measured.times.p90,
     )
+    for column in NVML_COLUMNS:
+        if row[column] is None and measured.nvml.reason:
+            row["null_reasons"][column] = measured.nvml.reason
     del setup
     torch.cuda.empty_cache()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from cadbench.harness.options import Mode, RunOptions
 
 QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")
+NVML_COLUMNS = ("nvml_process_memory_bytes", "nvml_process_peak_bytes")  # NVML's figure after the steps; its peak
 
 
 def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
@@ -17,15 +18,17 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
         why = f"cell did not finish ({row['status']}: {row['error']})"
         reasons.update({column: why for column in (
             "peak_memory_bytes", "memory_source", "throughput_img_s", "throughput_source", "step_time_*",
-            "flops_per_step", "breakdown_*", "reserved_memory_bytes", "nvml_process_memory_bytes",
-            "trainable_params", "total_params", *QUALITY_COLUMNS, "quality_dataset", "train_steps")})
+            "flops_per_step", "breakdown_*", "reserved_memory_bytes", *NVML_COLUMNS, "device",
+            "device_total_memory_bytes", "trainable_params", "total_params", *QUALITY_COLUMNS, "quality_dataset",
+            "train_steps")})
     if mode == "cuda":
         reasons.update({"flops_per_step": "FLOPs come from the estimator (cadbench estimate)",
                         "breakdown_*": "the memory breakdown comes from the estimator (cadbench estimate)",
-                        "nvml_process_memory_bytes": "NVML did not report this process (e.g. hidden in a container)"})
+                        # the measurement records NVML's own reason; this one covers a row it never reached
+                        **dict.fromkeys(NVML_COLUMNS, "NVML did not report this process")})
     else:
         no_gpu = "measured only on a CUDA device; this cell ran without one"
-        reasons.update({"reserved_memory_bytes": no_gpu, "nvml_process_memory_bytes": no_gpu,
+        reasons.update({"reserved_memory_bytes": no_gpu, **dict.fromkeys(NVML_COLUMNS, no_gpu),
                         "device_total_memory_bytes": no_gpu, "gpu_name": no_gpu, "driver_version": no_gpu,
                         "cuda_version": "torch built without CUDA"})
     if mode == "estimate":
@@ -40,6 +43,8 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
         no_quality = "quality was not asked for (--no-quality)"
         reasons.update({column: no_quality for column in (*QUALITY_COLUMNS, "quality_dataset", "train_steps")})
     reasons.update({"git_commit": "not a git checkout", "segment_anything_version": "version unknown",
+                    "driver_version": reasons.get("driver_version", "NVML could not tell the driver version"),
+                    "cuda_version": reasons.get("cuda_version", "torch built without CUDA"),
                     "memory_source": reasons.get("memory_source", "no memory figure"),
                     "ber": reasons.get("ber", "not computed")})
     return reasons

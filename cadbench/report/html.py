@@ -13,6 +13,7 @@ from cadbench.backbones import BACKBONES
 from cadbench.errors import CadbenchError
 from cadbench.harness.grid import Cell
 from cadbench.report import charts
+from cadbench.report.reference import DEFAULT_REFERENCE_ROOT, Reference, choose_references, load_references
 from cadbench.harness.results import load_results, write_atomically
 from cadbench.report.terminal import choose_baseline
 
@@ -44,8 +45,11 @@ def _fmt(value, pattern="{:.2f}") -> str:
     return "—" if value is None or pd.isna(value) else pattern.format(value)
 
 
-def _table(rows: pd.DataFrame, baseline: str | None) -> tuple[list[str], list[list[dict]]]:
-    columns = ["method", "batch", "precision", "status", "peak memory", "source", f"× {baseline}" if baseline else "×",
+def _table(rows: pd.DataFrame, baseline: str | None,
+           references: list[Reference] = ()) -> tuple[list[str], list[list[dict]]]:
+    columns = ["method", "batch", "precision", "status", "peak memory", "source",
+               *[reference.column for reference in references],
+               f"× {baseline}" if baseline else "×",
                "reserved", "images/s", "FLOPs/step", "IoU", "Dice", "trainable params"]
     lines = []
     for _, row in rows.sort_values(["batch_size", "precision", "method"]).iterrows():
@@ -61,7 +65,8 @@ def _table(rows: pd.DataFrame, baseline: str | None) -> tuple[list[str], list[li
             throughput += " (cpu)"
         values = [row["method"], str(row["batch_size"]), row["precision"],
                   row["status"] if row["status"] != "error" else f"error: {row['error']}", peak,
-                  row["memory_source"] or "—", ratio, _fmt_bytes(row["reserved_memory_bytes"]), throughput,
+                  row["memory_source"] or "—", *[reference.error_of(row) or "—" for reference in references],
+                  ratio, _fmt_bytes(row["reserved_memory_bytes"]), throughput,
                   _fmt(row["flops_per_step"], "{:.3g}"), _fmt(row["iou"], "{:.3f}"), _fmt(row["dice"], "{:.3f}"),
                   _fmt(row["trainable_params"], "{:,.0f}")]
         lines.append([{"text": value, "css": ("text " if index < 3 else "") + (status_css if index in (3, 4) else "")}
@@ -105,8 +110,10 @@ def _headlines(rows: pd.DataFrame, baseline: str | None) -> list[str]:
 
 
 def build_report(folders: list[str | Path], out_file: str | Path | None = None,
-                 baseline_method: str | None = None, context_gb: float | None = None) -> Path:
-    """Render one self-contained HTML file from the results in `folders`; returns its path."""
+                 baseline_method: str | None = None, context_gb: float | None = None,
+                 reference_root: str | Path | None = DEFAULT_REFERENCE_ROOT) -> Path:
+    """Render one self-contained HTML file from the results in `folders`; returns its path. Estimates are shown
+    with their measured error when `reference_root` holds GPU references for their cells (see report.reference)."""
     if context_gb is None:
         from cadbench.estimator import DEFAULT_CUDA_CONTEXT_BYTES
 
@@ -123,6 +130,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         raise CadbenchError(f"{', '.join(map(str, folders))}: the results hold no rows")
     methods = list(dict.fromkeys(rows["method"]))
     baseline = choose_baseline(methods, baseline_method)
+    references = choose_references(load_references(reference_root), rows) if reference_root else []
     timelines, curves = {}, {}
     for folder in folders:
         timelines.update(_read_json(folder / "timelines.json"))
@@ -132,7 +140,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
     for backbone in dict.fromkeys(rows["backbone"]):
         subset = rows[rows["backbone"] == backbone]
         sources = "/".join(sorted(set(subset["memory_source"].dropna()))) or "no data"
-        columns, lines = _table(subset, baseline)
+        columns, lines = _table(subset, baseline, references)
         section_charts = [charts.memory_vs_batch(rows, backbone, sources),
                           charts.throughput_vs_batch(rows, backbone, "/".join(
                               sorted(set(subset["throughput_source"].dropna()))))]
@@ -161,7 +169,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         memory_sources=", ".join(sorted(set(rows["memory_source"].dropna()))) or "none",
         weights=", ".join(sorted(set(rows["weights"].dropna()))) or "unknown",
         backbones=sections, fit_columns=fit_columns, fit_rows=fit_rows, context_gb=context_gb,
-        quality_charts=quality, null_notes=notes,
+        quality_charts=quality, null_notes=notes, references=references,
     )
     target = Path(out_file) if out_file else folders[0] / "index.html"
     write_atomically(target, html)

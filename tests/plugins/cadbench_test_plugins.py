@@ -40,3 +40,12 @@ class Slow(DecoderOnly):
         super().__init__(sam)
         if os.environ.get("CADBENCH_TEST_SLOW", "1") != "0":
             time.sleep(120)
+
+
+class UnmodelledCuda(DecoderOnly):
+    name = "unmodelled_cuda"
+    summary = "asks CUDA for a figure the fake CUDA layer (tests/fakecuda) does not model, which must fail loudly"
+
+    def image_embeddings(self, images):
+        torch.cuda.memory_allocated()
+        return super().image_embeddings(images)
