@@ -134,18 +134,28 @@ def run(
 
     store = ResultStore(out or default_out_dir())
     environment = collect_environment()
-    store.open(options.resume_config(), environment)
-    with SweepProgress(len(cells), enabled=show_progress) as progress:
-        outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update)
+    with store.open(options.resume_config(), environment):  # the folder is this run's until the block ends
+        with SweepProgress(len(cells), enabled=show_progress) as progress:
+            outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update)
+        _build_report(store, baseline_method)
     mode = "/".join(sorted({mode_of(cell) for cell in cells}))
     frame = rows_to_frame(outcome.rows)
     frame.attrs.update(out_dir=str(store.out_dir), mode=mode, ran=outcome.ran, skipped=outcome.skipped)
-    from cadbench.report import build_report
-
-    build_report([store.out_dir], baseline_method=baseline_method)
     if print_summary:
         _print_summary(frame, outcome, methods, baseline_method, mode, store)
     return frame
+
+
+def _build_report(store: ResultStore, baseline_method: str | None) -> None:
+    """index.html is derived from the rows, which are safe whatever happens here: a failure is a warning."""
+    from cadbench.harness.files import warn
+    from cadbench.report import build_report
+
+    try:
+        build_report([store.out_dir], baseline_method=baseline_method)
+    except CadbenchError as exc:
+        warn(f"index.html was not written ({exc}); the rows are safe, `cadbench report {store.out_dir}` "
+             f"builds it again")
 
 
 def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, methods: list[str], baseline_method: str | None,
