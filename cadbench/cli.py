@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import signal
 import sys
 from contextlib import contextmanager
@@ -29,7 +30,13 @@ class Terminated(BaseException):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line like every other cadbench error."""
+    """argparse, but usage errors are one line like every other cadbench error, and a value such as `-5%` after a
+    flag is taken as that flag's value (argparse would take it for an unknown flag and then say the value is
+    missing); what the value means is checked where it is used."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d+(\.\d*)?%?$|^-\.\d+%?$")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise CadbenchError(message)
