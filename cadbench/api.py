@@ -94,6 +94,14 @@ def resolve_checkpoints(checkpoint: str | dict[str, str] | None, backbones: Sequ
     return mapping
 
 
+def _check_estimable(cells: Iterable[Cell]) -> None:
+    """Refuse up front, in one line, a cell the estimator will not replay (e.g. a batch size beyond its limit)."""
+    from cadbench.estimator.cells import check_estimable
+
+    for cell in cells:
+        check_estimable(cell)
+
+
 def _check_dataset(dataset: str, layout: str | None, seed: int) -> None:
     """Open both splits once up front, so a bad dataset is refused before any cell runs."""
     from cadbench.datasets import load_dataset
@@ -149,6 +157,7 @@ def run(
     if baseline_method is not None and baseline_method not in methods:
         raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
     mode_of = mode_chooser(options.device, options.estimate_only)
+    _check_estimable([cell for cell in cells if mode_of(cell) in ("estimate", "cpu")])  # cpu cells estimate memory
     if options.estimate_only:
         options = replace(options, dataset=None)
     elif options.dataset:

@@ -307,3 +307,17 @@ def test_damaged_run_files_give_one_line_and_no_traceback(tmp_path, damage, mess
     damage(out)
     result = cadbench_cli(*ESTIMATE_ONE, "--out", str(out))
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1 and message in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-sizes", "100000"], "batch size 100000 is above 512, the largest the estimator replays"),
+    (["--batch-sizes", "1,,2"], "empty item in '1,,2'"),
+    (["--batch-sizes", "1,2,"], "empty item in '1,2,'"),
+    (["--methods", "cad,,decoder_only"], "empty item"),
+])
+def test_estimates_refuse_unbounded_or_malformed_batch_sizes_in_one_line(tmp_path, args, message):
+    out = _existing_results(tmp_path)
+    result = cadbench_cli("estimate", "--backbone", "test_scale", *args, "--out", str(out), "--no-progress")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert (out / "results.jsonl").read_text() == '{"precious": true}\n'
