@@ -26,7 +26,7 @@ WARM_UP_BATCH_SIZE = 1
 # The replay's time and memory grow with the batch size (SAM's mask decoder runs once per image: about 75 ms and
 # 1.3 MiB of the estimator's own memory per image on a 2-core CPU, whatever the backbone). 512 images need more
 # than 1 TB even in the cheapest full-size cell (decoder_only, vit_b, bf16: ~2.1 GB per image, estimated), beyond
-# any single GPU, and one cell at 512 replays in under a minute; larger batch sizes are refused in one line.
+# any single GPU, and one cell at 512 replays in about a minute (1.4 GB RSS); larger ones are refused in one line.
 MAX_BATCH_SIZE = 512
 
 _replays: dict[tuple[Cell, int], Replay] = {}  # (the cell at the warm-up batch size, seed) -> warm replay
