@@ -49,6 +49,8 @@ def test_failing_cells_are_results_and_the_sweep_goes_on(tmp_path):
     curves = json.loads((out / "loss_curves.json").read_text())
     assert len(curves["decoder_only/test_scale/2/fp32"]) == 2
     assert "decoder_only/test_scale/2/fp32" in json.loads((out / "timelines.json").read_text())
+    for path in out.glob("*.json"):  # strict JSON: no NaN or Infinity tokens
+        json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"{path.name} holds {token}"))
     for row in rows.values():
         assert set(row) == set(CONTRACT_COLUMNS)
         for column, value in row.items():
