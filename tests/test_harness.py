@@ -265,7 +265,8 @@ def test_a_stop_signal_kills_the_cell_process_records_nothing_and_leaves_no_temp
                                stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(PLUGINS), "TMPDIR": str(temporary)})
     try:
-        _wait_for(lambda: any(temporary.iterdir()) and _children(process.pid), process, "the cell process")
+        _wait_for(lambda: any(temporary.glob("cadbench-cell-*")) and _children(process.pid), process,
+                  "the cell process")
         cell_process = _children(process.pid)[0]
         time.sleep(1)
         process.send_signal(signal_number)
@@ -277,7 +278,8 @@ def test_a_stop_signal_kills_the_cell_process_records_nothing_and_leaves_no_temp
     assert process.returncode == exit_code, stderr
     assert stderr.count("\n") == 1 and name in stderr and "Traceback" not in stderr
     assert not _alive(cell_process)
-    assert list(temporary.iterdir()) == []
+    assert [path.name for path in temporary.iterdir() if path.name.startswith("cadbench-")] == []  # torch may
+    # leave its own (empty) torchinductor cache folder there; the cell's folder must be gone
     assert not (out / "results.jsonl").exists() or (out / "results.jsonl").read_text() == ""
     assert not (out / ".cadbench.lock").exists()
 
