@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 import torch
 
-from cadbench.backbones import FULL_SIZE_BACKBONES, RANDOM_WEIGHTS, build_sam, check_state_dict_matches, \
+from cadbench.backbones import BACKBONES, FULL_SIZE_BACKBONES, RANDOM_WEIGHTS, build_sam, check_state_dict_matches, \
     file_sha256, get_backbone, load_state_dict
 from cadbench.errors import CadbenchError
 from cadbench.harness.environment import collect_environment
@@ -45,19 +45,45 @@ def mode_chooser(device: Device, estimate_only: bool) -> Callable[[Cell], Mode]:
     return lambda cell: "cpu" if get_backbone(cell.backbone).test_scale else "estimate"
 
 
+def parse_checkpoint_argument(text: str, backbones: Sequence[str]) -> dict[str, str]:
+    """`path` (one backbone only) or `backbone=path,backbone=path`. An `=` separates only when the text before it is
+    a backbone name, so `runs/lr=1e-4/sam.pth` is a path; a text without any `backbone=` item is one path, commas
+    included."""
+    items = text.split(",")
+    if not any(_named_backbone(item) for item in items):
+        if len(backbones) != 1:
+            raise CadbenchError(f"--checkpoint {text} fits one backbone, but {len(backbones)} were asked for "
+                                f"({', '.join(backbones)}); use --checkpoint vit_b=PATH,vit_h=PATH")
+        if "=" in text and not Path(text).is_file():
+            raise CadbenchError(f"checkpoint {text} does not exist or is not a file (a BACKBONE=PATH item names "
+                                f"one of {', '.join(sorted(BACKBONES))})")
+        return {backbones[0]: text}
+    mapping: dict[str, str] = {}
+    for item in items:
+        if not item.strip():
+            raise CadbenchError(f"--checkpoint {text}: empty item; give BACKBONE=PATH items separated by single "
+                                f"commas")
+        backbone = _named_backbone(item)
+        if backbone is None:
+            raise CadbenchError(f"--checkpoint item {item!r} is not BACKBONE=PATH (backbones: "
+                                f"{', '.join(sorted(BACKBONES))})")
+        if backbone in mapping:
+            raise CadbenchError(f"--checkpoint names backbone {backbone!r} twice")
+        mapping[backbone] = item.split("=", 1)[1]
+    return mapping
+
+
+def _named_backbone(item: str) -> str | None:
+    name, separator, _ = item.partition("=")
+    return name.strip() if separator and name.strip() in BACKBONES else None
+
+
 def resolve_checkpoints(checkpoint: str | dict[str, str] | None, backbones: Sequence[str]) -> dict[str, str]:
-    """`path` (one backbone only) or `backbone=path,backbone=path`, checked against each backbone up front."""
+    """`path` (one backbone only) or `backbone=path,backbone=path` (see `parse_checkpoint_argument`), or a dict of
+    those, checked against each backbone up front."""
     if not checkpoint:
         return {}
-    if isinstance(checkpoint, dict):
-        mapping = dict(checkpoint)
-    elif "=" in checkpoint:
-        mapping = dict(part.split("=", 1) for part in checkpoint.split(",") if part)
-    elif len(backbones) == 1:
-        mapping = {backbones[0]: checkpoint}
-    else:
-        raise CadbenchError(f"--checkpoint {checkpoint} fits one backbone, but {len(backbones)} were asked for "
-                            f"({', '.join(backbones)}); use --checkpoint vit_b=PATH,vit_h=PATH")
+    mapping = dict(checkpoint) if isinstance(checkpoint, dict) else parse_checkpoint_argument(checkpoint, backbones)
     for backbone, path in mapping.items():
         if backbone not in backbones:
             raise CadbenchError(f"--checkpoint names backbone {backbone!r}, which is not in --backbone "
@@ -66,6 +92,14 @@ def resolve_checkpoints(checkpoint: str | dict[str, str] | None, backbones: Sequ
         skeleton = build_sam(backbone, device="meta").sam
         check_state_dict_matches(skeleton, load_state_dict(path), spec, path)
     return mapping
+
+
+def _check_estimable(cells: Iterable[Cell]) -> None:
+    """Refuse up front, in one line, a cell the estimator will not replay (e.g. a batch size beyond its limit)."""
+    from cadbench.estimator.cells import check_estimable
+
+    for cell in cells:
+        check_estimable(cell)
 
 
 def _check_dataset(dataset: str, layout: str | None, seed: int) -> None:
@@ -123,6 +157,7 @@ def run(
     if baseline_method is not None and baseline_method not in methods:
         raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
     mode_of = mode_chooser(options.device, options.estimate_only)
+    _check_estimable([cell for cell in cells if mode_of(cell) in ("estimate", "cpu")])  # cpu cells estimate memory
     if options.estimate_only:
         options = replace(options, dataset=None)
     elif options.dataset:
@@ -134,18 +169,28 @@ def run(
 
     store = ResultStore(out or default_out_dir())
     environment = collect_environment()
-    store.open(options.resume_config(), environment)
-    with SweepProgress(len(cells), enabled=show_progress) as progress:
-        outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update)
+    with store.open(options.resume_config(), environment):  # the folder is this run's until the block ends
+        with SweepProgress(len(cells), enabled=show_progress) as progress:
+            outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update)
+        _build_report(store, baseline_method)
     mode = "/".join(sorted({mode_of(cell) for cell in cells}))
     frame = rows_to_frame(outcome.rows)
     frame.attrs.update(out_dir=str(store.out_dir), mode=mode, ran=outcome.ran, skipped=outcome.skipped)
-    from cadbench.report import build_report
-
-    build_report([store.out_dir], baseline_method=baseline_method)
     if print_summary:
         _print_summary(frame, outcome, methods, baseline_method, mode, store)
     return frame
+
+
+def _build_report(store: ResultStore, baseline_method: str | None) -> None:
+    """index.html is derived from the rows, which are safe whatever happens here: a failure is a warning."""
+    from cadbench.harness.files import warn
+    from cadbench.report import build_report
+
+    try:
+        build_report([store.out_dir], baseline_method=baseline_method)
+    except CadbenchError as exc:
+        warn(f"index.html was not written ({exc}); the rows are safe, `cadbench report {store.out_dir}` "
+             f"builds it again")
 
 
 def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, methods: list[str], baseline_method: str | None,

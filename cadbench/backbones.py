@@ -9,6 +9,8 @@ milliseconds. It is labelled as test scale wherever it appears.
 from __future__ import annotations
 
 import hashlib
+import pickle
+import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -135,18 +137,44 @@ def _pixel_statistics_to(sam: Sam, device: str | torch.device) -> Sam:
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load an official SAM `.pth` (a plain state dict) safely, with `weights_only=True`."""
+    """Load an official SAM `.pth` (a plain state dict) safely, with `weights_only=True`.
+
+    Every refusal is one line of cadbench's own saying what the file is not. PyTorch's messages are never relayed:
+    they span lines and advise retrying with `weights_only=False`, which would run whatever the file holds.
+    """
     path = Path(path)
     if not path.is_file():
         raise CadbenchError(f"checkpoint {path} does not exist or is not a file")
+    container = _container(path)
+    if container is None:
+        raise CadbenchError(f"checkpoint {path} is not a PyTorch checkpoint (torch.save writes a zip archive, or a "
+                            f"pickle before PyTorch 1.6; this file is neither)")
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling, zip and weights-only errors all mean: not a usable checkpoint
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CadbenchError(f"checkpoint {path} could not be loaded as a weights-only state dict: {first_line}") from None
+    except pickle.UnpicklingError as exc:  # the weights-only unpickler refused something in the file
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"a pickled {found.group(1)}" if found else "pickled objects"
+        raise CadbenchError(f"checkpoint {path} holds {what}, not only tensors: cadbench loads checkpoints "
+                            f"weights-only and never builds other objects from a file; give a plain state dict "
+                            f"(names to tensors, as Meta's SAM checkpoints are)") from None
+    except Exception as exc:  # noqa: BLE001 — a truncated or corrupt file, whichever way torch.load notices it
+        raise CadbenchError(f"checkpoint {path} is a damaged PyTorch checkpoint (its {container} cannot be read: "
+                            f"{type(exc).__name__}); the file may be truncated, e.g. by an interrupted "
+                            f"download") from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CadbenchError(f"checkpoint {path} is not a SAM state dict (expected a mapping of names to tensors)")
     return state_dict
+
+
+def _container(path: Path) -> str | None:
+    """'zip archive' (torch.save since PyTorch 1.6), 'pickle' (before), or None: not what torch.save writes."""
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if start[:2] == b"PK":
+        return "zip archive"
+    if start[:1] == b"\x80":  # pickle protocol 2 or later begins with the PROTO opcode
+        return "pickle"
+    return None
 
 
 def check_state_dict_matches(

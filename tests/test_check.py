@@ -80,3 +80,37 @@ def test_baseline_update_writes_a_baseline_that_then_passes(files, tmp_path, cap
     target = tmp_path / "baselines" / "b.json"
     assert main(["baseline", "update", results, "--baseline", str(target)]) == 0
     assert main(["check", results, "--baseline", str(target)]) == 0
+
+
+@pytest.mark.parametrize("tolerance, message", [
+    ("nan", "tolerance must be a finite number"),
+    ("inf", "tolerance must be a finite number"),
+    ("nan%", "tolerance must be a finite number"),
+    ("-5%", "tolerance must not be negative, got '-5%'"),
+    ("-0.05", "tolerance must not be negative"),
+])
+def test_a_tolerance_that_would_switch_the_gate_off_is_refused(files, capsys, tolerance, message):
+    baseline = files("base.json", _document(BASE))
+    for flag in ("--tolerance", "--throughput-tolerance"):
+        assert main(["check", baseline, "--baseline", baseline, flag, tolerance]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.err.count("\n") == 1 and "OK" not in captured.out
+
+
+@pytest.mark.parametrize("rows", [[], [("cad", 4, None, "oom")]])
+def test_a_baseline_with_nothing_to_compare_is_an_error_not_a_pass(files, capsys, rows):
+    baseline = files("base.json", _document(rows))
+    results = files("new.json", _document(BASE))
+    assert main(["check", results, "--baseline", baseline]) == 2
+    captured = capsys.readouterr()
+    assert "no cell that finished" in captured.err and captured.err.count("\n") == 1 and "OK" not in captured.out
+
+
+def test_baseline_update_to_a_folder_or_an_unwritable_place_is_one_line(files, tmp_path, capsys):
+    results = files("new.json", _document(BASE))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for target, message in ((tmp_path, "is a folder"), (blocker / "b.json", "cannot")):
+        assert main(["baseline", "update", results, "--baseline", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(target) in err and err.count("\n") == 1

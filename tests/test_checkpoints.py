@@ -52,7 +52,7 @@ def test_full_size_checkpoints_are_told_apart(tmp_path):
 
 
 @pytest.mark.parametrize("content, expected", [
-    (b"not a zip or pickle", "could not be loaded"),
+    (b"not a zip or pickle", "is not a PyTorch checkpoint"),
     (None, "is not a SAM state dict"),
 ])
 def test_unusable_files_are_refused(tmp_path, content, expected):
@@ -86,3 +86,68 @@ def test_every_tensor_of_the_model_is_on_the_requested_device():
     """Meta's Sam creates its pixel statistics with a constructor that ignores the device context."""
     sam = build_sam("vit_b", device="meta").sam
     assert {tensor.device.type for tensor in [*sam.parameters(), *sam.buffers()]} == {"meta"}
+
+
+def test_a_text_file_is_named_as_not_a_pytorch_checkpoint(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("hello world, these are notes\n")
+    with pytest.raises(CadbenchError) as error:
+        build_sam("test_scale", checkpoint=path)
+    message = str(error.value)
+    assert "is not a PyTorch checkpoint" in message and str(path) in message
+    assert "\n" not in message and "101" not in message
+
+
+class NotATensor:
+    pass
+
+
+@pytest.mark.parametrize("payload, culprit", [
+    (lambda: {"x": NotATensor()}, "NotATensor"),
+    (lambda: {"x": __import__("numpy").arange(3)}, "a pickled numpy."),
+])
+def test_a_pickled_object_is_refused_in_one_line_of_our_own_without_advice_to_drop_weights_only(
+        tmp_path, payload, culprit):
+    path = tmp_path / "objects.pth"
+    torch.save(payload(), path)
+    with pytest.raises(CadbenchError) as error:
+        build_sam("test_scale", checkpoint=path)
+    message = str(error.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert culprit in message and "weights-only" in message
+    assert "weights_only=False" not in message and "add_safe_globals" not in message
+
+
+def test_a_damaged_archive_is_named_as_such(tmp_path, test_scale_checkpoint):
+    path, _ = test_scale_checkpoint
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CadbenchError, match="damaged") as error:
+        build_sam("test_scale", checkpoint=damaged)
+    assert "\n" not in str(error.value)
+
+
+def test_an_equals_sign_in_a_checkpoint_path_is_part_of_the_path(tmp_path, test_scale_checkpoint):
+    from cadbench.api import resolve_checkpoints
+
+    path, _ = test_scale_checkpoint
+    folder = tmp_path / "lr=1e-4"
+    folder.mkdir()
+    odd = folder / "run=3.pth"
+    odd.write_bytes(path.read_bytes())
+    assert resolve_checkpoints(str(odd), ["test_scale"]) == {"test_scale": str(odd)}
+    assert resolve_checkpoints(f"test_scale={odd}", ["test_scale"]) == {"test_scale": str(odd)}
+    with pytest.raises(CadbenchError, match="does not exist"):
+        resolve_checkpoints("vit_x=/nowhere.pth", ["test_scale"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("test_scale=a.pth,,vit_b=b.pth", "empty item"),
+    ("test_scale=a.pth,b.pth", "'b.pth' is not BACKBONE=PATH"),
+])
+def test_a_malformed_checkpoint_list_is_one_line(tmp_path, text, message):
+    from cadbench.api import resolve_checkpoints
+
+    with pytest.raises(CadbenchError, match=message) as error:
+        resolve_checkpoints(text, ["test_scale", "vit_b"])
+    assert "\n" not in str(error.value)

@@ -186,3 +186,12 @@ def test_fit_is_monotone_in_capacity_and_zero_below_the_parameters():
                      max_batch=8)
     assert [(row.cell.method, row.largest_batch) for row in rows][1] == ("cad", 2)
     assert rows[0].largest_batch >= 2 and rows[0].as_dict()["capacity_bytes"] == peak[2] + context
+
+
+def test_the_estimator_refuses_batch_sizes_beyond_its_stated_limit_in_one_line():
+    from cadbench.estimator.cells import MAX_BATCH_SIZE, check_estimable
+
+    check_estimable(Cell("cad", "test_scale", MAX_BATCH_SIZE))
+    with pytest.raises(CadbenchError, match=f"batch size {MAX_BATCH_SIZE + 1} is above {MAX_BATCH_SIZE}") as error:
+        estimate_cell(Cell("cad", "vit_h", MAX_BATCH_SIZE + 1))  # refused before anything is replayed
+    assert "\n" not in str(error.value)

@@ -49,6 +49,8 @@ def test_failing_cells_are_results_and_the_sweep_goes_on(tmp_path):
     curves = json.loads((out / "loss_curves.json").read_text())
     assert len(curves["decoder_only/test_scale/2/fp32"]) == 2
     assert "decoder_only/test_scale/2/fp32" in json.loads((out / "timelines.json").read_text())
+    for path in out.glob("*.json"):  # strict JSON: no NaN or Infinity tokens
+        json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"{path.name} holds {token}"))
     for row in rows.values():
         assert set(row) == set(CONTRACT_COLUMNS)
         for column, value in row.items():
@@ -157,3 +159,169 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     other = cadbench_cli("run", "--steps", "3", *common)
     assert other.returncode == 2 and "different settings (steps)" in other.stderr
     assert (out / "results.jsonl").read_text() == before
+
+
+# -- reliability (issue 9) ------------------------------------------------------------------------------------------
+
+ESTIMATE_ONE = ("estimate", "--methods", "decoder_only", "--backbone", "test_scale", "--batch-sizes", "1",
+                "--no-progress")
+
+
+def _journal_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def _wait_for(condition, process, what, timeout=240):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline and process.poll() is None, f"{what} never happened"
+        time.sleep(0.1)
+
+
+def test_a_sweep_killed_mid_write_resumes_from_a_torn_journal_and_loses_no_row(tmp_path):
+    out = tmp_path / "out"
+    args = ("estimate", "--methods", "decoder_only,slow,cad", "--backbone", "test_scale", "--batch-sizes", "1",
+            "--no-progress", "--out", str(out))
+    process = subprocess.Popen([sys.executable, "-m", "cadbench", *args],
+                               env={**os.environ, "PYTHONPATH": str(PLUGINS)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: (out / "results.jsonl").exists() and (out / "results.jsonl").read_text().endswith("\n"),
+                  process, "the first row")
+    finally:
+        process.kill()  # kill -9 while the slow cell runs
+        process.wait()
+    first = _journal_rows(out)[0]
+    # the kill came while the slow cell's row was being written: its line is cut short
+    with open(out / "results.jsonl", "a") as handle:
+        handle.write(json.dumps({**first, "method": "slow"})[:57])
+
+    resumed = cadbench_cli(*args, env={"CADBENCH_TEST_SLOW": "0"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 cells measured, 1 already finished" in resumed.stdout
+    assert "results.jsonl ended in a line cut short" in resumed.stderr and "Traceback" not in resumed.stderr
+    journal = _journal_rows(out)  # every line parses: nothing was appended onto the fragment
+    assert [row["method"] for row in journal] == ["decoder_only", "slow", "cad"] and journal[0] == first
+    assert set(read_rows(out)) == {"decoder_only", "slow", "cad"}
+    assert len(pd.read_csv(out / "results.csv")) == 3
+    assert "slow/test_scale/1/fp32" in json.loads((out / "timelines.json").read_text())
+
+
+def test_a_second_run_on_the_same_out_is_refused_naming_the_folder_and_the_pid(tmp_path):
+    out = tmp_path / "out"
+    args = ("estimate", "--methods", "slow", "--backbone", "test_scale", "--batch-sizes", "1", "--no-progress",
+            "--out", str(out))
+    first = subprocess.Popen([sys.executable, "-m", "cadbench", *args],
+                             env={**os.environ, "PYTHONPATH": str(PLUGINS)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = out / ".cadbench.lock"
+        _wait_for(lambda: lock.exists() and lock.read_text().strip() == str(first.pid), first, "the lock")
+        second = cadbench_cli(*args, env={"CADBENCH_TEST_SLOW": "0"})
+        assert second.returncode == 2
+        assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
+        assert f"--out {out} is in use by another cadbench run (PID {first.pid})" in second.stderr
+        assert not (out / "results.jsonl").exists()  # the second run measured nothing
+    finally:
+        first.kill()  # dies holding the lock
+        first.wait()
+    third = cadbench_cli(*args, env={"CADBENCH_TEST_SLOW": "0"})
+    assert third.returncode == 0, third.stderr  # a dead holder blocks no one
+    assert [row["method"] for row in _journal_rows(out)] == ["slow"]
+    assert not (out / ".cadbench.lock").exists()
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the cell process through /proc")
+@pytest.mark.parametrize("signal_number, exit_code, name", [(signal.SIGTERM, 143, "SIGTERM"),
+                                                            (signal.SIGINT, 130, "SIGINT")])
+def test_a_stop_signal_kills_the_cell_process_records_nothing_and_leaves_no_temporary_folder(
+        tmp_path, signal_number, exit_code, name):
+    out, temporary = tmp_path / "out", tmp_path / "tmp"
+    temporary.mkdir()
+    args = ("run", "--methods", "slow", "--backbone", "test_scale", "--batch-sizes", "1", "--device", "cpu",
+            "--steps", "1", "--warmup", "0", "--no-quality", "--no-progress", "--out", str(out))
+    process = subprocess.Popen([sys.executable, "-m", "cadbench", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(PLUGINS), "TMPDIR": str(temporary)})
+    try:
+        _wait_for(lambda: any(temporary.glob("cadbench-cell-*")) and _children(process.pid), process,
+                  "the cell process")
+        cell_process = _children(process.pid)[0]
+        time.sleep(1)
+        process.send_signal(signal_number)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == exit_code, stderr
+    assert stderr.count("\n") == 1 and name in stderr and "Traceback" not in stderr
+    assert not _alive(cell_process)
+    assert [path.name for path in temporary.iterdir() if path.name.startswith("cadbench-")] == []  # torch may
+    # leave its own (empty) torchinductor cache folder there; the cell's folder must be gone
+    assert not (out / "results.jsonl").exists() or (out / "results.jsonl").read_text() == ""
+    assert not (out / ".cadbench.lock").exists()
+
+
+def test_a_damaged_side_file_costs_no_row(tmp_path):
+    out = tmp_path / "out"
+    assert cadbench_cli(*ESTIMATE_ONE, "--out", str(out)).returncode == 0
+    (out / "timelines.json").write_text("{broken")
+    (out / "results.json").write_text("{broken too")
+    more = ("estimate", "--methods", "decoder_only,cad", "--backbone", "test_scale", "--batch-sizes", "1",
+            "--no-progress", "--out", str(out))
+    result = cadbench_cli(*more)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "timelines.json" in result.stderr
+    assert set(read_rows(out)) == {"decoder_only", "cad"}
+    assert set(json.loads((out / "timelines.json").read_text())) == {"decoder_only/test_scale/1/fp32",
+                                                                     "cad/test_scale/1/fp32"}
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda out: (out / "run.json").write_text("{x"), "run.json was unreadable; restored"),
+    (lambda out: open(out / "results.jsonl", "a").write(
+        '{"method": "cad", "backbone": "test_scale", "batch_size": 1, "precision": "fp32"}\n'),
+     "results.jsonl line 2: not a result row (no 'status')"),
+])
+def test_damaged_run_files_give_one_line_and_no_traceback(tmp_path, damage, message):
+    out = tmp_path / "out"
+    assert cadbench_cli(*ESTIMATE_ONE, "--out", str(out)).returncode == 0
+    damage(out)
+    result = cadbench_cli(*ESTIMATE_ONE, "--out", str(out))
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1 and message in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-sizes", "100000"], "batch size 100000 is above 512, the largest the estimator replays"),
+    (["--batch-sizes", "1,,2"], "empty item in '1,,2'"),
+    (["--batch-sizes", "1,2,"], "empty item in '1,2,'"),
+    (["--methods", "cad,,decoder_only"], "empty item"),
+])
+def test_estimates_refuse_unbounded_or_malformed_batch_sizes_in_one_line(tmp_path, args, message):
+    out = _existing_results(tmp_path)
+    result = cadbench_cli("estimate", "--backbone", "test_scale", *args, "--out", str(out), "--no-progress")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert (out / "results.jsonl").read_text() == '{"precious": true}\n'

@@ -91,3 +91,44 @@ def test_report_of_a_real_run_in_headless_chromium(tmp_path):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         browser.close()
+
+
+@pytest.mark.parametrize("form", ["results.json", "results.csv"])
+def test_compare_takes_a_results_file_as_b_and_writes_beside_it(tmp_path, capsys, form):
+    first = _fake_results(tmp_path / "a")
+    second = _fake_results(tmp_path / "b")
+    assert main(["compare", str(first), str(second / form)]) == 0
+    assert "+0.0%" in capsys.readouterr().out
+    assert (second / "compare.html").exists()
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_an_output_path_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, capsys, command):
+    first = _fake_results(tmp_path / "a")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    folders = [str(first)] if command == "report" else [str(first), str(first)]
+    for target, message in ((tmp_path, "is a folder"), (blocker / "x.html", "cannot write")):
+        assert main([command, *folders, "-o", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(target) in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_another_schema_version_is_named_rather_than_read_as_no_rows(tmp_path, capsys, command):
+    first = _fake_results(tmp_path / "a")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps({"schema_version": 2, "cells": []}))
+    folders = [str(other)] if command == "report" else [str(first), str(other)]
+    assert main([command, *folders]) == 2
+    err = capsys.readouterr().err
+    assert "has schema version 2; this cadbench reads version 1" in err and err.count("\n") == 1
+
+
+def test_a_damaged_side_file_does_not_stop_the_report(tmp_path, capsys):
+    folder = _fake_results(tmp_path / "run")
+    (folder / "timelines.json").write_text("{broken")
+    assert main(["report", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "timelines.json" in err and err.count("\n") == 1

@@ -10,9 +10,13 @@ from cadbench.harness.options import DEFAULTS
 
 
 def comma_list(text: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
+    """'a,b' -> ['a', 'b']. An empty item ('1,,2', '1,2,') is refused rather than dropped: it is a typo whose
+    meaning cannot be known (a missing value, or a stray comma)."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
         raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"empty item in {text!r}; give values separated by single commas")
     return items
 
 

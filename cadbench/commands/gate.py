@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 DEFAULT_TOLERANCE = "5%"
@@ -30,14 +29,15 @@ def register(commands) -> None:
 
 
 def check(args: argparse.Namespace) -> int:
-    from cadbench.report.check import compare, parse_tolerance, read_result_document
+    from cadbench.report.check import checked_cells, compare, parse_tolerance, read_result_document
 
     tolerance = parse_tolerance(args.tolerance)
-    throughput_tolerance = parse_tolerance(args.throughput_tolerance) if args.throughput_tolerance else None
+    throughput_tolerance = (parse_tolerance(args.throughput_tolerance, "--throughput-tolerance")
+                            if args.throughput_tolerance is not None else None)
     results = read_result_document(args.results, "results")
     baseline = read_result_document(args.baseline, "baseline")
+    checked = checked_cells(baseline)
     findings = compare(results, baseline, tolerance, throughput_tolerance)
-    checked = sum(1 for row in baseline["rows"] if row["status"] == "ok")
     if findings:
         print(f"FAIL: {len(findings)} of {checked} baseline cells regressed (memory tolerance {tolerance:.1%}):")
         for finding in findings:
@@ -48,12 +48,19 @@ def check(args: argparse.Namespace) -> int:
 
 
 def baseline_update(args: argparse.Namespace) -> int:
-    from cadbench.harness.results import write_atomically
+    from cadbench.errors import CadbenchError
+    from cadbench.harness.files import check_writable_target, strict_json, write_atomically
     from cadbench.report.check import baseline_document, read_result_document
 
-    results = read_result_document(args.results, "results")
     target = Path(args.baseline)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(target, json.dumps(baseline_document(results), indent=2) + "\n")
+    if target.is_dir():
+        check_writable_target(target)  # one line: it is a folder
+    results = read_result_document(args.results, "results")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CadbenchError(f"cannot write {target}: cannot create folder {target.parent}: "
+                            f"{exc.strerror or exc}") from None
+    write_atomically(target, strict_json(baseline_document(results), indent=2) + "\n")
     print(f"baseline {target} now holds {len(results['rows'])} cells from {results['path']}")
     return 0

@@ -16,19 +16,34 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cadbench.backbones import get_backbone
+from cadbench.errors import CadbenchError
 from cadbench.estimator.estimate import MemoryEstimate, summarize
 from cadbench.estimator.replay import Replay, clear_shared_cache
 from cadbench.harness.grid import Cell
 from cadbench.training.step import make_training_setup, random_batch
 
 WARM_UP_BATCH_SIZE = 1
+# The replay's time and memory grow with the batch size (SAM's mask decoder runs once per image: about 75 ms and
+# 1.3 MiB of the estimator's own memory per image on a 2-core CPU, whatever the backbone). 512 images need more
+# than 1 TB even in the cheapest full-size cell (decoder_only, vit_b, bf16: ~2.1 GB per image, estimated), beyond
+# any single GPU, and one cell at 512 replays in about a minute (1.4 GB RSS); larger ones are refused in one line.
+MAX_BATCH_SIZE = 512
 
 _replays: dict[tuple[Cell, int], Replay] = {}  # (the cell at the warm-up batch size, seed) -> warm replay
 _estimates: dict[tuple[Cell, int], MemoryEstimate] = {}
 
 
+def check_estimable(cell: Cell) -> None:
+    """Raise CadbenchError (one line) for a cell the estimator will not replay: a batch size above MAX_BATCH_SIZE."""
+    if cell.batch_size > MAX_BATCH_SIZE:
+        raise CadbenchError(f"batch size {cell.batch_size} is above {MAX_BATCH_SIZE}, the largest the estimator "
+                            f"replays (its time and memory grow with the batch size; {MAX_BATCH_SIZE} images of a "
+                            f"full-size SAM need more memory than any GPU has)")
+
+
 def estimate_cell(cell: Cell, seed: int = 0) -> MemoryEstimate:
     """Estimated peak training memory of the cell's training step (see estimate.estimate_setup)."""
+    check_estimable(cell)
     key = (cell, seed)
     if key not in _estimates:
         replay = _warm_replay(cell, seed)

@@ -137,9 +137,14 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
 
 
 def main(argv: list[str]) -> int:
+    from cadbench.harness.files import strict_json, write_atomically
+    from cadbench.harness.processes import die_with_parent
+    from cadbench.harness.results import finite_row
+
+    die_with_parent()  # a cell process never outlives its run, even one killed with kill -9
     spec = json.loads(argv[0])
     row = measure_cell(Cell(**spec["cell"]), spec["mode"], RunOptions(**spec["options"]), spec["environment"])
-    Path(argv[1]).write_text(json.dumps(row))
+    write_atomically(Path(argv[1]), strict_json(finite_row(row)))  # whole or absent, strict JSON
     return 0
 
 

@@ -1,11 +1,13 @@
 """The sweep: every cell of the grid, each in a fresh process when it runs on a device, each row persisted the
-moment it finishes, finished cells skipped on resume."""
+moment it finishes, finished cells skipped on resume.
+
+A stop (Ctrl-C, SIGTERM, any exception) kills the running cell's process group and removes its temporary folder
+before it goes on up; the cell is then recorded nowhere, and a rerun with the same --out measures it again."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from typing import Callable
 from cadbench.harness.grid import Cell
 from cadbench.harness.measure_cell import measure_cell
 from cadbench.harness.options import Mode, RunOptions
+from cadbench.harness.processes import run_cell_process
 from cadbench.harness.results import ResultStore, explain_nulls, new_row
 from cadbench.backbones import get_backbone
 
@@ -36,15 +39,26 @@ def run_in_fresh_process(cell: Cell, mode: Mode, options: RunOptions, environmen
                        "environment": environment})
     with tempfile.TemporaryDirectory(prefix="cadbench-cell-") as folder:
         result_path = Path(folder) / "row.json"
-        process = subprocess.run([sys.executable, "-m", "cadbench.harness.measure_cell", spec, str(result_path)],
-                                 capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if result_path.exists():
-            return json.loads(result_path.read_text())
-    last_line = next((line for line in reversed(process.stderr.strip().splitlines()) if line.strip()), "")
+        returncode, stderr = run_cell_process(
+            [sys.executable, "-m", "cadbench.harness.measure_cell", spec, str(result_path)],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        row = _read_row(result_path)
+        if row is not None:
+            return row
+    last_line = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "")
     row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
-    row.update(status="error", error=f"cell process exited with code {process.returncode}: {last_line}".strip())
+    row.update(status="error", error=f"cell process exited with code {returncode}: {last_line}".strip())
     why = f"cell process died ({row['error']})"
     return explain_nulls(row, {"*": why})
+
+
+def _read_row(path: Path) -> dict | None:
+    """The row a cell process wrote, or None when it wrote none or died writing it."""
+    try:
+        row = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return row if isinstance(row, dict) and "status" in row else None
 
 
 def sweep(

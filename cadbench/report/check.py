@@ -8,52 +8,47 @@ allocator's history. Throughput is compared only when asked for and both sides r
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from cadbench.errors import CadbenchError
 from cadbench.harness.grid import Cell
-from cadbench.harness.results import SCHEMA_VERSION
+from cadbench.harness.results import ROW_REQUIRED_COLUMNS, SCHEMA_VERSION, finite_row, read_results_document
 
 # What a baseline keeps of each row: the cell's identity, then what the gate compares.
 BASELINE_COLUMNS = (*Cell.key_columns(), "status", "peak_memory_bytes", "memory_source", "throughput_img_s",
                     "throughput_source", "gpu_name", "trainable_params", "weights")
-REQUIRED_COLUMNS = (*Cell.positional_columns(), "status", "peak_memory_bytes", "memory_source")
+REQUIRED_COLUMNS = (*ROW_REQUIRED_COLUMNS, "peak_memory_bytes", "memory_source")
 
 
-def parse_tolerance(text: str) -> float:
-    """'5%' or '0.05' -> 0.05."""
+def parse_tolerance(text: str, flag: str = "--tolerance") -> float:
+    """'5%' or '0.05' -> 0.05. NaN or infinity would let every regression through, a negative one fail every
+    cell: both are refused."""
     try:
         value = float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
     except ValueError:
-        raise CadbenchError(f"tolerance must look like 5% or 0.05, got {text!r}") from None
+        raise CadbenchError(f"{flag}: tolerance must look like 5% or 0.05, got {text!r}") from None
+    if not math.isfinite(value):
+        raise CadbenchError(f"{flag}: tolerance must be a finite number like 5% or 0.05, got {text!r}")
     if value < 0:
-        raise CadbenchError(f"tolerance must not be negative, got {text!r}")
+        raise CadbenchError(f"{flag}: tolerance must not be negative, got {text!r}")
     return value
 
 
 def read_result_document(path: str | Path, role: str) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.json"
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CadbenchError(f"{role} {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CadbenchError(f"{role} {path} is not readable JSON: {type(exc).__name__}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
-        raise CadbenchError(f"{role} {path} is not a cadbench results file (no 'rows' list)")
-    if document.get("schema_version") != SCHEMA_VERSION:
-        raise CadbenchError(f"{role} {path} has schema version {document.get('schema_version')!r}; "
-                            f"this cadbench reads version {SCHEMA_VERSION}")
-    for index, row in enumerate(document["rows"]):
-        missing = [column for column in REQUIRED_COLUMNS if column not in row]
-        if missing:
-            raise CadbenchError(f"{role} {path} row {index} lacks {', '.join(missing)}")
-    document["path"] = str(path)
-    return document
+    """A results.json (or the folder holding it) or a baseline, with the columns the gate compares in every row."""
+    return read_results_document(path, role, required=REQUIRED_COLUMNS, allow_csv=False)
+
+
+def checked_cells(baseline: dict) -> int:
+    """How many baseline cells the gate compares (those that finished ok); none is an error, not a pass."""
+    checked = sum(1 for row in baseline["rows"] if row["status"] == "ok")
+    if not checked:
+        what = "no rows" if not baseline["rows"] else "no cell with status ok"
+        raise CadbenchError(f"baseline {baseline['path']} holds {what}: no cell that finished to compare against, "
+                            f"so the gate would pass anything; rewrite it with `cadbench baseline update`")
+    return checked
 
 
 @dataclass
@@ -93,6 +88,10 @@ def compare(results: dict, baseline: dict, tolerance: float, throughput_toleranc
             findings.append(Finding(key, f"was ok in the baseline, now {new['status']}"
                                          + (f" ({new.get('error')})" if new.get("error") else "")))
             continue
+        if new["peak_memory_bytes"] is None or old["peak_memory_bytes"] is None:
+            side = "results" if new["peak_memory_bytes"] is None else "baseline"
+            findings.append(Finding(key, f"ok, but the {side} records no peak memory to compare"))
+            continue
         if new["peak_memory_bytes"] > old["peak_memory_bytes"] * (1 + tolerance):
             findings.append(Finding(key, "grew", old["peak_memory_bytes"], new["peak_memory_bytes"]))
         if throughput_tolerance is not None and _same_gpu_throughput(old, new):
@@ -110,7 +109,8 @@ def _same_gpu_throughput(old: dict, new: dict) -> bool:
 def baseline_document(results: dict) -> dict:
     """What a baseline keeps of a result set: identity, status, memory and throughput of each cell."""
     return {"schema_version": SCHEMA_VERSION, "environment": results.get("environment"), "run": results.get("run"),
-            "rows": [{column: row.get(column) for column in BASELINE_COLUMNS} for row in results["rows"]]}
+            "rows": [{column: row.get(column) for column in BASELINE_COLUMNS}
+                     for row in map(finite_row, results["rows"])]}
 
 
 def _gib(value: float) -> str:

@@ -17,7 +17,7 @@ GB = 1e9
 def compare_results(first: str | Path, second: str | Path) -> pd.DataFrame:
     """One line per cell of either result set (matched by cell key), A's figures beside B's."""
     identity = list(Cell.key_columns())
-    a, b = (_with_key(load_results(path)) for path in (first, second))
+    a, b = (_with_key(load_results(path, role)) for path, role in ((first, "A:"), (second, "B:")))
     merged = a[["cell", *identity, *COMPARED]].merge(b[["cell", *identity, *COMPARED]], on="cell", how="outer",
                                                      suffixes=("_a", "_b"), indicator=True)
     # a cell's identity columns, from whichever side has it

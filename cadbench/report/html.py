@@ -14,6 +14,7 @@ from cadbench.errors import CadbenchError
 from cadbench.harness.grid import Cell
 from cadbench.report import charts
 from cadbench.report.reference import DEFAULT_REFERENCE_ROOT, Reference, choose_references, load_references
+from cadbench.harness.files import warn
 from cadbench.harness.results import load_results, write_atomically
 from cadbench.report.terminal import choose_baseline
 
@@ -29,7 +30,17 @@ def _environment(folder: Path) -> dict:
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """A side file (timelines, loss curves): a damaged one costs its charts, with a warning, not the report."""
+    if not path.exists():
+        return {}
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        document = exc
+    if isinstance(document, dict):
+        return document
+    warn(f"{path} is damaged (not a JSON object): its charts are left out; resuming that run rebuilds it")
+    return {}
 
 
 def _label(backbone: str) -> str:

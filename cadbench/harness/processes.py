@@ -1,0 +1,56 @@
+"""Cell processes that never outlive the run: each starts in a process group (session) of its own, and the whole
+group is killed when the run stops (SIGINT, SIGTERM, any exception) or the cell ends; and on Linux the cell process
+is killed by the kernel when the run's process dies, even by kill -9.
+
+Its own group keeps the terminal's Ctrl-C (sent to the foreground group) from reaching the cell process directly:
+the run decides, then stops the whole group, including anything the cell started (e.g. data-loader workers).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+
+PARENT_PID_VARIABLE = "CADBENCH_PARENT_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def run_cell_process(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run `argv` to its end and return (exit code, stderr). On any exception (KeyboardInterrupt and SIGTERM's
+    included) the process group is killed and reaped before the exception goes on."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**env, PARENT_PID_VARIABLE: str(os.getpid())}, start_new_session=True)
+    try:
+        _, stderr = process.communicate()
+    except BaseException:
+        _kill_group(process.pid)
+        process.kill()
+        process.wait()
+        raise
+    _kill_group(process.pid)  # anything the cell left running would skew the next cell's timing
+    return process.returncode, stderr
+
+
+def _kill_group(group: int) -> None:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone already
+
+
+def die_with_parent() -> None:
+    """In a cell process: ask the kernel to kill this process when the run's process dies (Linux), and exit at once
+    if it has died already. Elsewhere nothing happens."""
+    expected = os.environ.get(PARENT_PID_VARIABLE)
+    if not sys.platform.startswith("linux") or not expected:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != expected:  # the run died before the request was made
+        os._exit(1)
