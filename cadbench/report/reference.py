@@ -12,7 +12,6 @@ only those models. A reference matching none of the report's estimated cells is 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -21,7 +20,7 @@ import pandas as pd
 
 from cadbench.errors import CadbenchError
 from cadbench.harness.grid import Cell
-from cadbench.harness.results import load_results
+from cadbench.harness.results import read_results_document, rows_to_frame
 
 DEFAULT_REFERENCE_ROOT = Path("reports") / "reference"
 
@@ -59,10 +58,10 @@ def load_references(root: str | Path = DEFAULT_REFERENCE_ROOT) -> list[Reference
     references = []
     for folder in sorted(path for path in root.iterdir() if (path / "results.json").is_file()):
         try:
-            rows = load_results(folder)
-            environment = json.loads((folder / "results.json").read_text()).get("environment") or {}
-        except (CadbenchError, json.JSONDecodeError, OSError):
-            continue  # not a result folder: no reference, and no reason to fail a report
+            document = read_results_document(folder, "reference")
+        except CadbenchError:
+            continue  # not a result folder of this schema: no reference, and no reason to fail a report
+        rows, environment = rows_to_frame(document["rows"]), document.get("environment") or {}
         cuda = rows[rows["memory_source"] == "cuda"]
         gpu = environment.get("gpu_name") or next(iter(cuda["gpu_name"].dropna()), None)
         if gpu is None:
