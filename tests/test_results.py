@@ -70,3 +70,11 @@ def test_load_results_refuses_other_files(tmp_path):
         load_results(tmp_path)
     with pytest.raises(CadbenchError, match="no results at"):
         load_results(tmp_path / "missing")
+
+
+def test_comparison_table_gives_a_method_with_options_its_own_labelled_column():
+    rows = pd.DataFrame([_row("sam_adapter", peak=40 * 10**9), _row("lora", peak=20 * 10**9),
+                         {**_row("lora", peak=30 * 10**9), "method_options": "rank=16"}])
+    line = comparison_table(rows, "sam_adapter").iloc[0]
+    assert line["lora"] == "20.00 GB (0.50×)" and line["lora (rank 16)"] == "30.00 GB (0.75×)"
+    assert comparison_table(rows, "lora (rank 16)").iloc[0]["lora"] == "20.00 GB (0.67×)"
