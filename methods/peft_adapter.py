@@ -23,6 +23,10 @@ With no options, ``peft`` is peft's LoRA with peft's defaults (r 8, alpha 8, no 
 peft itself: the config is built and injected into a meta-device vit_h encoder (the deepest backbone: nothing is
 allocated), so an unknown target module or a value peft refuses stops the run before any cell, in one line.
 
+Estimates: peft's LoRA, IA3 and the like replay on fake tensors exactly (see `_inject`); LoHa and LoKr do not, because
+their training forward draws ``torch.rand(1) > module_dropout`` and branches on it on the host, which a fake tensor
+cannot answer: their estimate is a one-line error naming that op (they train for real on a CPU or GPU).
+
 peft is an optional dependency (`pip install "cadbench[peft]"`): it pulls in transformers, accelerate and about 20
 more packages. Without it this method is left out of the default grid and refused, naming the extra, when asked for.
 """
