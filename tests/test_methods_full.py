@@ -6,6 +6,7 @@ import torch
 from cadbench.backbones import build_sam
 from cadbench.methods import Full
 from cadbench.params import count_parameters
+from cadbench.registry import build_method
 from cadbench.training.step import random_batch
 
 ENCODER_PARAMS = {"vit_b": 89_670_912, "vit_l": 308_278_272, "vit_h": 637_026_048}
@@ -34,3 +35,23 @@ def test_parameter_counts_are_every_encoder_and_decoder_parameter(backbone):
     counts = count_parameters("full", backbone)
     assert counts.trainable_params == ENCODER_PARAMS[backbone] + MASK_DECODER
     assert counts.total_params == ENCODER_PARAMS[backbone] + MASK_DECODER + PROMPT_ENCODER
+
+
+def _encoder_bytes_saved_for_backward(spec: str) -> int:
+    """Bytes of the distinct storages autograd saves while the method's encoder runs forward."""
+    method = build_method(spec, build_sam("test_scale").sam)
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        method.image_embeddings(random_batch(128, 2).images)
+    return sum(storages.values())
+
+
+def test_the_encoder_saves_more_under_full_fine_tuning_than_under_lora():
+    """Both keep activations in every block; full also keeps each Linear's input for its weight gradient, which a
+    frozen weight (LoRA) does not need. This, more than the optimizer states, is why full needs more memory."""
+    assert _encoder_bytes_saved_for_backward("full") > _encoder_bytes_saved_for_backward("lora") > 0

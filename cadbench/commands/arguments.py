@@ -74,7 +74,8 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--seed", type=int)
     parser.add_argument("--checkpoint", help="official SAM .pth for the one backbone, or BACKBONE=PATH,...")
     parser.add_argument("--out", help="output folder (default: reports/<timestamp>/); rerun with it to resume")
-    parser.add_argument("--baseline-method", help="memory ratios relative to this method (default: sam_adapter)")
+    parser.add_argument("--baseline-method",
+                        help="memory ratios relative to this method spec, e.g. lora:rank=16 (default: sam_adapter)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
