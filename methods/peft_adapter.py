@@ -116,7 +116,14 @@ class PeftOptions(MethodOptions):
                          if f.name in values and values[f.name] != _frozen(_default(config_class, f.name)))
         options = cls(type=_type_name(config_class), settings=settings)
         options.check(method)
-        return options
+        return options.with_sets_sorted()
+
+    def with_sets_sorted(self) -> "PeftOptions":
+        """Lists that peft keeps as sets (target_modules, ...) in sorted order: 'qkv+proj' is the cell 'proj+qkv'."""
+        config = self.peft_config()
+        return PeftOptions(self.type, tuple(
+            (key, tuple(sorted(value)) if isinstance(getattr(config, key, None), (set, frozenset)) else value)
+            for key, value in self.settings))
 
     def canonical(self) -> str:
         shown = [(TYPE_KEY, self.type)] if self.type != DEFAULT_TYPE else []

@@ -11,9 +11,8 @@ from cadbench.backbones import build_sam  # noqa: E402
 from cadbench.errors import CadbenchError  # noqa: E402
 from cadbench.estimator import estimate_setup  # noqa: E402
 from cadbench.harness.grid import Cell  # noqa: E402
-from cadbench.methods import PeftAdapter  # noqa: E402
 from cadbench.params import count_parameters  # noqa: E402
-from cadbench.registry import build_method, default_methods, parse_method_spec, resolve_method  # noqa: E402
+from cadbench.registry import build_method, parse_method_spec  # noqa: E402
 from cadbench.training.step import make_training_setup, random_batch, training_step  # noqa: E402
 
 EMBED_DIM = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}
@@ -91,7 +90,10 @@ def test_loha_trains_for_real_on_the_cpu():
 def test_inline_options_are_canonical_in_peft_field_order_with_defaults_left_out():
     spec = parse_method_spec("peft:lora_alpha=16,r=8,type=LoRA,target_modules=qkv")
     assert spec.options_text == "lora_alpha=16" and spec.label == "peft (lora_alpha 16)"
-    assert parse_method_spec("peft:target_modules=qkv+proj,r=4").options_text == "r=4,target_modules=qkv+proj"
+    # peft keeps target modules as a set: their order does not make another cell
+    assert parse_method_spec("peft:target_modules=qkv+proj,r=4").options_text == "r=4,target_modules=proj+qkv"
+    assert parse_method_spec("peft:target_modules=proj+qkv").options == parse_method_spec(
+        "peft:target_modules=qkv+proj").options
     config = parse_method_spec("peft:target_modules=qkv+proj,r=4").options.peft_config()
     assert isinstance(config, peft.LoraConfig) and config.r == 4 and set(config.target_modules) == {"qkv", "proj"}
 
@@ -102,8 +104,8 @@ def test_a_config_file_reads_as_if_its_keys_were_inline_and_inline_keys_win(tmp_
     assert json.loads(path.read_text())["inference_mode"] is not None  # bookkeeping keys are there, and ignored
     from_file = parse_method_spec(f"peft:config={path}")
     inline = parse_method_spec("peft:r=16,lora_alpha=32,target_modules=qkv+proj")
-    assert from_file.options == inline.options and from_file.text == "peft:r=16,target_modules=qkv+proj,lora_alpha=32"
-    assert parse_method_spec(f"peft:config={path},r=2").options_text == "r=2,target_modules=qkv+proj,lora_alpha=32"
+    assert from_file.options == inline.options and from_file.text == "peft:r=16,target_modules=proj+qkv,lora_alpha=32"
+    assert parse_method_spec(f"peft:config={path},r=2").options_text == "r=2,target_modules=proj+qkv,lora_alpha=32"
     ia3_path = tmp_path / "ia3.json"
     ia3_path.write_text(json.dumps({"peft_type": "IA3", "target_modules": ["qkv", "lin2"],
                                     "feedforward_modules": ["lin2"]}))
@@ -138,17 +140,3 @@ def test_a_config_file_value_that_inline_text_cannot_hold_is_refused(tmp_path):
     path.write_text(json.dumps({"peft_type": "LORA", "not_a_field": 1}))
     with pytest.raises(CadbenchError, match="config file key 'not_a_field' is not a field of peft's LoraConfig"):
         parse_method_spec(f"peft:config={path}")
-
-
-def test_without_the_peft_package_the_method_is_refused_naming_the_extra_and_left_out_of_the_default_grid(
-        monkeypatch):
-    monkeypatch.setattr(PeftAdapter, "missing_requirement", classmethod(
-        lambda cls: 'needs the peft package: pip install "cadbench[peft]"'))
-    resolve_method.cache_clear()
-    try:
-        assert "peft" not in default_methods() and "lora" in default_methods()
-        expected = r'^method peft needs the peft package: pip install "cadbench\[peft\]"$'
-        with pytest.raises(CadbenchError, match=expected):
-            Cell("peft", "vit_b", 1)
-    finally:
-        resolve_method.cache_clear()
