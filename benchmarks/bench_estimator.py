@@ -13,17 +13,18 @@ import time
 
 from cadbench.estimator import estimate_cell
 from cadbench.harness.grid import expand_grid
-from cadbench.registry import available_methods
+from cadbench.method_spec import split_method_list
+from cadbench.registry import default_methods
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(sorted(available_methods())))
+    parser.add_argument("--methods", default=",".join(default_methods()), help="method specs, as --methods takes them")
     parser.add_argument("--backbones", default="vit_b,vit_l,vit_h")
     parser.add_argument("--batch-sizes", default="1,2,4,8")
     parser.add_argument("--precision", default="fp32")
     options = parser.parse_args()
-    cells = expand_grid(options.methods.split(","), options.backbones.split(","),
+    cells = expand_grid(split_method_list(options.methods), options.backbones.split(","),
                         [int(size) for size in options.batch_sizes.split(",")], options.precision.split(","))
     print(f"{'cell':34s} {'wall s':>7s} {'cpu s':>7s} {'peak GiB':>9s}")
     wall_start, cpu_start = time.perf_counter(), time.process_time()

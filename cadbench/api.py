@@ -20,8 +20,8 @@ from cadbench.harness.options import Device, Mode, RunOptions
 from cadbench.harness.progress import SweepProgress
 from cadbench.harness.results import ResultStore, rows_to_frame
 from cadbench.harness.runner import SweepOutcome, sweep
-from cadbench.registry import available_methods
-from cadbench.report.terminal import choose_baseline, comparison_table
+from cadbench.registry import default_methods, parse_method_spec, unavailable_methods
+from cadbench.report.terminal import choose_baseline, comparison_table, method_labels
 
 
 DERIVED_OPTIONS = {"checkpoints", "weights"}  # filled in from `checkpoint`, never passed by the caller
@@ -129,13 +129,14 @@ def run(
     from the GPU-free estimator and is marked `memory_source: estimated`; `device="cpu"` also times real CPU steps.
 
     Args:
-        methods: method names (default: every registered method).
+        methods: method specs, 'cad' or 'lora:rank=16' (default: every registered method that can run here; one
+            that cannot, e.g. peft without its package, is named on stderr and left out).
         backbones: backbone names (default: vit_b, vit_l, vit_h, plus the test-scale SAM when no GPU is used).
         batch_sizes: batch sizes of the grid.
         precisions: "fp32" and/or "bf16".
         checkpoint: an official SAM checkpoint for the one backbone, "backbone=path,...", or a dict of those.
         out: output folder (default: reports/<timestamp>/); an existing one is resumed.
-        baseline_method: memory ratios in the summary and report are against this method.
+        baseline_method: memory ratios in the summary and report are against this method spec.
         show_progress: show the progress bar over cells.
         print_summary: print the comparison table at the end.
         **options: any field of `cadbench.harness.options.RunOptions`, with its default when not given: steps,
@@ -146,7 +147,12 @@ def run(
     if unknown:
         raise TypeError(f"run() got unexpected keyword arguments: {', '.join(unknown)}")
     options = RunOptions(**options)  # validated here
-    methods = list(methods) if methods else sorted(available_methods())
+    if methods:
+        methods = list(methods)
+    else:
+        methods = default_methods()
+        for name, reason in unavailable_methods().items():
+            print(f"cadbench: note: method {name} is not in the grid: it {reason}", file=sys.stderr)
     if not backbones:
         # Without a GPU no full-size model can be fine-tuned in minutes: add the test-scale SAM, trained for real on
         # the CPU, so that the default run still reports measured throughput and quality (labelled as test scale).
@@ -154,7 +160,7 @@ def run(
         backbones = list(FULL_SIZE_BACKBONES) + (["test_scale"] if no_gpu else [])
     backbones = list(backbones)
     cells = expand_grid(methods, backbones, batch_sizes, precisions)
-    if baseline_method is not None and baseline_method not in methods:
+    if baseline_method is not None and parse_method_spec(baseline_method).text not in {c.method_spec for c in cells}:
         raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
     mode_of = mode_chooser(options.device, options.estimate_only)
     _check_estimable([cell for cell in cells if mode_of(cell) in ("estimate", "cpu")])  # cpu cells estimate memory
@@ -177,7 +183,8 @@ def run(
     frame = rows_to_frame(outcome.rows)
     frame.attrs.update(out_dir=str(store.out_dir), mode=mode, ran=outcome.ran, skipped=outcome.skipped)
     if print_summary:
-        _print_summary(frame, outcome, methods, baseline_method, mode, store)
+        _print_summary(frame, outcome, list(dict.fromkeys(cell.method_label for cell in cells)), baseline_method,
+                       mode, store)
     return frame
 
 
@@ -193,9 +200,9 @@ def _build_report(store: ResultStore, baseline_method: str | None) -> None:
              f"builds it again")
 
 
-def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, methods: list[str], baseline_method: str | None,
+def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, labels: list[str], baseline_method: str | None,
                    mode: str, store: ResultStore) -> None:
-    baseline = choose_baseline(methods, baseline_method)
+    baseline = choose_baseline(labels, baseline_method)
     source = ("measured on CUDA (max_memory_allocated)" if mode == "cuda" else
               "estimated (fake-tensor replay of the training step; no GPU used)")
     table = comparison_table(frame, baseline)
@@ -208,8 +215,8 @@ def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, methods: list[str
         print("test_scale: a tiny SAM (128 px, 4 blocks) made of Meta's classes, for CPU demos; its IoU/Dice come "
               "from a real short fine-tune and are not those of a real backbone.")
     quality = frame[frame["dice"].notna()]
-    for _, row in quality.iterrows():
-        print(f"quality {row['method']} · {get_backbone(row['backbone']).label} · batch {row['batch_size']}: "
+    for label, (_, row) in zip(method_labels(quality), quality.iterrows()):
+        print(f"quality {label} · {get_backbone(row['backbone']).label} · batch {row['batch_size']}: "
               f"IoU {row['iou']:.3f}, Dice {row['dice']:.3f} after {int(row['train_steps'])} steps "
               f"({row['quality_dataset']})")
     if set(frame["weights"].dropna()) == {RANDOM_WEIGHTS}:

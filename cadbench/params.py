@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass
 import torch
 
 from cadbench.backbones import build_sam
-from cadbench.registry import build_method
+from cadbench.registry import parse_method_spec
 
 
 @dataclass(frozen=True)
 class ParameterCount:
     method: str
+    method_options: str  # canonical, '' at the method's defaults (see cadbench.harness.grid.Cell)
     backbone: str
     test_scale: bool
     trainable_params: int
@@ -22,10 +23,12 @@ class ParameterCount:
         return asdict(self)
 
 
-def count_parameters(method_name: str, backbone: str) -> ParameterCount:
+def count_parameters(method_spec: str, backbone: str) -> ParameterCount:
+    """Counts of the method a spec names ('lora:rank=16'), options included, wrapped around `backbone`."""
+    spec = parse_method_spec(method_spec)
     built = build_sam(backbone, device="meta")
     with torch.device("meta"):
-        method = build_method(method_name, built.sam)
+        method = spec.build(built.sam)
     trainable = sum(parameter.numel() for parameter in method.trainable_parameters())
     total = sum(parameter.numel() for parameter in method.parameters())
-    return ParameterCount(method_name, backbone, built.spec.test_scale, trainable, total)
+    return ParameterCount(spec.name, spec.options_text, backbone, built.spec.test_scale, trainable, total)

@@ -16,6 +16,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch import nn
 
+from cadbench.methods.options import MethodOptions
 from cadbench.training.protocol import decode_masks, whole_image_boxes
 
 
@@ -24,16 +25,30 @@ class Method(nn.Module, ABC):
 
     The whole SAM is frozen here and its mask decoder unfrozen (it trains in every method of the shared protocol);
     subclasses add their own modules, which are trainable unless they say otherwise.
+
+    A method with options declares them as a frozen dataclass (see `cadbench.methods.options`) and sets `Options`;
+    it then receives the parsed, validated instance as `options` (also kept as `self.options`). A method without
+    options may keep the one-argument constructor `__init__(self, sam)`.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    Options: ClassVar[type[MethodOptions]] = MethodOptions  # no options unless a method declares some
     # Capabilities the harness reads to decide which levers apply (a method never implements a lever itself):
     encoder_under_no_grad: ClassVar[bool] = False  # the image encoder runs under torch.no_grad()
     backward_through_encoder: ClassVar[bool] = False  # gradients flow back through the image encoder's blocks
 
-    def __init__(self, sam: Sam) -> None:
+    @classmethod
+    def missing_requirement(cls) -> str | None:
+        """Why this method cannot run in this environment (e.g. an optional package is not installed), or None.
+
+        A method that returns a reason is left out of the default grid and refused, with that reason, when asked for.
+        """
+        return None
+
+    def __init__(self, sam: Sam, options: MethodOptions | None = None) -> None:
         super().__init__()
+        self.options = options if options is not None else self.Options()
         self.sam = sam
         sam.requires_grad_(False)
         sam.mask_decoder.requires_grad_(True)

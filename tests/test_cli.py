@@ -27,12 +27,27 @@ def sam_adapter_params(backbone: str) -> int:
     return handcrafted + embedding_tune + mlps + shared_up
 
 
+def lora_params(backbone: str, rank: int = 4) -> int:
+    """SAMed: per block, A (r x dim) and B (dim x r) for q and for v, no biases."""
+    return DEPTH[backbone] * 2 * 2 * rank * EMBED_DIM[backbone]
+
+
+def peft_lora_params(backbone: str, rank: int = 8) -> int:
+    """peft's LoRA (default r 8) on the whole fused qkv: per block, A (r x dim) and B (3 dim x r)."""
+    return DEPTH[backbone] * (rank * EMBED_DIM[backbone] + 3 * EMBED_DIM[backbone] * rank)
+
+
 # Parameters each method adds to SAM (all of them trainable), per backbone: every built-in method needs an entry.
 ADDED_PARAMS = {
     "decoder_only": lambda backbone: 0,
     "cad": lambda backbone: CAD_ADAPTER,
     "sam_adapter": sam_adapter_params,
+    "lora": lora_params,
+    "full": lambda backbone: 0,
+    "peft": peft_lora_params,
 }
+# SAM's own parameters a method trains besides the mask decoder (full fine-tuning: the whole image encoder).
+TRAINED_SAM_PARAMS = {"full": lambda backbone: ENCODER_PARAMS[backbone]}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +70,8 @@ def test_list_json_counts_full_size_models(listed, method):
     for backbone, encoder in ENCODER_PARAMS.items():
         sam_total = encoder + MASK_DECODER + PROMPT_ENCODER
         added = ADDED_PARAMS[method](backbone)
-        assert listed[method, backbone]["trainable_params"] == MASK_DECODER + added
+        trained = TRAINED_SAM_PARAMS.get(method, lambda backbone: 0)(backbone)
+        assert listed[method, backbone]["trainable_params"] == MASK_DECODER + trained + added
         assert listed[method, backbone]["total_params"] == sam_total + added
         assert not listed[method, backbone]["test_scale"]
 
@@ -101,5 +117,48 @@ def test_parsing_arguments_and_help_import_no_heavy_module():
     """`cadbench --help` and argument errors must not wait for torch, pandas or matplotlib to import."""
     probe = ("import sys; from cadbench.cli import build_parser; build_parser().parse_args(['run']); "
              "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'segment_anything') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_list_counts_a_method_with_its_options_and_shows_what_it_declares(capsys):
+    assert main(["list", "--json", "--methods", "lora:rank=16,lora", "--backbone", "vit_b"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["method"], row["method_options"]) for row in rows] == [("lora", "rank=16"), ("lora", "")]
+    assert rows[0]["trainable_params"] == MASK_DECODER + lora_params("vit_b", rank=16)
+    assert rows[1]["trainable_params"] == MASK_DECODER + lora_params("vit_b")
+    assert rows[0]["options"] == [{"name": "rank", "type": "int", "default": "4",
+                                   "help": "rank r of each q and v branch (SAMed's default: 4)"}]
+    assert main(["list", "--methods", "lora:rank=16,cad", "--backbone", "vit_b"]) == 0
+    table = capsys.readouterr().out
+    assert "rank: int, default 4" in table and "lora (rank 16)" in table
+
+
+@pytest.mark.parametrize("argv, culprit", [
+    (["list", "--methods", "lora:rnk=3"], "method lora: unknown option 'rnk'; valid: rank"),
+    (["list", "--methods", "lora:rank=x,cad"],
+     "method lora: option rank=x: expected an integer (rank: int, default 4)"),
+    (["list", "--methods", "cad:rank=4"], "method cad: unknown option 'rank'; it takes no options"),
+    (["list", "--methods", "rank=4,lora"], "method option 'rank=4' comes before any method name"),
+])
+def test_bad_method_options_give_one_line_naming_the_option_and_the_valid_ones(capsys, argv, culprit):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and culprit in captured.err
+
+
+def test_a_bad_option_stops_a_run_before_anything_runs_or_is_written(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["estimate", "--methods", "cad,lora:rank=0", "--backbone", "test_scale", "--no-progress",
+                 "--out", str(out)]) == 2
+    assert "method lora: option rank=0: must be a positive integer" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_parsing_method_specs_imports_no_heavy_module():
+    probe = ("import sys; from cadbench.cli import build_parser; "
+             "a = build_parser().parse_args(['run', '--methods', 'lora:rank=16,peft:type=lora,r=8,cad']); "
+             "assert a.methods == ['lora:rank=16', 'peft:type=lora,r=8', 'cad'], a.methods; "
+             "print(sorted(m for m in ('torch', 'pandas', 'peft', 'segment_anything') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

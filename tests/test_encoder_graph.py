@@ -1,4 +1,5 @@
-"""Where backward goes: through the whole encoder for SAM Adapter, nowhere near it for CAD and decoder-only."""
+"""Where backward goes: through the whole encoder for SAM Adapter, LoRA, peft and full fine-tuning, nowhere near it
+for CAD and decoder-only."""
 
 import contextlib
 
@@ -52,7 +53,9 @@ def test_encoder_saves_for_backward_exactly_when_backward_goes_through_it(traine
         assert encoder_state["saved"] == 0
 
 
-def test_gradient_reaches_first_block_input_exactly_when_backward_goes_through_the_encoder(trainee, batch):
+def test_gradient_reaches_the_first_block_output_exactly_when_backward_goes_through_the_encoder(trainee, batch):
+    """The first block's output (the second block's input): SAM Adapter and full fine-tuning train something before
+    block 0, LoRA-style adapters train layers inside it; either way backward runs through every block after it."""
     method = trainee.method
     captured = {}
 
@@ -61,13 +64,13 @@ def test_gradient_reaches_first_block_input_exactly_when_backward_goes_through_t
         if inputs[0].requires_grad:
             inputs[0].retain_grad()
 
-    method.sam.image_encoder.blocks[0].register_forward_pre_hook(keep_input)
+    method.sam.image_encoder.blocks[1].register_forward_pre_hook(keep_input)
     _loss(method, batch).backward()
-    first_input = captured["x"]
+    first_output = captured["x"]
     if method.backward_through_encoder:
-        assert first_input.grad is not None and first_input.grad.abs().sum() > 0
+        assert first_output.grad is not None and first_output.grad.abs().sum() > 0
     else:
-        assert not first_input.requires_grad
+        assert not first_output.requires_grad
     if method.name == "sam_adapter":
         generator = method.prompt_generator
         for parameter in (generator.embedding_tune.weight, generator.handcrafted_embed.weight,

@@ -7,7 +7,7 @@ import pytest
 from cadbench.cli import build_parser
 from cadbench.commands.arguments import run_options
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import Cell, cell_key
+from cadbench.harness.grid import Cell, cell_key, expand_grid
 from cadbench.harness.options import DEFAULTS, RunOptions
 from cadbench.harness.results import CONTRACT_COLUMNS, ResultStore, explain_nulls, new_row
 from cadbench.report.check import compare
@@ -84,3 +84,42 @@ def test_cli_defaults_are_the_run_options_defaults(capsys):
 def test_run_options_are_validated_once_where_they_are_made(options, message):
     with pytest.raises(CadbenchError, match=message):
         RunOptions(**options)
+
+
+def test_method_options_join_the_key_and_a_method_at_its_defaults_keeps_todays_key():
+    assert Cell("lora", "vit_b", 4).key == "lora/vit_b/4/fp32"
+    assert Cell("lora", "vit_b", 4, method_options="rank=4") == Cell("lora", "vit_b", 4)  # canonical: defaults drop
+    sixteen = Cell("lora", "vit_b", 4, method_options="rank=16")
+    assert sixteen.key == "lora:rank=16/vit_b/4/fp32" and sixteen.method_spec == "lora:rank=16"
+    assert sixteen.label == "lora (rank 16) · vit_b · batch 4 · fp32"
+    wide = WideCell("lora", "vit_b", 4, method_options="rank=16", lever="on")
+    assert wide.key == "lora:rank=16/vit_b/4/fp32/lever=on"
+    assert "method_options" in Cell.key_columns() and "method_options" not in Cell.positional_columns()
+
+
+def test_rows_record_options_in_their_own_column_and_older_rows_mean_the_defaults():
+    sixteen = Cell("lora", "vit_b", 4, method_options="rank=16")
+    row = new_row({**sixteen.as_dict(), "test_scale": False}, {})
+    assert row["method"] == "lora" and row["method_options"] == "rank=16"
+    assert cell_key(row) == sixteen.key and Cell.from_row(row) == sixteen
+    older = {"method": "lora", "backbone": "vit_b", "batch_size": 4, "precision": "fp32"}
+    assert cell_key(older) == "lora/vit_b/4/fp32" and Cell.from_row(older) == Cell("lora", "vit_b", 4)
+    assert cell_key({**older, "method_options": float("nan")}) == "lora/vit_b/4/fp32"  # an empty CSV cell
+
+
+def test_resume_and_check_tell_a_method_with_options_from_the_same_method_without(tmp_path):
+    plain, sixteen = Cell("lora", "vit_b", 4), Cell("lora", "vit_b", 4, method_options="rank=16")
+    store = ResultStore(tmp_path / "out")
+    store.open({}, {})
+    store.append(_row(plain, 10))
+    assert store.finished_keys() == {plain.key}  # resume: lora (rank 16) is still to be measured
+    baseline = {"path": "base", "rows": [_row(plain, 10), _row(sixteen, 20)]}
+    results = {"path": "new", "rows": [_row(plain, 10), _row(sixteen, 30)]}
+    assert [(f.key, f.problem) for f in compare(results, baseline, tolerance=0.05)] == [(sixteen.key, "grew")]
+
+
+def test_the_grid_takes_method_specs_and_gives_each_cell_once():
+    cells = expand_grid(["lora:rank=16", "lora", "lora:rank=4", "cad"], ["vit_b"], [1])
+    assert [cell.key for cell in cells] == ["lora:rank=16/vit_b/1/fp32", "lora/vit_b/1/fp32", "cad/vit_b/1/fp32"]
+    with pytest.raises(CadbenchError, match="method lora: unknown option 'rnk'; valid: rank"):
+        Cell("lora", "vit_b", 1, method_options="rnk=2")

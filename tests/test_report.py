@@ -12,6 +12,7 @@ from cadbench.cli import main
 from cadbench.errors import CadbenchError
 from cadbench.report import build_report
 from cadbench.harness.results import ResultStore, explain_nulls, new_row
+from cadbench.registry import default_methods
 
 ARTIFACTS = Path(os.environ.get("CADBENCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -83,8 +84,9 @@ def test_report_of_a_real_run_in_headless_chromium(tmp_path):
         assert errors == [] and failed_requests == []
         tables = page.locator("table.results")
         assert tables.count() == 1
-        assert page.locator("table.results tbody tr").count() == 3 * 2  # 3 methods x 2 batch sizes
-        assert page.locator("table.fit tbody tr").count() == 3
+        methods = len(default_methods())
+        assert page.locator("table.results tbody tr").count() == methods * 2  # every method x 2 batch sizes
+        assert page.locator("table.fit tbody tr").count() == methods
         assert page.locator("figure svg").count() >= 3
         for index in range(page.locator("img").count()):  # any <img> must have decoded
             assert page.locator("img").nth(index).evaluate("i => i.complete && i.naturalWidth > 0")
@@ -132,3 +134,17 @@ def test_a_damaged_side_file_does_not_stop_the_report(tmp_path, capsys):
     assert main(["report", str(folder)]) == 0
     err = capsys.readouterr().err
     assert "timelines.json" in err and err.count("\n") == 1
+
+
+def test_a_method_with_options_is_labelled_with_them_and_ratios_use_the_baseline_spec(tmp_path):
+    store = ResultStore(tmp_path / "run")
+    store.open({"mode": "estimate"}, {"torch_version": "test"})
+    for method, options, peak in (("sam_adapter", "", 4), ("lora", "", 2), ("lora", "rank=16", 3)):
+        row = new_row({"method": method, "method_options": options, "backbone": "vit_b", "test_scale": False,
+                       "batch_size": 1, "precision": "fp32"}, {"torch_version": "test"})
+        row.update(status="ok", peak_memory_bytes=peak * GB, memory_source="estimated", weights="random")
+        store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    html = build_report([tmp_path / "run"]).read_text()
+    assert "lora (rank 16) needs 0.75×" in html and "lora needs 0.50×" in html  # the headline, against sam_adapter
+    against_lora16 = build_report([tmp_path / "run"], tmp_path / "other.html", baseline_method="lora:rank=16")
+    assert "× lora (rank 16)" in against_lora16.read_text()

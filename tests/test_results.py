@@ -280,3 +280,11 @@ def test_one_reader_refuses_another_schema_version(tmp_path):
     store.json.write_text(json.dumps({**document, "schema_version": 2}))
     with pytest.raises(CadbenchError, match="schema version 2; this cadbench reads version 1"):
         load_results(tmp_path / "out")
+
+
+def test_comparison_table_gives_a_method_with_options_its_own_labelled_column():
+    rows = pd.DataFrame([_row("sam_adapter", peak=40 * 10**9), _row("lora", peak=20 * 10**9),
+                         {**_row("lora", peak=30 * 10**9), "method_options": "rank=16"}])
+    line = comparison_table(rows, "sam_adapter").iloc[0]
+    assert line["lora"] == "20.00 GB (0.50×)" and line["lora (rank 16)"] == "30.00 GB (0.75×)"
+    assert comparison_table(rows, "lora (rank 16)").iloc[0]["lora"] == "20.00 GB (0.67×)"

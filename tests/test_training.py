@@ -1,5 +1,7 @@
 """Every method trains for real at test scale, touching exactly its trainable parameters."""
 
+import re
+
 import torch
 
 from cadbench.training.step import training_step
@@ -34,15 +36,38 @@ def test_only_declared_trainable_parameters_change(trainee, batch):
     assert changed == trainable - untouched
 
 
-def test_trainable_set_is_decoder_plus_adapter(trainee):
-    names = {name for name, p in trainee.method.named_parameters() if p.requires_grad}
-    expected_prefix = {"decoder_only": (), "sam_adapter": ("prompt_generator.",), "cad": ("adapter.",)}
-    prefixes = ("sam.mask_decoder.",) + expected_prefix[trainee.method.name]
-    assert all(name.startswith(prefixes) for name in names)
-    for prefix in prefixes:
-        assert any(name.startswith(prefix) for name in names), prefix
-    assert not any(p.requires_grad for p in trainee.method.sam.image_encoder.parameters())
-    assert not any(p.requires_grad for p in trainee.method.sam.prompt_encoder.parameters())
+# What each built-in method trains besides the mask decoder, as parameter-name patterns (every method needs one).
+TRAINED_BESIDES_DECODER = {
+    "decoder_only": (),
+    "sam_adapter": (r"prompt_generator\.",),
+    "cad": (r"adapter\.",),
+    "lora": (r"sam\.image_encoder\.blocks\.\d+\.attn\.qkv\.linear_[ab]_[qv]\.weight$",),
+    "full": (r"sam\.image_encoder\.",),
+    "peft": (r"sam\.image_encoder\.blocks\.\d+\.attn\.qkv\.lora_[AB]\.default\.weight$",),
+}
+
+
+def test_trainable_set_is_decoder_plus_what_the_method_adds(trainee):
+    method = trainee.method
+    patterns = (r"sam\.mask_decoder\.",) + TRAINED_BESIDES_DECODER[method.name]
+    names = {name for name, p in method.named_parameters() if p.requires_grad}
+    assert all(any(re.match(pattern, name) for pattern in patterns) for name in names)
+    for pattern in patterns:
+        assert any(re.match(pattern, name) for name in names), pattern
+    assert not any(p.requires_grad for p in method.sam.prompt_encoder.parameters())  # frozen in every method
+    encoder_trains = any(p.requires_grad for p in method.sam.image_encoder.parameters())
+    assert encoder_trains == (method.name in ("lora", "full", "peft"))  # their layers live in the encoder
+
+
+def test_gradients_reach_exactly_the_declared_trainable_parameters(trainee, batch):
+    """After one backward, the parameters holding a gradient are exactly `trainable_parameters()` (less SAM's
+    IoU head, which the shared loss does not use); no frozen parameter gets one."""
+    method = trainee.method
+    training_step(method, trainee.optimizer, batch)
+    with_gradient = {name for name, p in method.named_parameters() if p.grad is not None}
+    declared = {id(p) for p in method.trainable_parameters()}
+    declared_names = {name for name, p in method.named_parameters() if id(p) in declared}
+    assert with_gradient == {name for name in declared_names if not name.startswith(NO_GRADIENT_PREFIX)}
 
 
 def test_bf16_autocast_step_runs(trainee, batch):

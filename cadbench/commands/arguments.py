@@ -52,9 +52,19 @@ def memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"memory sizes look like 24GB, 80GiB or 512MiB, got {text!r}") from None
 
 
+def method_list(text: str) -> list[str]:
+    """'lora:rank=16,lora,cad' -> ['lora:rank=16', 'lora', 'cad'] (the rule: cadbench.method_spec)."""
+    from cadbench.method_spec import split_method_list
+
+    return split_method_list(text)
+
+
 def add_cell_selection(parser: argparse.ArgumentParser) -> None:
     """--methods and --backbone: which methods and backbones (default: all methods, the full-size backbones)."""
-    parser.add_argument("--methods", type=comma_list, help="comma-separated methods (default: all)")
+    parser.add_argument("--methods", type=method_list,
+                        help="comma-separated method specs, NAME or NAME:OPTION=VALUE,... e.g. lora:rank=16,lora,cad "
+                             "(an item with = but no : is one more option of the method before it; list values join "
+                             "their items with +; `cadbench list` shows each method's options) (default: all)")
     parser.add_argument("--backbone", "--backbones", dest="backbone", type=comma_list,
                         help="comma-separated backbones (default: vit_b,vit_l,vit_h; also test_scale)")
 
@@ -68,7 +78,8 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--seed", type=int)
     parser.add_argument("--checkpoint", help="official SAM .pth for the one backbone, or BACKBONE=PATH,...")
     parser.add_argument("--out", help="output folder (default: reports/<timestamp>/); rerun with it to resume")
-    parser.add_argument("--baseline-method", help="memory ratios relative to this method (default: sam_adapter)")
+    parser.add_argument("--baseline-method",
+                        help="memory ratios relative to this method spec, e.g. lora:rank=16 (default: sam_adapter)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -93,4 +104,4 @@ def run_options(args: argparse.Namespace) -> dict:
 
 
 __all__ = ["add_cell_selection", "add_grid_arguments", "add_option", "add_precision", "comma_list", "int_list",
-           "memory_size", "run_options"]
+           "memory_size", "method_list", "run_options"]

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from cadbench.commands.listing import resolve_backbones, resolve_methods
     from cadbench.estimator import DEFAULT_CUDA_CONTEXT_BYTES, fit_table
     from cadbench.harness.grid import expand_grid
+    from cadbench.report.terminal import method_labels
 
     try:
         capacities = [memory_size(item) for item in comma_list(args.gpu_memory)]
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     capacity_names = dict(zip(capacities, comma_list(args.gpu_memory)))
     table = pd.DataFrame(rows)
+    table["method"] = method_labels(table)  # 'lora (rank 16)' beside 'lora'
     table["GPU"] = table["capacity_bytes"].map(capacity_names)
     table["largest batch"] = table["largest_batch"].map(
         lambda b: "none" if b == 0 else f"{b}+" if b >= args.max_batch else str(b))

@@ -1,27 +1,29 @@
-"""`cadbench list`: methods and backbones with trainable and total parameter counts (meta device)."""
+"""`cadbench list`: methods (with their options) and backbones, with trainable and total parameter counts (meta
+device)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from cadbench.commands.arguments import add_cell_selection
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("list", help="methods and backbones with trainable/total parameter counts")
+    parser = commands.add_parser("list", help="methods (with their options) and backbones with trainable/total "
+                                              "parameter counts")
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects instead of tables")
     add_cell_selection(parser)
     parser.set_defaults(handler=run)
 
 
-def resolve_methods(names: list[str] | None) -> list[str]:
-    from cadbench.registry import available_methods, get_method
+def resolve_methods(specs: list[str] | None) -> list[str]:
+    """The canonical text of each method spec, checked ('lora:rank=4' -> 'lora'); by default every method that can
+    run here."""
+    from cadbench.registry import default_methods, parse_method_spec
 
-    names = names or sorted(available_methods())
-    for name in names:
-        get_method(name)
-    return names
+    return list(dict.fromkeys(parse_method_spec(spec).text for spec in specs or default_methods()))
 
 
 def resolve_backbones(names: list[str] | None) -> list[str]:
@@ -37,24 +39,38 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cadbench.backbones import BACKBONES
+    from cadbench.method_spec import method_label
     from cadbench.params import count_parameters
-    from cadbench.registry import get_method
+    from cadbench.registry import parse_method_spec, unavailable_methods
 
-    methods = resolve_methods(args.methods)
+    specs = resolve_methods(args.methods)
     backbones = resolve_backbones(args.backbone)
-    counts = [count_parameters(method, backbone) for backbone in backbones for method in methods]
+    left_out = {} if args.methods else unavailable_methods()
+    for name, reason in left_out.items():
+        print(f"cadbench: note: method {name} is not listed: it {reason}", file=sys.stderr)
+    counts = [count_parameters(spec, backbone) for backbone in backbones for spec in specs]
     if args.json:
-        print(json.dumps([count.as_dict() for count in counts], indent=2))
+        declared = {spec: [info.as_dict() for info in parse_method_spec(spec).method.Options.declared()]
+                    for spec in specs}
+        print(json.dumps([{**count.as_dict(), "options": declared[spec]}
+                          for count, spec in zip(counts, [s for _ in backbones for s in specs])], indent=2))
         return 0
-    print("Methods:")
-    for name in methods:
-        print(f"  {name:<14} {get_method(name).summary}")
+    print("Methods (options: NAME:OPTION=VALUE,...):")
+    for name in dict.fromkeys(parse_method_spec(spec).name for spec in specs):
+        method = parse_method_spec(name).method
+        print(f"  {name:<14} {method.summary}")
+        for info in method.Options.declared():
+            print(f"  {'':<16}{info.name}: {info.type}, default {info.default} — {info.help}")
+        if method.Options.more_help:
+            print(f"  {'':<16}{method.Options.more_help}")
     print("\nBackbones:")
     for name in backbones:
         spec = BACKBONES[name]
         print(f"  {spec.label:<22} embed {spec.embed_dim}, depth {spec.depth}, heads {spec.num_heads}, "
               f"global attention in blocks {', '.join(map(str, spec.global_attn_indexes))}, input {spec.image_size} px")
     table = pd.DataFrame([count.as_dict() for count in counts])
+    table.insert(0, "method", [method_label(name, options)
+                               for name, options in zip(table.pop("method"), table.pop("method_options"))])
     table["backbone"] = [BACKBONES[name].label for name in table["backbone"]]
     table["trainable_%"] = (100 * table["trainable_params"] / table["total_params"]).round(2)
     print("\nParameters (counted on the meta device, nothing allocated):")

@@ -64,7 +64,7 @@ def one_line(exc: BaseException) -> str:
 def _fill_parameter_counts(row: dict, cell: Cell) -> None:
     from cadbench.params import count_parameters
 
-    counts = count_parameters(cell.method, cell.backbone)
+    counts = count_parameters(cell.method_spec, cell.backbone)
     row["trainable_params"], row["total_params"] = counts.trainable_params, counts.total_params
 
 
@@ -126,7 +126,7 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
     train = load_dataset(options.dataset, "train", image_size=image_size, layout=options.layout, seed=options.seed)
     test = load_dataset(options.dataset, "test", image_size=image_size, layout=options.layout, seed=options.seed)
     torch.manual_seed(options.seed)
-    trainee = prepare(cell.method, cell.backbone, checkpoint=options.checkpoints.get(cell.backbone), device=device)
+    trainee = prepare(cell.method_spec, cell.backbone, checkpoint=options.checkpoints.get(cell.backbone), device=device)
     losses = fine_tune(trainee.method, trainee.optimizer, train, options.train_steps, cell.batch_size,
                        cell.precision, seed=options.seed)
     scores = evaluate(trainee.method, test, batch_size=cell.batch_size)

@@ -12,7 +12,8 @@ import pandas as pd  # noqa: E402
 
 GB = 1e9
 GPU_CAPACITIES_GB = (24, 40, 48, 80)
-METHOD_COLORS = {"decoder_only": "#7f7f7f", "cad": "#2a9d8f", "sam_adapter": "#e76f51"}
+METHOD_COLORS = {"decoder_only": "#7f7f7f", "cad": "#2a9d8f", "sam_adapter": "#e76f51", "lora": "#457b9d",
+                 "full": "#1d1d1d", "peft": "#9b5de5"}
 BREAKDOWN = (("breakdown_parameters_bytes", "parameters", "#264653"),
              ("breakdown_gradients_bytes", "gradients", "#e9c46a"),
              ("breakdown_optimizer_states_bytes", "optimizer states", "#f4a261"),

@@ -16,7 +16,7 @@ from cadbench.report import charts
 from cadbench.report.reference import DEFAULT_REFERENCE_ROOT, Reference, choose_references, load_references
 from cadbench.harness.files import warn
 from cadbench.harness.results import load_results, write_atomically
-from cadbench.report.terminal import choose_baseline
+from cadbench.report.terminal import choose_baseline, method_labels
 
 GB = 1e9
 ENVIRONMENT_KEYS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "torchvision_version",
@@ -137,6 +137,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
     rows["cell"] = [Cell.key_of(row) for _, row in rows.iterrows()]
     # the same cell in several folders: the folder named last wins
     rows = rows.drop_duplicates(subset="cell", keep="last")
+    rows["method"] = method_labels(rows)  # shown as 'lora (rank 16)': a method with options is a method of its own
     if rows.empty:
         raise CadbenchError(f"{', '.join(map(str, folders))}: the results hold no rows")
     methods = list(dict.fromkeys(rows["method"]))

@@ -1,28 +1,55 @@
-"""The comparison table printed at the end of a sweep: methods side by side, memory as a ratio of a baseline."""
+"""The comparison table printed at the end of a sweep: methods side by side, memory as a ratio of a baseline.
+
+Methods are shown by their labels: a method with options is its own column, 'lora (rank 16)' beside 'lora'.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from cadbench.errors import CadbenchError
 from cadbench.harness.grid import Cell
+from cadbench.method_spec import method_label, split_method_spec
 
 GB = 10**9  # decimal gigabytes, as GPU capacities and the report state them
 SHORT_NAMES = {"batch_size": "batch"}
+METHOD_COLUMNS = ("method", "method_options")  # what a method label is made of (see Cell.method_label)
+DEFAULT_BASELINE = "sam_adapter"
 
 
-def choose_baseline(methods: list[str], requested: str | None) -> str | None:
+def method_labels(rows: pd.DataFrame) -> list[str]:
+    """Each row's method label: 'lora (rank 16)', or the bare name at the method's defaults (and in rows written
+    before methods had options)."""
+    options = rows["method_options"] if "method_options" in rows else [""] * len(rows)
+    return [method_label(name, option if isinstance(option, str) else "")
+            for name, option in zip(rows["method"], options)]
+
+
+def baseline_label(spec: str) -> str:
+    """The label of the method spec a user names as baseline, canonical where the method is installed."""
+    from cadbench.registry import parse_method_spec
+
+    try:
+        return parse_method_spec(spec).label
+    except CadbenchError:  # a result file read where its method is not installed: take the text as written
+        return method_label(*split_method_spec(spec))
+
+
+def choose_baseline(labels: list[str], requested: str | None) -> str | None:
+    """The baseline's label: the requested method spec's, else sam_adapter's when it was measured."""
     if requested:
-        return requested
-    return "sam_adapter" if "sam_adapter" in methods else None
+        return baseline_label(requested)
+    return DEFAULT_BASELINE if DEFAULT_BASELINE in labels else None
 
 
 def comparison_table(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """One line per cell identity without the method (backbone x batch size x precision x ...), one column per
-    method: 'peak GB (ratio×)' or OOM/error."""
+    method label: 'peak GB (ratio×)' or OOM/error. `baseline` is a method label."""
     if rows.empty:
         return pd.DataFrame()
+    rows = rows.assign(method=method_labels(rows))
     methods = list(dict.fromkeys(rows["method"]))
-    identity = [column for column in Cell.key_columns() if column != "method" and column in rows]
+    identity = [column for column in Cell.key_columns() if column not in METHOD_COLUMNS and column in rows]
     lines = []
     for values, group in rows.groupby(identity, sort=False, dropna=False):
         by_method = {row["method"]: row for _, row in group.iterrows()}

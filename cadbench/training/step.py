@@ -92,11 +92,12 @@ class Trainee:
         return self.built.spec.image_size
 
 
-def prepare(method_name: str, backbone: str, checkpoint: str | None = None, device: str | torch.device = "cpu") -> Trainee:
-    """Build the backbone, wrap it with the method, and make the optimizer over the method's trainable parameters."""
+def prepare(method_spec: str, backbone: str, checkpoint: str | None = None, device: str | torch.device = "cpu") -> Trainee:
+    """Build the backbone, wrap it with the method ('cad', 'lora:rank=16'), and make the optimizer over the method's
+    trainable parameters."""
     built = build_sam(backbone, checkpoint=checkpoint, device=device)
     with torch.device(device):
-        method = build_method(method_name, built.sam)
+        method = build_method(method_spec, built.sam)
     method.train()
     return Trainee(method, build_optimizer(method.trainable_parameters()), built)
 
@@ -126,6 +127,6 @@ def make_training_setup(
 ) -> TrainingSetup:
     """The cell's model, optimizer and a random batch of `cell.batch_size` images, all on `device`."""
     torch.manual_seed(seed)
-    trainee = prepare(cell.method, cell.backbone, checkpoint=checkpoint, device=device)
+    trainee = prepare(cell.method_spec, cell.backbone, checkpoint=checkpoint, device=device)
     batch = random_batch(trainee.image_size, cell.batch_size, seed=seed, device=device)
     return TrainingSetup(trainee, batch, cell.precision)
