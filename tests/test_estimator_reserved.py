@@ -1,0 +1,85 @@
+"""Reserved memory and the OOM line: the simulated caching allocator over a step's whole allocation history."""
+
+import pytest
+
+from cadbench.estimator import AllocatorConfig, estimate_cell, estimate_setup
+from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
+from cadbench.estimator.estimate import allocation_trace
+from cadbench.estimator.replay import Replay
+from cadbench.estimator.reserved import _OomSearch, resolution, simulate
+from cadbench.harness.grid import Cell
+from cadbench.training.step import make_training_setup
+
+MiB = 1 << 20
+
+
+def _trace(method: str = "cad", batch_size: int = 2):
+    replay = Replay(lambda: make_training_setup(Cell(method, "test_scale", batch_size)))
+    replay.warm_up(1)
+    return allocation_trace(replay, replay.measure(1))
+
+
+@pytest.mark.parametrize("alloc_conf", ["", "expandable_segments:True", "max_split_size_mb:20",
+                                        "roundup_power2_divisions:4"])
+def test_the_oom_line_completes_and_one_search_step_below_it_fails(alloc_conf):
+    config = AllocatorConfig.parse(alloc_conf)
+    trace = _trace()
+    search = _OomSearch(trace, config)
+    line = search.line()
+    step = resolution(search.unlimited.reserved_bytes, config)
+    assert search.completes(line)
+    assert not search.completes(line - step)
+    assert search.unlimited.peak_allocated_bytes <= line <= search.unlimited.reserved_bytes
+
+
+def test_going_on_from_a_snapshot_equals_running_the_whole_trace_with_the_budget():
+    """The search runs each budget from the last snapshot before the first request that budget refuses."""
+    from cadbench.estimator.caching_allocator import CachingAllocator, OutOfMemory
+
+    trace = _trace("sam_adapter")
+    search = _OomSearch(trace, AllocatorConfig())
+    for budget in range(search.unlimited.reserved_bytes - 64 * MiB, search.unlimited.reserved_bytes + 1, 2 * MiB):
+        allocator = CachingAllocator(AllocatorConfig(), budget)
+        try:
+            for ident, nbytes, stream in trace.events:
+                allocator.malloc(ident, nbytes, stream) if nbytes else allocator.free(ident)
+            whole = True
+        except OutOfMemory:
+            whole = False
+        assert search.completes(budget) == whole
+
+
+@pytest.mark.parametrize("method", ["decoder_only", "sam_adapter", "cad"])
+def test_on_default_grid_cells_reserved_exceeds_allocated_and_the_oom_line_lies_between(method):
+    """The brief's invariant on a cheap part of the default grid (vit_b at batch sizes 1 and 2; the whole grid is in
+    benchmarks/allocator_report.py)."""
+    for batch_size in (1, 2):
+        estimate = estimate_cell(Cell(method, "vit_b", batch_size), alloc_conf=AllocatorConfig())
+        assert estimate.reserved_bytes >= estimate.peak_bytes
+        assert estimate.peak_bytes <= estimate.allocator_budget_bytes <= estimate.reserved_bytes
+        assert estimate.oom_capacity_bytes() == estimate.allocator_budget_bytes + DEFAULT_CUDA_CONTEXT_BYTES
+        assert 1.0 <= estimate.fragmentation_ratio < 1.5
+
+
+def test_reserved_memory_and_the_oom_line_reach_the_row():
+    estimate = estimate_cell(Cell("cad", "test_scale", 2), alloc_conf=AllocatorConfig.parse("expandable_segments:True"))
+    row = estimate.as_row_fields()
+    assert row["reserved_memory_bytes"] == estimate.reserved_bytes > row["peak_memory_bytes"]
+    assert row["oom_capacity_bytes"] == estimate.allocator_budget_bytes + DEFAULT_CUDA_CONTEXT_BYTES
+    assert row["fragmentation_ratio"] == estimate.reserved_bytes / estimate.peak_bytes
+    assert row["alloc_conf"] == "expandable_segments:True"
+    assert any("not a measurement" in note and "cadbench validate" in note for note in estimate.notes)
+
+
+def test_settings_the_simulation_does_not_model_give_no_figure_rather_than_a_wrong_one():
+    config = AllocatorConfig.parse("backend:cudaMallocAsync")
+    estimate = estimate_setup(lambda: make_training_setup(Cell("cad", "test_scale", 1)), alloc_conf=config)
+    assert estimate.reserved_bytes is None and estimate.oom_capacity_bytes() is None
+    assert estimate.fragmentation_ratio is None and estimate.peak_bytes > 0
+
+
+def test_no_budget_is_tried_when_reserved_is_the_allocated_peak_rounded_to_the_allocator_granularity():
+    """At test scale the cached segments hold nothing more than 2 MiB rounding: the peak reserved is the line."""
+    result = simulate(_trace(), AllocatorConfig())
+    assert result.segments > 0 and result.probes == 0
+    assert result.oom_budget_bytes == result.reserved_bytes == -(-result.allocated_bytes // (2 * MiB)) * 2 * MiB
