@@ -1,5 +1,8 @@
 """Reserved memory and the OOM line: the simulated caching allocator over a step's whole allocation history."""
 
+import json
+
+import pandas as pd
 import pytest
 
 from cadbench.estimator import AllocatorConfig, estimate_cell, estimate_setup
@@ -83,3 +86,23 @@ def test_no_budget_is_tried_when_reserved_is_the_allocated_peak_rounded_to_the_a
     result = simulate(_trace(), AllocatorConfig())
     assert result.segments > 0 and result.probes == 0
     assert result.oom_budget_bytes == result.reserved_bytes == -(-result.allocated_bytes // (2 * MiB)) * 2 * MiB
+
+
+def test_estimated_rows_carry_reserved_memory_the_oom_line_and_the_settings(tmp_path):
+    import cadbench
+
+    frame = cadbench.run(methods=["cad"], backbones=["test_scale"], batch_sizes=[1], estimate_only=True,
+                         out=tmp_path / "out", show_progress=False, print_summary=False,
+                         alloc_conf="expandable_segments:True")
+    row = frame.iloc[0]
+    estimate = estimate_cell(Cell("cad", "test_scale", 1), alloc_conf=AllocatorConfig.parse("expandable_segments:True"))
+    assert row["alloc_conf"] == "expandable_segments:True" and row["memory_source"] == "estimated"
+    assert row["reserved_memory_bytes"] == estimate.reserved_bytes >= row["peak_memory_bytes"]
+    assert row["oom_capacity_bytes"] == estimate.oom_capacity_bytes()
+    assert row["fragmentation_ratio"] == pytest.approx(estimate.fragmentation_ratio)
+    unmodelled = cadbench.run(methods=["cad"], backbones=["test_scale"], batch_sizes=[1], estimate_only=True,
+                              out=tmp_path / "other", show_progress=False, print_summary=False,
+                              alloc_conf="garbage_collection_threshold:0.5").iloc[0]
+    reasons = json.loads(unmodelled["null_reasons"])
+    assert unmodelled["status"] == "ok" and pd.isna(unmodelled["reserved_memory_bytes"])
+    assert "garbage_collection_threshold is not simulated" in reasons["oom_capacity_bytes"]

@@ -84,3 +84,18 @@ def test_cli_defaults_are_the_run_options_defaults(capsys):
 def test_run_options_are_validated_once_where_they_are_made(options, message):
     with pytest.raises(CadbenchError, match=message):
         RunOptions(**options)
+
+
+def test_allocator_settings_come_from_the_flag_or_the_environment_and_are_kept_validated(monkeypatch):
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", " expandable_segments: True")
+    assert RunOptions().alloc_conf == "expandable_segments:True"  # read when the options are made
+    assert RunOptions(alloc_conf="").alloc_conf == ""  # given: PyTorch's defaults, whatever the environment says
+    assert RunOptions(alloc_conf="max_split_size_mb:64").resume_config()["alloc_conf"] == "max_split_size_mb:64"
+    assert "alloc_conf" not in RunOptions(alloc_conf="").resume_config()  # older result folders still resume
+    with pytest.raises(CadbenchError, match="^--alloc-conf: allocator setting max_split_size_mb: must be at least 20"):
+        RunOptions(alloc_conf="max_split_size_mb:8")
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:yes")
+    with pytest.raises(CadbenchError, match="^PYTORCH_CUDA_ALLOC_CONF: allocator setting expandable_segments"):
+        RunOptions()
+    assert build_parser().parse_args(["estimate"])  # a bad environment does not break parsing or --help
