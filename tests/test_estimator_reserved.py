@@ -55,7 +55,7 @@ def test_going_on_from_a_snapshot_equals_running_the_whole_trace_with_the_budget
 @pytest.mark.parametrize("method", ["decoder_only", "sam_adapter", "cad"])
 def test_on_default_grid_cells_reserved_exceeds_allocated_and_the_oom_line_lies_between(method):
     """The brief's invariant on a cheap part of the default grid (vit_b at batch sizes 1 and 2; the whole grid is in
-    benchmarks/allocator_report.py)."""
+    benchmarks/bench_estimator.py prints it)."""
     for batch_size in (1, 2):
         estimate = estimate_cell(Cell(method, "vit_b", batch_size), alloc_conf=AllocatorConfig())
         assert estimate.reserved_bytes >= estimate.peak_bytes
