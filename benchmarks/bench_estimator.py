@@ -64,7 +64,8 @@ def main() -> None:
         wall, cpu, simulated = time.perf_counter(), time.process_time(), simulation.seconds
         result = estimate_cell(cell, alloc_conf=config)
         print(f"{cell.key:34s} {time.perf_counter() - wall:7.2f} {time.process_time() - cpu:7.2f} "
-              f"{simulation.seconds - simulated:6.2f} {result.peak_bytes / GIB:9.2f} {result.reserved_bytes / GIB:9.2f} "
+              f"{simulation.seconds - simulated:6.2f} {result.peak_bytes / GIB:9.2f} "
+              f"{result.reserved_bytes / GIB:9.2f} "
               f"{result.fragmentation_ratio:6.3f} {result.oom_capacity_bytes() / GIB:8.2f} "
               f"{result.allocator.probes:5d}", flush=True)
         if not (result.reserved_bytes >= result.peak_bytes

@@ -1,4 +1,4 @@
-"""The allocation history given to the caching-allocator simulation: complete, and a GPU run's at the cell's batch size."""
+"""The allocation history given to the caching-allocator simulation: complete, and a GPU run's at the batch size."""
 
 import pytest
 

@@ -98,5 +98,6 @@ def run_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in RunOptions.field_names() if hasattr(args, name)}
 
 
-__all__ = ["add_alloc_conf", "add_cell_selection", "add_grid_arguments", "add_option", "add_precision", "comma_list", "int_list",
+__all__ = ["add_alloc_conf", "add_cell_selection", "add_grid_arguments", "add_option", "add_precision", "comma_list",
+           "int_list",
            "memory_size", "run_options"]

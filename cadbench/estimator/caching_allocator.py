@@ -36,13 +36,14 @@ function:
   the large segment size in the large pool) are mapped on demand at the lowest address that fits, merged with the
   free block before them; releasing unmaps every whole free page.
 
-Not modelled, and why it does not matter for a single-stream training step: CUDA graph private pools, streams other
-than the allocating one (`recordStream`, events), the free-memory callbacks, the garbage collector (it needs a
-per-process memory fraction, which `alloc_conf` refuses to simulate), IPC. Addresses are a model: new segments get
-increasing addresses, which only decides ties between equal-size cached blocks; the virtual address space of an
-expandable segment (1.125 x the card's memory) is treated as unbounded. The driver is modelled as handing out any
-amount up to `budget_bytes` (the card's memory minus what lies outside the allocator, such as the CUDA context) in
-whole segments or pages; a real driver may refuse a little earlier (its own fragmentation and reservations).
+Not modelled, as a single-stream training step does not use them: CUDA graph private pools, streams other than the
+allocating one (`recordStream`, events), the free-memory callbacks, IPC; nor the garbage collector and the
+per-process memory fraction (`alloc_conf` marks those settings as not simulated, and no figure is given under them).
+Addresses are a model: new segments get increasing addresses, which only decides ties between equal-size cached
+blocks; the virtual address space of an expandable segment (1.125 x the card's memory) is treated as unbounded.
+The driver is modelled as handing out any amount up to `budget_bytes` (the card's memory minus what lies outside
+the allocator, such as the CUDA context) in whole segments or pages; a real driver may refuse a little earlier (its
+own fragmentation and reservations).
 """
 
 from __future__ import annotations

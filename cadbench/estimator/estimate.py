@@ -14,8 +14,10 @@ measurement: `cadbench validate` on a GPU is how they are checked.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from cadbench.estimator import cuda_runtime
 from cadbench.estimator.alloc_conf import AllocatorConfig
@@ -148,8 +150,22 @@ def allocation_trace(replay: Replay, record: StepRecord,
     allocation_trace.build_trace); `workspace_requests` default to the two cuBLAS workspaces of a training step."""
     if workspace_requests is None:
         workspace_requests = cuda_runtime.training_step_workspace_requests()
-    return build_trace(replay.setup_events, replay.setup_batch, replay.batch_events, replay.optimizer_states,
-                       record.step_trace, workspace_requests)
+    with _collector_paused():
+        return build_trace(replay.setup_events, replay.setup_batch, replay.batch_events, replay.optimizer_states,
+                           record.step_trace, workspace_requests)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection while the trace is built and simulated: they make many small objects but no cycles,
+    and each full collection would walk every object of the replays kept in this process."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def summarize(record: StepRecord, workspace_bytes: int | None = None, trace: AllocationTrace | None = None,
@@ -159,7 +175,10 @@ def summarize(record: StepRecord, workspace_bytes: int | None = None, trace: All
     if workspace_bytes is None:
         workspace_bytes = cuda_runtime.training_step_workspace_bytes()
     config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
-    allocator = simulate(trace, config) if trace is not None and config.simulated else None
+    allocator = None
+    if trace is not None and config.simulated:
+        with _collector_paused():
+            allocator = simulate(trace, config)
     parts = {"parameters": 0, "gradients": 0, "optimizer_states": 0, "activations": 0, "temporaries": 0}
     by_module: dict[str, int] = {}
     for block in record.live_at_peak:
