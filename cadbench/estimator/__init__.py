@@ -4,6 +4,7 @@
     estimate_cell(cell, alloc_conf=None) -> MemoryEstimate     a grid cell (cadbench.harness.grid.Cell), reusing work
     largest_fitting_batch(cell, capacity_bytes, ...) -> int; fit_table(cells, capacities, ...)  does it fit a GPU?
     AllocatorConfig.parse(text)                                caching-allocator settings (PYTORCH_CUDA_ALLOC_CONF)
+    cell_allocation_trace(cell) -> AllocationTrace; simulate(trace, config) -> AllocatorEstimate   the simulation alone
 
 A `MemoryEstimate` holds the estimated `max_memory_allocated` (`peak_bytes`, with its breakdown), and, from a
 simulation of PyTorch's CUDA caching allocator over the run's allocation trace, the estimated `max_memory_reserved`
@@ -19,7 +20,8 @@ _EXPORTS = {
     "fit_table": "fit", "largest_fitting_batch": "fit", "Breakdown": "estimate", "MemoryEstimate": "estimate",
     "estimate_setup": "estimate", "MemoryTracker": "tracker", "clear_cache": "cells", "estimate_cell": "cells",
     "AllocatorConfig": "alloc_conf", "AllocatorEstimate": "reserved", "AllocationTrace": "allocation_trace",
-    "CachingAllocator": "caching_allocator", "OutOfMemory": "caching_allocator",
+    "CachingAllocator": "caching_allocator", "OutOfMemory": "caching_allocator", "simulate": "reserved",
+    "cell_allocation_trace": "cells",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

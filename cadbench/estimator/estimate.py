@@ -100,7 +100,7 @@ class MemoryEstimate:
     @property
     def fragmentation_ratio(self) -> float | None:
         """Reserved over allocated: how much more than the live tensors the allocator holds at its peak."""
-        return None if self.reserved_bytes is None else self.reserved_bytes / self.peak_bytes
+        return None if self.reserved_bytes is None or not self.peak_bytes else self.reserved_bytes / self.peak_bytes
 
     def oom_capacity_bytes(self, cuda_context_bytes: int = cuda_runtime.DEFAULT_CUDA_CONTEXT_BYTES) -> int | None:
         """The smallest card on which the simulated step finishes without OOM: the allocator's least budget plus

@@ -81,7 +81,9 @@ class Replay:
         self.tracker.trace = []
         self.batch_events: list[tuple[bool, Block]] | None = None  # the last replace_batch's allocations and frees
         self.optimizer_states: list[Block] = []  # AdamW's states, in the order its first step made them
-        self.first_step_events: list[tuple[bool, Block]] = []  # the first warm-up step's allocations and frees
+        # The first warm-up step's requests as (allocated, bytes requested; for a free, the freed block's): the check
+        # that allocation_trace rebuilds a first step right (sizes only, so no block outlives its use).
+        self.first_step_requests: list[tuple[bool, int]] = []
         self._fake_mode = fake_tensor.FakeTensorMode(allow_fallback_kernels=False) if fake else None
         if fake and cache_ops:
             # FakeOpCache answers every repeated op; FakeTensorMode's own cache would only add work to the rest.
@@ -122,8 +124,9 @@ class Replay:
                 self._step()
                 self._tag_persistent_state()
             events = self._take_trace()
-            if not self.first_step_events:
-                self.first_step_events = events
+            if not self.first_step_requests:
+                self.first_step_requests = [(allocated, block.requested) for allocated, block in events
+                                            if not block.excluded and block.requested]
                 self.optimizer_states = [block for allocated, block in events
                                          if allocated and OPTIMIZER_STATE in block.tags and not block.excluded]
 

@@ -88,7 +88,8 @@ def _measure_on_cuda(row: dict, cell: Cell, options: RunOptions) -> None:
     row.update(
         peak_memory_bytes=measured.peak_allocated_bytes, memory_source="cuda",
         reserved_memory_bytes=measured.peak_reserved_bytes, nvml_process_memory_bytes=measured.nvml_process_bytes,
-        fragmentation_ratio=measured.peak_reserved_bytes / measured.peak_allocated_bytes,
+        fragmentation_ratio=(measured.peak_reserved_bytes / measured.peak_allocated_bytes
+                             if measured.peak_allocated_bytes else None),
         throughput_img_s=measured.times.throughput(cell.batch_size), throughput_source="cuda",
         step_time_median_s=measured.times.median, step_time_p90_s=measured.times.p90,
     )

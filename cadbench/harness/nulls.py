@@ -23,6 +23,7 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
     if mode == "cuda":
         reasons.update({"oom_capacity_bytes": "the OOM line is simulated by the estimator (cadbench estimate); a GPU "
                                               "run reports its own out-of-memory as status oom",
+                        "fragmentation_ratio": "the step allocated no GPU memory",
                         "flops_per_step": "FLOPs come from the estimator (cadbench estimate)",
                         "breakdown_*": "the memory breakdown comes from the estimator (cadbench estimate)",
                         "nvml_process_memory_bytes": "NVML did not report this process (e.g. hidden in a container)"})
