@@ -14,7 +14,9 @@ pieces into the history of a run at the cell's batch size:
 3. the measured step as recorded, its frees of the previous step's gradients now freeing the gradients left by the
    step before (in `zero_grad`'s parameter order). `reset_peak_memory_stats` comes before it (`window_start`).
 
-`steady_steps` repeats the measured step (each freeing the previous one's gradients) before the last one. Every
+`steady_steps` repeats the measured step (each freeing the previous one's gradients) before the last one; a GPU run
+warms up 3 steps by default, but on the default grid a second warm-up step changes reserved memory in no cell, so
+the estimate uses one (the allocator is in its steady state after the first step). Every
 request keeps its size before rounding; everything runs on one stream (0), as a single-stream training step does
 (autograd runs each backward op on its forward op's stream). Zero-byte storages never reach the allocator, and
 storages a GPU run keeps in host memory (AdamW's step counters) are left out.
