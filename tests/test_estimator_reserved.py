@@ -9,7 +9,7 @@ from cadbench.estimator import AllocatorConfig, estimate_cell, estimate_setup
 from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
 from cadbench.estimator.estimate import allocation_trace
 from cadbench.estimator.replay import Replay
-from cadbench.estimator.reserved import _OomSearch, resolution, simulate
+from cadbench.estimator.reserved import _OomSearch, resolution, search_line, simulate
 from cadbench.harness.grid import Cell
 from cadbench.training.step import make_training_setup
 
@@ -33,6 +33,35 @@ def test_the_oom_line_completes_and_one_search_step_below_it_fails(alloc_conf):
     assert search.completes(line)
     assert not search.completes(line - step)
     assert search.unlimited.peak_allocated_bytes <= line <= search.unlimited.reserved_bytes
+
+
+@pytest.mark.parametrize("threshold", [0, 3, 40, 77, 99, 100])
+def test_the_line_search_ends_on_a_budget_that_completes_with_the_one_below_failing(threshold):
+    """Budgets are highest - k * step down to lowest, which need not fall on that grid (a regression: a search
+    clamped to an off-grid lowest never ended)."""
+    highest, lowest, step = 1000, 1000 - 100 * 7 - 3, 7
+    tried = []
+
+    def completes(budget: int) -> bool:
+        tried.append(budget)
+        return budget >= highest - threshold * step
+
+    line = search_line(completes, highest, lowest, step)
+    assert line == max(highest - threshold * step, highest - (highest - lowest) // step * step)
+    assert (highest - line) % step == 0 and line >= lowest and (line - step < lowest or not completes(line - step))
+    assert len(tried) <= 2 * 7 + 2
+
+
+@pytest.mark.parametrize("failing_steps, line_steps", [({5, 6, 11}, 40), ({3, 12}, 2)])
+def test_a_budget_failing_amid_successes_stops_the_search_only_if_tried(failing_steps, line_steps):
+    """Success is not monotone in the budget: budgets the search does not try cannot move the line (k = 5, 6, 11
+    are skipped by the steps 1, 3, 7, 15, 31), one it tries ends the doubling there (k = 3)."""
+    def completes(budget: int) -> bool:
+        k = (1000 - budget) // 7
+        return k not in failing_steps and k <= 40
+
+    line = search_line(completes, 1000, 0, 7)
+    assert line == 1000 - 7 * line_steps and completes(line) and not completes(line - 7)
 
 
 def test_going_on_from_a_snapshot_equals_running_the_whole_trace_with_the_budget():

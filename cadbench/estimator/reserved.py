@@ -32,6 +32,7 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import islice
+from typing import Callable
 
 from cadbench.estimator.alloc_conf import AllocatorConfig
 from cadbench.estimator.allocation_trace import AllocationTrace
@@ -103,23 +104,31 @@ class _OomSearch:
         return True
 
     def line(self) -> int:
-        """The lowest budget found to complete: down from the peak reserved in doubling steps, then halving."""
-        granularity = resolution(self.unlimited.reserved_bytes, self.config)
-        lowest = _ceil(_allocated_peak(self.trace, self.unlimited), granularity)
-        success, failure, step = self.unlimited.reserved_bytes, None, granularity
-        while failure is None and success > lowest:
-            budget = max(lowest, success - step)
-            if self.completes(budget):
-                success, step = budget, step * 2
-            else:
-                failure = budget
-        while failure is not None and success - failure > granularity:
-            middle = success - (success - failure) // granularity // 2 * granularity
-            if self.completes(middle):
-                success = middle
-            else:
-                failure = middle
-        return success
+        """The OOM line of this trace (see search_line), above the most memory ever handed out at once."""
+        highest = self.unlimited.reserved_bytes
+        return search_line(self.completes, highest, _allocated_peak(self.trace, self.unlimited),
+                           resolution(highest, self.config))
+
+
+def search_line(completes: Callable[[int], bool], highest: int, lowest: int, step: int) -> int:
+    """The lowest budget found to complete among `highest - k * step` (k = 0, 1, ...) down to `lowest`: k grows
+    1, 3, 7, ... while budgets complete, then the last gap is halved. `highest` must complete. The budget one step
+    below the result failed, or lies below `lowest` (where nothing can complete)."""
+    last = (highest - lowest) // step  # the largest k whose budget is not below `lowest`
+    success, failure, stride = 0, None, 1
+    while failure is None and success < last:
+        k = min(last, success + stride)
+        if completes(highest - k * step):
+            success, stride = k, stride * 2
+        else:
+            failure = k
+    while failure is not None and failure - success > 1:
+        k = (success + failure) // 2
+        if completes(highest - k * step):
+            success = k
+        else:
+            failure = k
+    return highest - success * step
 
 
 def resolution(reserved_bytes: int, config: AllocatorConfig) -> int:
@@ -153,5 +162,3 @@ def _allocated_peak(trace: AllocationTrace, allocator: CachingAllocator) -> int:
     return peak
 
 
-def _ceil(value: int, granularity: int) -> int:
-    return -(-value // granularity) * granularity
