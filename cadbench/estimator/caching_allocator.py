@@ -5,8 +5,10 @@ for a request, which depends on `max_memory_reserved`: the segments it obtained 
 mapped pages with expandable segments), fragmentation inside them included. This class replays an allocation trace
 (`AllocationTrace`: request sizes before rounding, stream) through the allocator's algorithm, read from
 `c10/cuda/CUDACachingAllocator.cpp` (`DeviceCachingAllocator`) of pytorch/pytorch, with the settings of
-`cadbench.estimator.alloc_conf` (read from `c10/core/AllocatorConfig.{h,cpp}`). What is modelled, function by
-function:
+`cadbench.estimator.alloc_conf` (read from `c10/core/AllocatorConfig.{h,cpp}`). The source read is the file at commit
+001074d25084 (the version at hand; the installed torch 2.14.1, commit 5c4886908584, was not), checked against the
+installed wheel's own c10 headers (`AllocatorConfig.h`: the size constants, `large_segment_size`,
+`max_non_split_rounding_size`; `CUDAAllocatorConfig.h`). What is modelled, function by function:
 
 * `round_size`: requests below 512 B take 512 B; others round up to 512 B, or, when `roundup_power2_divisions` gives
   more than one division for the size and the size exceeds 512 B x divisions, to the next of `divisions` equal steps
