@@ -141,7 +141,8 @@ def run(
         print_summary: print the comparison table at the end.
         **options: any field of `cadbench.harness.options.RunOptions`, with its default when not given: steps,
             warmup, device ("auto" | "cuda" | "cpu"), seed, estimate_only, dataset ("synthetic", a folder, or None
-            for no quality phase), layout, train_steps.
+            for no quality phase), layout, train_steps, alloc_conf (caching-allocator settings for the simulated
+            reserved memory and OOM line, PYTORCH_CUDA_ALLOC_CONF syntax; default: the environment's).
     """
     unknown = sorted(set(options) - (set(RunOptions.field_names()) - DERIVED_OPTIONS))
     if unknown:

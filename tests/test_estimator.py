@@ -18,7 +18,8 @@ from cadbench.training.step import Trainee, TrainingSetup, make_training_setup, 
 
 METHODS = tuple(BUILTIN_METHODS)
 ROW_KEYS = {"peak_memory_bytes", "flops_per_step", "breakdown_parameters_bytes", "breakdown_gradients_bytes",
-            "breakdown_optimizer_states_bytes", "breakdown_activations_bytes", "breakdown_temporaries_bytes"}
+            "breakdown_optimizer_states_bytes", "breakdown_activations_bytes", "breakdown_temporaries_bytes",
+            "reserved_memory_bytes", "fragmentation_ratio", "oom_capacity_bytes", "alloc_conf"}
 
 
 def _setup(method: str, batch_size: int = 2, precision: str = "fp32"):
@@ -50,9 +51,12 @@ def test_op_cache_replays_exactly_what_fake_tensor_mode_does(method):
 
 def assert_same_estimate(reused: MemoryEstimate, fresh: MemoryEstimate) -> None:
     """Equal in everything but the timeline's first points: after a step at another batch size, the gradients
-    freed by zero_grad can be laid out differently (same total) and leave in another order."""
+    freed by zero_grad can be laid out differently (same total) and leave in another order. The caching-allocator
+    simulation runs on the history of a fresh run at the batch size (allocation_trace), so it is equal too."""
     assert (reused.peak_bytes, reused.replayed_peak_bytes, reused.breakdown, reused.flops_per_step) == \
         (fresh.peak_bytes, fresh.replayed_peak_bytes, fresh.breakdown, fresh.flops_per_step)
+    assert (reused.reserved_bytes, reused.allocator_budget_bytes, reused.allocator) == \
+        (fresh.reserved_bytes, fresh.allocator_budget_bytes, fresh.allocator)
     assert reused.top_activation_modules == fresh.top_activation_modules and reused.notes == fresh.notes
     assert max(live for _, live in reused.timeline) == max(live for _, live in fresh.timeline)
 
@@ -171,7 +175,8 @@ def test_bad_arguments():
 
 
 def test_fit_is_monotone_in_capacity_and_zero_below_the_parameters():
-    peak = {b: estimate_cell(Cell("cad", "test_scale", b)).peak_bytes for b in (1, 2, 3, 4)}
+    """A batch size fits when its simulated OOM line (allocator budget + CUDA context) is within the capacity."""
+    peak = {b: estimate_cell(Cell("cad", "test_scale", b)).allocator_budget_bytes for b in (1, 2, 3, 4)}
     assert list(peak.values()) == sorted(peak.values())
     context = 10**6
     capacities = [peak[1] + context - 1, peak[1] + context, peak[3] + context, peak[4] + context - 1, 10**12]

@@ -19,6 +19,8 @@ def assert_same_estimate(reused: MemoryEstimate, fresh: MemoryEstimate) -> None:
     """As in test_estimator: equal but for the order in which zero_grad frees the previous step's gradients."""
     assert (reused.peak_bytes, reused.breakdown, reused.flops_per_step, reused.top_activation_modules) == \
         (fresh.peak_bytes, fresh.breakdown, fresh.flops_per_step, fresh.top_activation_modules)
+    assert (reused.reserved_bytes, reused.allocator_budget_bytes) == \
+        (fresh.reserved_bytes, fresh.allocator_budget_bytes)
     assert max(live for _, live in reused.timeline) == max(live for _, live in fresh.timeline)
 
 

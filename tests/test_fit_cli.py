@@ -30,3 +30,15 @@ def test_fit_bad_input_is_one_line(capsys):
     assert main(["fit", "--precision", "fp8"]) == 2
     err = capsys.readouterr().err
     assert "--gpu-memory: memory sizes look like" in err and "unknown precision 'fp8'" in err
+
+
+def test_fit_takes_allocator_settings_and_refuses_what_it_cannot_simulate(capsys):
+    argv = ["fit", "--backbone", "test_scale", "--methods", "cad", "--gpu-memory", "1.2GB", "--max-batch", "4"]
+    assert main([*argv, "--alloc-conf", "expandable_segments:True"]) == 0
+    assert "allocator settings expandable_segments:True" in capsys.readouterr().out
+    assert main([*argv, "--alloc-conf", "backend:cudaMallocAsync"]) == 2
+    assert main([*argv, "--alloc-conf", "max_split_size_mb:1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "backend:cudaMallocAsync: the caching-allocator simulation does not model it" in err[0]
+    assert err[1].startswith("cadbench: error: --alloc-conf: allocator setting max_split_size_mb") or \
+        "--alloc-conf: allocator setting max_split_size_mb" in err[1]

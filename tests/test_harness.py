@@ -113,6 +113,7 @@ def _existing_results(tmp_path):
     (["--batch-sizes", "2,0"], "batch size must be a positive integer, got 0"),
     (["--batch-sizes", "two"], "batch sizes must be integers, got 'two'"),
     (["--steps", "0"], "--steps must be positive"),
+    (["--alloc-conf", "max_split_size_mb:8"], "--alloc-conf: allocator setting max_split_size_mb: must be at least 20"),
     (["--baseline-method", "sam_adapter", "--methods", "cad"], "--baseline-method 'sam_adapter' is not among"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_lost(tmp_path, args, message):

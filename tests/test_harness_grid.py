@@ -123,3 +123,18 @@ def test_the_grid_takes_method_specs_and_gives_each_cell_once():
     assert [cell.key for cell in cells] == ["lora:rank=16/vit_b/1/fp32", "lora/vit_b/1/fp32", "cad/vit_b/1/fp32"]
     with pytest.raises(CadbenchError, match="method lora: unknown option 'rnk'; valid: rank"):
         Cell("lora", "vit_b", 1, method_options="rnk=2")
+
+
+def test_allocator_settings_come_from_the_flag_or_the_environment_and_are_kept_validated(monkeypatch):
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", " expandable_segments: True")
+    assert RunOptions().alloc_conf == "expandable_segments:True"  # read when the options are made
+    assert RunOptions(alloc_conf="").alloc_conf == ""  # given: PyTorch's defaults, whatever the environment says
+    assert RunOptions(alloc_conf="max_split_size_mb:64").resume_config()["alloc_conf"] == "max_split_size_mb:64"
+    assert "alloc_conf" not in RunOptions(alloc_conf="").resume_config()  # older result folders still resume
+    with pytest.raises(CadbenchError, match="^--alloc-conf: allocator setting max_split_size_mb: must be at least 20"):
+        RunOptions(alloc_conf="max_split_size_mb:8")
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:yes")
+    with pytest.raises(CadbenchError, match="^PYTORCH_CUDA_ALLOC_CONF: allocator setting expandable_segments"):
+        RunOptions()
+    assert build_parser().parse_args(["estimate"])  # a bad environment does not break parsing or --help

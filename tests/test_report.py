@@ -26,7 +26,10 @@ def _fake_results(folder: Path, methods=("sam_adapter", "cad", "decoder_only")) 
         for index, method in enumerate(methods):
             row = new_row({"method": method, "backbone": "vit_b", "test_scale": False, "batch_size": batch,
                            "precision": "fp32"}, {"torch_version": "test"})
-            row.update(status="ok", peak_memory_bytes=(index + 1) * batch * GB, memory_source="estimated",
+            peak = (index + 1) * batch * GB
+            row.update(status="ok", peak_memory_bytes=peak, memory_source="estimated",
+                       reserved_memory_bytes=int(peak * 1.06), fragmentation_ratio=1.06, alloc_conf="default",
+                       oom_capacity_bytes=int(peak * 1.05) + 2**30,
                        breakdown_parameters_bytes=GB // 2, breakdown_gradients_bytes=GB // 100,
                        breakdown_optimizer_states_bytes=GB // 50, breakdown_activations_bytes=GB,
                        breakdown_temporaries_bytes=GB // 3, trainable_params=1000, weights="random")

@@ -83,6 +83,16 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+ALLOC_CONF_HELP = ("CUDA caching-allocator settings for the simulated reserved memory and OOM line, in "
+                   "PYTORCH_CUDA_ALLOC_CONF syntax, e.g. expandable_segments:True or max_split_size_mb:128 (default: "
+                   "PYTORCH_ALLOC_CONF or PYTORCH_CUDA_ALLOC_CONF, else PyTorch's defaults)")
+
+
+def add_alloc_conf(parser: argparse.ArgumentParser) -> None:
+    """--alloc-conf: the `RunOptions.alloc_conf` field (its default is read from the environment)."""
+    parser.add_argument("--alloc-conf", dest="alloc_conf", default=argparse.SUPPRESS, help=ALLOC_CONF_HELP)
+
+
 def add_precision(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", type=comma_list, default=list(DEFAULT_PRECISIONS),
                         help=f"comma-separated, of {', '.join(PRECISIONS)} (default: {joined(DEFAULT_PRECISIONS)})")
@@ -103,5 +113,5 @@ def run_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in RunOptions.field_names() if hasattr(args, name)}
 
 
-__all__ = ["add_cell_selection", "add_grid_arguments", "add_option", "add_precision", "comma_list", "int_list",
-           "memory_size", "method_list", "run_options"]
+__all__ = ["add_alloc_conf", "add_cell_selection", "add_grid_arguments", "add_option", "add_precision", "comma_list",
+           "int_list", "memory_size", "method_list", "run_options"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cadbench.commands.arguments import add_grid_arguments, add_option, run_options
+from cadbench.commands.arguments import add_alloc_conf, add_grid_arguments, add_option, run_options
 from cadbench.harness.options import DEVICES
 
 
@@ -21,12 +21,14 @@ def register(commands) -> None:
                     "(or a COD10K, CAMO, SINet or ISTD layout)")
     add_option(run_parser, "--layout", help="force a dataset layout instead of detecting it")
     add_option(run_parser, "--train-steps", type=int, help="fine-tuning steps per cell before evaluating quality")
+    add_alloc_conf(run_parser)
     run_parser.add_argument("--no-quality", dest="dataset", action="store_const", const=None,
                             default=argparse.SUPPRESS, help="skip fine-tuning and evaluation")
     run_parser.set_defaults(handler=run_command)
 
     estimate_parser = commands.add_parser("estimate", help="peak GPU memory of every cell, without a GPU")
     add_grid_arguments(estimate_parser)
+    add_alloc_conf(estimate_parser)
     estimate_parser.set_defaults(handler=estimate_command)
 
 

@@ -7,8 +7,10 @@ asked for, with that batch swapped in. The one exception is checked on every mea
 depend on the batch size (one image leaves views of a shared storage); unless the replay shows they were freed
 before anything else happened and the peak came later and higher (see StepRecord.previous_gradients_irrelevant),
 the cell is measured again after a step at its own batch size. Tests check this equals a fresh replay at that batch
-size (two steps): same peak, breakdown and FLOPs. Finished estimates are kept too. All of it lives in this process
-only; `clear_cache()` drops it.
+size (two steps): same peak, breakdown and FLOPs. The caching-allocator simulation runs on the history a GPU run at
+the cell's batch size would have (allocation_trace builds it from the shared replay's pieces), so its figures do not
+depend on which batch sizes the replay measured before. Finished estimates are kept too, per allocator settings.
+All of it lives in this process only; `clear_cache()` drops it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from dataclasses import replace
 
 from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
-from cadbench.estimator.estimate import MemoryEstimate, summarize
+from cadbench.estimator.alloc_conf import AllocatorConfig
+from cadbench.estimator.allocation_trace import AllocationTrace
+from cadbench.estimator.estimate import MemoryEstimate, allocation_trace, summarize
+from cadbench.estimator.replay import StepRecord
 from cadbench.estimator.replay import Replay, clear_shared_cache
 from cadbench.harness.grid import Cell
 from cadbench.training.step import make_training_setup, random_batch
@@ -30,7 +35,7 @@ WARM_UP_BATCH_SIZE = 1
 MAX_BATCH_SIZE = 512
 
 _replays: dict[tuple[Cell, int], Replay] = {}  # (the cell at the warm-up batch size, seed) -> warm replay
-_estimates: dict[tuple[Cell, int], MemoryEstimate] = {}
+_estimates: dict[tuple[Cell, int, AllocatorConfig], MemoryEstimate] = {}
 
 
 def check_estimable(cell: Cell) -> None:
@@ -41,25 +46,37 @@ def check_estimable(cell: Cell) -> None:
                             f"full-size SAM need more memory than any GPU has)")
 
 
-def estimate_cell(cell: Cell, seed: int = 0) -> MemoryEstimate:
-    """Estimated peak training memory of the cell's training step (see estimate.estimate_setup)."""
+def estimate_cell(cell: Cell, seed: int = 0, alloc_conf: AllocatorConfig | None = None) -> MemoryEstimate:
+    """Estimated peak training memory of the cell's training step (see estimate.estimate_setup), with reserved
+    memory and the OOM line under the allocator settings `alloc_conf` (default: PyTorch's environment variables)."""
     check_estimable(cell)
-    key = (cell, seed)
+    config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
+    key = (cell, seed, config)
     if key not in _estimates:
-        replay = _warm_replay(cell, seed)
-        image_size = get_backbone(cell.backbone).image_size
-        try:
-            replay.replace_batch(lambda: random_batch(image_size, cell.batch_size, seed=seed))
-            record = replay.measure(1)
-            if not record.previous_gradients_irrelevant:
-                # The gradients of the step before (at another batch size) may have changed the peak; a GPU run
-                # warms up at its own batch size: measure again, now after a step at this one.
-                record = replay.measure(1)
-        except Exception:
-            _replays.pop(_replay_key(cell, seed), None)  # a step that stopped half-way: start afresh
-            raise
-        _estimates[key] = summarize(record)
+        record, trace = _measure(cell, seed)
+        _estimates[key] = summarize(record, trace=trace, alloc_conf=config)
     return _estimates[key]
+
+
+def cell_allocation_trace(cell: Cell, seed: int = 0) -> AllocationTrace:
+    """The allocation history a GPU run of the cell would give its caching allocator (see allocation_trace)."""
+    return _measure(cell, seed)[1]
+
+
+def _measure(cell: Cell, seed: int) -> tuple[StepRecord, AllocationTrace]:
+    replay = _warm_replay(cell, seed)
+    image_size = get_backbone(cell.backbone).image_size
+    try:
+        replay.replace_batch(lambda: random_batch(image_size, cell.batch_size, seed=seed))
+        record = replay.measure(1)
+        if not record.previous_gradients_irrelevant:
+            # The gradients of the step before (at another batch size) may have changed the peak; a GPU run
+            # warms up at its own batch size: measure again, now after a step at this one.
+            record = replay.measure(1)
+    except Exception:
+        _replays.pop(_replay_key(cell, seed), None)  # a step that stopped half-way: start afresh
+        raise
+    return record, allocation_trace(replay, record)
 
 
 def clear_cache() -> None:

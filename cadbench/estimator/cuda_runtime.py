@@ -46,3 +46,8 @@ def cublas_workspace_bytes(config: str | None = None, hopper: bool = True) -> in
 def training_step_workspace_bytes(config: str | None = None, hopper: bool = True) -> int:
     """cuBLAS workspaces live during a training step after warm-up (see CUBLAS_WORKSPACES_PER_TRAINING_STEP)."""
     return CUBLAS_WORKSPACES_PER_TRAINING_STEP * allocator_bytes(cublas_workspace_bytes(config, hopper))
+
+
+def training_step_workspace_requests(config: str | None = None, hopper: bool = True) -> tuple[int, ...]:
+    """The same workspaces as the caching allocator receives them: one request each (forward, then backward)."""
+    return (cublas_workspace_bytes(config, hopper),) * CUBLAS_WORKSPACES_PER_TRAINING_STEP

@@ -4,16 +4,26 @@ Protocol (what a GPU run with `warmup=1` does before `reset_peak_memory_stats`):
 states and the gradients exist, then the peak over the measured steps, counted from everything live at their start.
 The estimate adds what the replay cannot see but a GPU run counts in `max_memory_allocated`: the cuBLAS
 workspaces (see cuda_runtime).
+
+Reserved memory and the out-of-memory line come from simulating PyTorch's caching allocator over the run's
+allocation trace (allocation_trace, caching_allocator, reserved), with the allocator settings given
+(`PYTORCH_CUDA_ALLOC_CONF` syntax, alloc_conf). They are a simulation of the allocator's algorithm, not a
+measurement: `cadbench validate` on a GPU is how they are checked.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from cadbench.estimator import cuda_runtime
+from cadbench.estimator.alloc_conf import AllocatorConfig
+from cadbench.estimator.allocation_trace import AllocationTrace, build_trace
 from cadbench.estimator.replay import FORWARD, GRADIENT, OPTIMIZER_STATE, PARAMETER, Replay, StepRecord
+from cadbench.estimator.reserved import AllocatorEstimate, simulate
 from cadbench.training.step import TrainingSetup
 
 TIMELINE_POINTS = 500
@@ -24,7 +34,13 @@ NOTES = (
     "CUDA behaviour is modelled where it differs: CUDA's autocast policy, AdamW's step counters in host memory.",
     "Allocator: each storage is rounded up to 512-byte blocks as the CUDA caching allocator does; a large cached block "
     "handed out whole (when the unused rest would be 1 MiB or less) can make a GPU's figure up to 1 MiB per such "
-    "block higher, depending on allocation history. Reserved memory (fragmentation) is not estimated.",
+    "block higher, depending on allocation history.",
+    "Reserved memory and the out-of-memory line are a simulation of PyTorch's caching allocator (its documented "
+    "algorithm: rounding, small and large pools, best fit, splitting, merging, release-and-retry, expandable "
+    "segments) over the run's allocation trace (setup, a warm-up step and the measured step at this batch size, one "
+    "stream), not a measurement: no GPU was compared. `cadbench validate` on a GPU checks them against "
+    "max_memory_reserved. The OOM line is the least memory the simulated allocator needs to finish, plus a stated "
+    "1 GiB CUDA context (cuda_runtime.DEFAULT_CUDA_CONTEXT_BYTES), found to within about 0.1% of reserved memory.",
     "Library workspaces: two cuBLAS workspaces (forward thread and autograd thread; 32 MiB each on Hopper by default, "
     "CUBLAS_WORKSPACE_CONFIG honoured) are included in the peak and in temporaries. Not modelled: cuDNN convolution "
     "workspaces and cuFFT work areas (transient, chosen per algorithm at run time), scratch buffers inside CUDA "
@@ -73,10 +89,31 @@ class MemoryEstimate:
     # The modules whose forward made the activations alive at the peak, largest first: (name, bytes), top 10.
     top_activation_modules: tuple[tuple[str, int], ...] = ()
     notes: tuple[str, ...] = field(default=NOTES)
+    # The caching-allocator simulation (None where it was not run: allocator settings it does not model, which
+    # `alloc_conf.not_simulated` names). reserved_bytes: estimated `max_memory_reserved`; allocator_budget_bytes:
+    # the least memory the allocator must get for setup, warm-up and the measured step to finish without OOM.
+    reserved_bytes: int | None = None
+    allocator_budget_bytes: int | None = None
+    alloc_conf: AllocatorConfig = field(default_factory=AllocatorConfig)
+    allocator: AllocatorEstimate | None = None
 
-    def as_row_fields(self) -> dict[str, int]:
+    @property
+    def fragmentation_ratio(self) -> float | None:
+        """Reserved over allocated: how much more than the live tensors the allocator holds at its peak."""
+        return None if self.reserved_bytes is None or not self.peak_bytes else self.reserved_bytes / self.peak_bytes
+
+    def oom_capacity_bytes(self, cuda_context_bytes: int = cuda_runtime.DEFAULT_CUDA_CONTEXT_BYTES) -> int | None:
+        """The smallest card on which the simulated step finishes without OOM: the allocator's least budget plus
+        what lies outside the allocator (the CUDA context)."""
+        return None if self.allocator_budget_bytes is None else self.allocator_budget_bytes + cuda_context_bytes
+
+    def as_row_fields(self) -> dict[str, int | float | str | None]:
         return {
             "peak_memory_bytes": self.peak_bytes,
+            "reserved_memory_bytes": self.reserved_bytes,
+            "fragmentation_ratio": self.fragmentation_ratio,
+            "oom_capacity_bytes": self.oom_capacity_bytes(),
+            "alloc_conf": self.alloc_conf.label,
             "flops_per_step": self.flops_per_step,
             "breakdown_parameters_bytes": self.breakdown.parameters,
             "breakdown_gradients_bytes": self.breakdown.gradients,
@@ -88,26 +125,60 @@ class MemoryEstimate:
 
 def estimate_setup(make_setup: Callable[[], TrainingSetup], steps: int = 2, *, fake: bool = True,
                    cache_ops: bool = True, workspace_bytes: int | None = None,
-                   label: str | None = None) -> MemoryEstimate:
+                   label: str | None = None, alloc_conf: AllocatorConfig | None = None) -> MemoryEstimate:
     """Peak memory of `make_setup()`'s training step: 1 warm-up step, then the peak over `steps - 1` steps.
 
     `make_setup` is called inside the fake mode, so everything it builds is fake (nothing real is allocated).
     `fake=False` runs the same replay on real tensors (the estimator's own test); `cache_ops=False` replays every
     op through FakeTensorMode (the reference for the op cache). `workspace_bytes` defaults to the cuBLAS workspaces
-    of a training step on Hopper (cuda_runtime.training_step_workspace_bytes()).
+    of a training step on Hopper (cuda_runtime.training_step_workspace_bytes()). `alloc_conf`: the caching
+    allocator's settings for reserved memory and the OOM line (default: PyTorch's environment variables).
     Raises CadbenchError naming the op and the method when the step cannot run on fake tensors.
     """
     if steps < 2:
         raise ValueError("steps must be at least 2: one warm-up step, then measured steps")
     replay = Replay(make_setup, fake=fake, label=label, cache_ops=cache_ops)
     replay.warm_up(1)
-    return summarize(replay.measure(steps - 1), workspace_bytes)
+    record = replay.measure(steps - 1)
+    requests = None if workspace_bytes is None else ((workspace_bytes,) if workspace_bytes else ())
+    return summarize(record, workspace_bytes, allocation_trace(replay, record, requests), alloc_conf)
 
 
-def summarize(record: StepRecord, workspace_bytes: int | None = None) -> MemoryEstimate:
-    """Turn a measured step into the estimate: breakdown at the peak, workspaces added, timeline downsampled."""
+def allocation_trace(replay: Replay, record: StepRecord,
+                     workspace_requests: tuple[int, ...] | None = None) -> AllocationTrace:
+    """The requests a GPU run's caching allocator would see up to the end of the replay's measured step (see
+    allocation_trace.build_trace); `workspace_requests` default to the two cuBLAS workspaces of a training step."""
+    if workspace_requests is None:
+        workspace_requests = cuda_runtime.training_step_workspace_requests()
+    with _collector_paused():
+        return build_trace(replay.setup_events, replay.setup_batch, replay.batch_events, replay.optimizer_states,
+                           record.step_trace, workspace_requests)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection while the trace is built and simulated: they make many small objects but no cycles,
+    and each full collection would walk every object of the replays kept in this process."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def summarize(record: StepRecord, workspace_bytes: int | None = None, trace: AllocationTrace | None = None,
+              alloc_conf: AllocatorConfig | None = None) -> MemoryEstimate:
+    """Turn a measured step into the estimate: breakdown at the peak, workspaces added, timeline downsampled, and,
+    given its allocation trace, the caching-allocator simulation under `alloc_conf` (default: the environment's)."""
     if workspace_bytes is None:
         workspace_bytes = cuda_runtime.training_step_workspace_bytes()
+    config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
+    allocator = None
+    if trace is not None and config.simulated:
+        with _collector_paused():
+            allocator = simulate(trace, config)
     parts = {"parameters": 0, "gradients": 0, "optimizer_states": 0, "activations": 0, "temporaries": 0}
     by_module: dict[str, int] = {}
     for block in record.live_at_peak:
@@ -128,6 +199,10 @@ def summarize(record: StepRecord, workspace_bytes: int | None = None) -> MemoryE
         replayed_peak_bytes=record.peak_bytes,
         workspace_bytes=workspace_bytes,
         top_activation_modules=tuple(top),
+        reserved_bytes=None if allocator is None else allocator.reserved_bytes,
+        allocator_budget_bytes=None if allocator is None else allocator.oom_budget_bytes,
+        alloc_conf=config,
+        allocator=allocator,
     )
 
 

@@ -1,9 +1,10 @@
-"""Does it fit? The largest batch size whose estimated peak, plus the CUDA context, fits a GPU's memory.
+"""Does it fit? The largest batch size whose simulated out-of-memory line fits a GPU's memory.
 
-A batch size fits a capacity when estimate.peak_bytes + cuda_context_bytes <= capacity_bytes. The peak is what
-`max_memory_allocated` would report; a real run also needs the allocator's reserve (fragmentation, typically a few
-percent) on top, so treat a fit within a few percent of the capacity as marginal (or pass a smaller capacity).
-The search assumes the peak does not decrease with the batch size (true of every cell the estimator has measured):
+A batch size fits a capacity when `estimate.oom_capacity_bytes(cuda_context_bytes) <= capacity_bytes`: the least
+memory the simulated caching allocator needs for setup, warm-up and the measured step to finish without OOM (its
+release-and-retry included, fragmentation and rounding counted), plus the CUDA context outside the allocator. It is a
+simulation of the allocator's algorithm on the estimator's trace (see reserved), not a measurement.
+The search assumes the line does not decrease with the batch size (true of every cell the estimator has measured):
 it doubles the batch size until it no longer fits, then bisects.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Iterable
 
 from cadbench.errors import CadbenchError
+from cadbench.estimator.alloc_conf import AllocatorConfig
 from cadbench.estimator.cells import estimate_cell
 from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
 from cadbench.harness.grid import Cell
@@ -21,16 +23,20 @@ DEFAULT_MAX_BATCH = 64
 
 
 def largest_fitting_batch(cell: Cell, capacity_bytes: int, cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
-                          max_batch: int = DEFAULT_MAX_BATCH) -> int:
-    """The largest batch size <= max_batch at which `cell` (its own batch size ignored) fits `capacity_bytes`;
-    0 if not even batch size 1 fits."""
+                          max_batch: int = DEFAULT_MAX_BATCH, alloc_conf: AllocatorConfig | None = None) -> int:
+    """The largest batch size <= max_batch at which `cell` (its own batch size ignored) fits `capacity_bytes`
+    under the allocator settings `alloc_conf` (default: the environment's); 0 if not even batch size 1 fits."""
     if capacity_bytes <= 0 or cuda_context_bytes < 0 or max_batch < 1:
         raise CadbenchError(f"capacity must be positive, CUDA context not negative and max batch at least 1 "
                             f"(got {capacity_bytes}, {cuda_context_bytes}, {max_batch})")
+    config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
+    if not config.simulated:
+        raise CadbenchError(f"cannot tell what fits with allocator setting {', '.join(config.not_simulated)}: the "
+                            f"caching-allocator simulation does not model it")
 
     def fits(batch_size: int) -> bool:
-        peak = estimate_cell(replace(cell, batch_size=batch_size)).peak_bytes
-        return peak + cuda_context_bytes <= capacity_bytes
+        estimate = estimate_cell(replace(cell, batch_size=batch_size), alloc_conf=config)
+        return estimate.oom_capacity_bytes(cuda_context_bytes) <= capacity_bytes
 
     if not fits(1):
         return 0
@@ -58,9 +64,10 @@ class FitRow:
 
 
 def fit_table(cells: Iterable[Cell], capacities_bytes: Iterable[int],
-              cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES, max_batch: int = DEFAULT_MAX_BATCH) -> list[FitRow]:
+              cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
+              alloc_conf: AllocatorConfig | None = None) -> list[FitRow]:
     """`largest_fitting_batch` for every cell x capacity (estimates are shared between them)."""
     capacities_bytes = list(capacities_bytes)
     return [FitRow(cell, capacity, cuda_context_bytes,
-                   largest_fitting_batch(cell, capacity, cuda_context_bytes, max_batch))
+                   largest_fitting_batch(cell, capacity, cuda_context_bytes, max_batch, alloc_conf))
             for cell in cells for capacity in capacities_bytes]

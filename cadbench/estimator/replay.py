@@ -12,6 +12,11 @@ never looks at which method it runs. Around every call it activates, in this ord
 
 Modes are only active inside `Replay` calls: between calls the caller's code runs normally.
 
+The tracker records every allocation and free (`MemoryTracker.trace`); the replay keeps them by piece: building the
+setup (`setup_events`, with the batch's blocks in `setup_batch`), the last `replace_batch` (`batch_events`), AdamW's
+states as its first step made them (`optimizer_states`), and each measured step (`StepRecord.step_trace`), from
+which `allocation_trace.build_trace` assembles the history the caching allocator of a GPU run would see.
+
 GPU-run details modelled here, not in the tracker: AdamW (like every torch.optim optimizer without `capturable` or
 `fused`) keeps its `step` counters in host memory on a GPU run, so they are excluded from the count.
 """
@@ -27,6 +32,7 @@ import torch
 from torch._subclasses import fake_tensor
 
 from cadbench.errors import CadbenchError
+from cadbench.estimator.allocation_trace import StepTrace
 from cadbench.estimator.cuda_autocast import cuda_autocast_policy
 from cadbench.estimator.fake_cache import FakeOpCache
 from cadbench.estimator.flops import FlopCounter
@@ -58,6 +64,7 @@ class StepRecord:
     # gradients a step at this batch size leaves. Matters when the step before ran another batch size: its
     # gradients can be laid out differently (with one image, AccumulateGrad keeps views of a shared storage).
     previous_gradients_irrelevant: bool
+    step_trace: StepTrace  # the step's allocations and frees, for the caching-allocator simulation
 
 
 class Replay:
@@ -71,6 +78,12 @@ class Replay:
         self.fake = fake
         self.label = label or getattr(make_setup, "__name__", "training setup")
         self.tracker = MemoryTracker()
+        self.tracker.trace = []
+        self.batch_events: list[tuple[bool, Block]] | None = None  # the last replace_batch's allocations and frees
+        self.optimizer_states: list[Block] = []  # AdamW's states, in the order its first step made them
+        # The first warm-up step's requests as (allocated, bytes requested; for a free, the freed block's): the check
+        # that allocation_trace rebuilds a first step right (sizes only, so no block outlives its use).
+        self.first_step_requests: list[tuple[bool, int]] = []
         self._fake_mode = fake_tensor.FakeTensorMode(allow_fallback_kernels=False) if fake else None
         if fake and cache_ops:
             # FakeOpCache answers every repeated op; FakeTensorMode's own cache would only add work to the rest.
@@ -93,6 +106,8 @@ class Replay:
         self.label = label or _method_name(self.setup)
         with self.active():  # a setup made before (outside) the replay: count what it already holds
             self.tracker.register(self._setup_tensors())
+        self.setup_events = self._take_trace()
+        self.setup_batch = [block for block in map(self.tracker.block_of, self._batch_tensors()) if block]
         devices = {p.device.type for p in self.setup.module.parameters()}
         if fake and devices != {"cpu"}:
             raise CadbenchError(f"cannot estimate memory for {self.label}: its setup was built on "
@@ -107,6 +122,13 @@ class Replay:
         for _ in range(steps):
             with self.active():
                 self._step()
+                self._tag_persistent_state()
+            events = self._take_trace()
+            if not self.first_step_requests:
+                self.first_step_requests = [(allocated, block.requested) for allocated, block in events
+                                            if not block.excluded and block.requested]
+                self.optimizer_states = [block for allocated, block in events
+                                         if allocated and OPTIMIZER_STATE in block.tags and not block.excluded]
 
     def measure(self, steps: int = 1) -> StepRecord:
         """Peak over `steps` steps counted from the live total before them (as after reset_peak_memory_stats).
@@ -116,6 +138,7 @@ class Replay:
         with self.active():
             self._tag_persistent_state()
             previous_gradients = [block for block in self.tracker.live_blocks() if GRADIENT in block.tags]
+            self._take_trace()
             self.tracker.reset_peak()
             window_start, start_bytes = self.tracker.events, self.tracker.live_bytes
             flop_counter = FlopCounter()
@@ -126,6 +149,11 @@ class Replay:
                 self._step()
             self.tracker.op_observers.remove(flop_counter)
             self._tag_persistent_state()
+            survivors = self._gradients_in_zero_grad_order()
+        events = self._take_trace()
+        born_here = [block for allocated, block in events if allocated and block.died is None and not block.excluded]
+        order = {id(block): index for index, block in enumerate(survivors)}
+        born_here.sort(key=lambda block: order.get(id(block), len(order)))
         timeline = self.tracker.timeline
         return StepRecord(
             peak_bytes=self.tracker.peak_bytes,
@@ -137,6 +165,7 @@ class Replay:
             flops=flop_counter.total,
             previous_gradients_irrelevant=self._previous_gradients_irrelevant(previous_gradients, window_start,
                                                                               start_bytes),
+            step_trace=StepTrace(events, window_start, born_here),
         )
 
     def _previous_gradients_irrelevant(self, previous: list[Block], window_start: int, start_bytes: int) -> bool:
@@ -151,8 +180,10 @@ class Replay:
 
     def replace_batch(self, make_batch: Callable[[], object]) -> None:
         """Swap in another batch (e.g. another batch size); the old one is freed as a GPU run would free it."""
+        self._take_trace()
         with self.active():
             self.setup = TrainingSetup(self.setup.trainee, make_batch(), self.setup.precision)
+        self.batch_events = self._take_trace()
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
@@ -221,13 +252,32 @@ class Replay:
             if block is not None:
                 block.tags.add(tag)
 
+    def _take_trace(self) -> list[tuple[bool, Block]]:
+        """The allocations and frees recorded since the last call."""
+        events, self.tracker.trace = self.tracker.trace, []
+        return events
+
+    def _gradients_in_zero_grad_order(self) -> list[Block]:
+        """The gradients' blocks in the order `zero_grad(set_to_none=True)` frees them (a block shared by several
+        gradients goes when the last of them is dropped)."""
+        last_use: dict[int, tuple[int, Block]] = {}
+        parameters = [p for group in self.setup.optimizer.param_groups for p in group["params"]]
+        for index, parameter in enumerate(parameters):
+            block = self.tracker.block_of(parameter.grad) if parameter.grad is not None else None
+            if block is not None:
+                last_use[id(block)] = (index, block)
+        return [block for _, block in sorted(last_use.values(), key=lambda item: item[0])]
+
+    def _batch_tensors(self) -> list[torch.Tensor]:
+        return [value for value in vars(self.setup.batch).values() if isinstance(value, torch.Tensor)]
+
     def _setup_tensors(self) -> list[torch.Tensor]:
-        module, optimizer, batch = self.setup.module, self.setup.optimizer, self.setup.batch
+        module, optimizer = self.setup.module, self.setup.optimizer
         tensors = [*module.parameters(), *module.buffers()]
         tensors += [p.grad for p in module.parameters() if p.grad is not None]
         tensors += [value for state in optimizer.state.values() for value in state.values()
                     if isinstance(value, torch.Tensor)]
-        return tensors + [value for value in vars(batch).values() if isinstance(value, torch.Tensor)]
+        return tensors + self._batch_tensors()
 
     def _exclude_host_resident_state(self) -> None:
         """torch.optim keeps `step` counters on the host unless `capturable` or `fused`: not GPU memory."""

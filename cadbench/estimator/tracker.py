@@ -11,6 +11,10 @@ tensors (whose storages live on the meta device and hold no data) and must give 
 A storage is followed through a weak reference with a callback: PyTorch keeps one Python object per live storage
 (`Tensor.untyped_storage()` returns the same object for as long as the storage lives), so the callback fires
 exactly when the storage itself is freed, whichever tensor or autograd node held it last.
+
+With `trace` set to a list, the tracker also appends every allocation and free to it, in order, as `(True, block)`
+and `(False, block)`: the sequence of requests the caching allocator would see (the block keeps the size requested
+before rounding), which `allocation_trace` turns into the allocator simulation's input. Recording changes no figure.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Block:
     died: int | None = None
     excluded: bool = False  # handed to `MemoryTracker.exclude`: not device memory on a GPU run
     tags: set[str] = field(default_factory=set)
+    requested: int = 0  # the storage's size in bytes before the allocator's rounding
 
 
 class MemoryTracker(TorchDispatchMode):
@@ -63,6 +68,7 @@ class MemoryTracker(TorchDispatchMode):
         self.run_op: Callable | None = None  # runs ops instead of func(*args, **kwargs), e.g. a FakeOpCache
         self.blocks: list[Block] = []  # every block born or registered in the current window, plus the live ones
         self.timeline: list[tuple[int, str, int]] = []
+        self.trace: list[tuple[bool, Block]] | None = None  # every allocation and free, in order, when a list
         self._live: dict[int, tuple[Block, weakref.ref]] = {}  # id(storage) -> block
 
     # -- accounting -------------------------------------------------------------------------------------------
@@ -134,9 +140,12 @@ class MemoryTracker(TorchDispatchMode):
             return entry[0]
         self.events += 1
         phase = self.phase_of()
-        block = Block(allocator_bytes(storage.nbytes()), self.events, phase, self.origin())
+        nbytes = storage.nbytes()
+        block = Block(allocator_bytes(nbytes), self.events, phase, self.origin(), requested=nbytes)
         self._live[key] = (block, weakref.ref(storage, lambda _ref, key=key: self._free(key)))
         self.blocks.append(block)
+        if self.trace is not None:
+            self.trace.append((True, block))
         self._change(block.nbytes, phase)
         return block
 
@@ -147,6 +156,8 @@ class MemoryTracker(TorchDispatchMode):
         block = entry[0]
         self.events += 1
         block.died = self.events
+        if self.trace is not None:
+            self.trace.append((False, block))
         if not block.excluded:
             self._change(-block.nbytes, self.phase_of())
 

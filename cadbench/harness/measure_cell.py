@@ -10,6 +10,7 @@ The measurement functions receive a training step to run; only this module knows
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict)
     """
     row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
     row["weights"] = options.weights.get(cell.backbone, "random")
+    row["alloc_conf"] = options.alloc_conf or "default"  # the caching allocator's settings (real or simulated)
     if mode != "estimate":
         row["warmup_steps"], row["timed_steps"] = options.warmup, options.steps
     try:
@@ -38,9 +40,9 @@ def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict)
             _measure_on_cuda(row, cell, options)
         elif mode == "cpu":
             _time_on_cpu(row, cell, options)
-            _estimate_memory(row, cell)
+            _estimate_memory(row, cell, options)
         else:
-            _estimate_memory(row, cell)
+            _estimate_memory(row, cell, options)
         if mode != "estimate" and options.dataset:
             _measure_quality(row, cell, options, torch.device("cuda" if mode == "cuda" else "cpu"))
         row["status"] = "ok"
@@ -87,6 +89,8 @@ def _measure_on_cuda(row: dict, cell: Cell, options: RunOptions) -> None:
         peak_memory_bytes=measured.peak_allocated_bytes, memory_source="cuda",
         reserved_memory_bytes=measured.peak_reserved_bytes,
         nvml_process_memory_bytes=measured.nvml.end_bytes, nvml_process_peak_bytes=measured.nvml.peak_bytes,
+        fragmentation_ratio=(measured.peak_reserved_bytes / measured.peak_allocated_bytes
+                             if measured.peak_allocated_bytes else None),
         throughput_img_s=measured.times.throughput(cell.batch_size), throughput_source="cuda",
         step_time_median_s=measured.times.median, step_time_p90_s=measured.times.p90,
     )
@@ -107,10 +111,10 @@ def _time_on_cpu(row: dict, cell: Cell, options: RunOptions) -> None:
                step_time_median_s=times.median, step_time_p90_s=times.p90)
 
 
-def _estimate_memory(row: dict, cell: Cell) -> None:
-    from cadbench.estimator import estimate_cell
+def _estimate_memory(row: dict, cell: Cell, options: RunOptions) -> None:
+    from cadbench.estimator import AllocatorConfig, estimate_cell
 
-    estimate = estimate_cell(cell)
+    estimate = estimate_cell(cell, alloc_conf=AllocatorConfig.parse(options.alloc_conf))
     row.update(estimate.as_row_fields())
     row["memory_source"] = "estimated"
     row["_timeline"] = [list(point) for point in estimate.timeline]
@@ -143,6 +147,9 @@ def main(argv: list[str]) -> int:
 
     die_with_parent()  # a cell process never outlives its run, even one killed with kill -9
     spec = json.loads(argv[0])
+    alloc_conf = spec["options"].get("alloc_conf")
+    if spec["mode"] == "cuda" and alloc_conf:  # this fresh process has not started CUDA: its allocator reads this
+        os.environ["PYTORCH_ALLOC_CONF"] = alloc_conf
     row = measure_cell(Cell(**spec["cell"]), spec["mode"], RunOptions(**spec["options"]), spec["environment"])
     write_atomically(Path(argv[1]), strict_json(finite_row(row)))  # whole or absent, strict JSON
     return 0

@@ -19,16 +19,21 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
         reasons.update({column: why for column in (
             "peak_memory_bytes", "memory_source", "throughput_img_s", "throughput_source", "step_time_*",
             "flops_per_step", "breakdown_*", "reserved_memory_bytes", *NVML_COLUMNS, "device",
-            "device_total_memory_bytes", "trainable_params", "total_params", *QUALITY_COLUMNS, "quality_dataset",
-            "train_steps")})
+            "device_total_memory_bytes", "fragmentation_ratio", "oom_capacity_bytes", "trainable_params",
+            "total_params", *QUALITY_COLUMNS, "quality_dataset", "train_steps")})
     if mode == "cuda":
-        reasons.update({"flops_per_step": "FLOPs come from the estimator (cadbench estimate)",
+        reasons.update({"oom_capacity_bytes": "the OOM line is simulated by the estimator (cadbench estimate); a GPU "
+                                              "run reports its own out-of-memory as status oom",
+                        "fragmentation_ratio": "the step allocated no GPU memory",
+                        "flops_per_step": "FLOPs come from the estimator (cadbench estimate)",
                         "breakdown_*": "the memory breakdown comes from the estimator (cadbench estimate)",
                         # the measurement records NVML's own reason; this one covers a row it never reached
                         **dict.fromkeys(NVML_COLUMNS, "NVML did not report this process")})
     else:
         no_gpu = "measured only on a CUDA device; this cell ran without one"
-        reasons.update({"reserved_memory_bytes": no_gpu, **dict.fromkeys(NVML_COLUMNS, no_gpu),
+        not_simulated = _allocator_not_simulated(options)
+        reasons.update({"reserved_memory_bytes": not_simulated, "fragmentation_ratio": not_simulated,
+                        "oom_capacity_bytes": not_simulated, **dict.fromkeys(NVML_COLUMNS, no_gpu),
                         "device_total_memory_bytes": no_gpu, "gpu_name": no_gpu, "driver_version": no_gpu,
                         "cuda_version": "torch built without CUDA"})
     if mode == "estimate":
@@ -48,3 +53,14 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
                     "memory_source": reasons.get("memory_source", "no memory figure"),
                     "ber": reasons.get("ber", "not computed")})
     return reasons
+
+
+def _allocator_not_simulated(options: RunOptions) -> str:
+    """Why an estimated row has no reserved memory or OOM line: allocator settings the simulation cannot model."""
+    from cadbench.estimator.alloc_conf import AllocatorConfig  # light: no torch
+
+    unmodelled = AllocatorConfig.parse(options.alloc_conf).not_simulated
+    if unmodelled:
+        return (f"allocator setting {', '.join(unmodelled)} is not simulated (the caching-allocator simulation would "
+                f"ignore it); measure on a GPU (cadbench run)")
+    return "measured only on a CUDA device, or simulated by the estimator; this cell has neither"

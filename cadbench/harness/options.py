@@ -30,6 +30,9 @@ class RunOptions:
     train_steps: int = 50  # fine-tuning steps per cell before evaluating quality
     checkpoints: dict[str, str] = field(default_factory=dict)  # backbone -> checkpoint path (resolved, checked)
     weights: dict[str, str] = field(default_factory=dict)  # backbone -> "random" | "sha256:..." (from checkpoints)
+    # The CUDA caching allocator's settings (PYTORCH_CUDA_ALLOC_CONF syntax) for the simulated reserved memory and
+    # OOM line; None: PYTORCH_ALLOC_CONF or PYTORCH_CUDA_ALLOC_CONF, read here. Stored validated, "" for defaults.
+    alloc_conf: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -40,6 +43,9 @@ class RunOptions:
             raise CadbenchError(f"--train-steps must not be negative, got {self.train_steps}")
         if self.device not in DEVICES:
             raise unknown_name_error("device", self.device, DEVICES)
+        from cadbench.estimator.alloc_conf import resolve  # light: no torch
+
+        object.__setattr__(self, "alloc_conf", resolve(self.alloc_conf))
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -50,8 +56,12 @@ class RunOptions:
 
     def resume_config(self) -> dict[str, Any]:
         """The settings a result folder was measured with, which a resumed run must share (checkpoint paths may
-        move; their content is in `weights`)."""
-        return {name: value for name, value in self.as_dict().items() if name != "checkpoints"}
+        move; their content is in `weights`; default allocator settings are left out, as folders made before the
+        setting existed have none)."""
+        return {name: value for name, value in self.as_dict().items()
+                if name != "checkpoints" and not (name == "alloc_conf" and not value)}
 
 
-DEFAULTS = RunOptions()
+# Defaults for the command line's help. The allocator settings' default is the environment's, read when a run's
+# options are made: reading it here would let a bad PYTORCH_CUDA_ALLOC_CONF break `cadbench --help`.
+DEFAULTS = RunOptions(alloc_conf="")

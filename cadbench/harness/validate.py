@@ -2,9 +2,9 @@
 
 Each cell is measured on CUDA in a fresh process (the sweep of `cadbench run --device cuda`, without the quality
 phase) and estimated by the fake-tensor replay in this process. Every figure the two share is compared
-(`COMPARISONS`): the estimate's row fields against the CUDA row's columns, so a figure the estimator learns to give
-(e.g. `reserved_memory_bytes` from a caching-allocator simulation) is compared as soon as its estimate carries it,
-and is null with a reason until then. Beside them: the CUDA context NVML sees beyond the allocator (what `fit`
+(`COMPARISONS`): the estimate's row fields against the CUDA row's columns: allocated memory, and reserved memory
+(the estimator's caching-allocator simulation against `max_memory_reserved`; both sides use the same allocator
+settings, from the environment). Beside them: the CUDA context NVML sees beyond the allocator (what `fit`
 allows 1 GiB for) and the measured throughput. Target: allocated within 3% on every cell that fits.
 
 `--reference` writes the whole of it as a folder to commit, `reports/reference/<gpu>-<date>/` (see
@@ -33,8 +33,8 @@ REFERENCE_ROOT = Path("reports") / "reference"
 REFERENCE_BATCH_SIZES = (1, 2, 4)  # 4 is recorded as oom where it does not fit
 VALIDATION_FILES = ("validation.csv", "validation.json")
 # What the reference environment records beyond collect_environment(): settings that move the measured figures.
-SETTINGS_THAT_MOVE_MEMORY = ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF", "CUBLAS_WORKSPACE_CONFIG",
-                             "CUDA_MODULE_LOADING")
+SETTINGS_THAT_MOVE_MEMORY = ("CUDA_VISIBLE_DEVICES", "PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF",
+                             "CUBLAS_WORKSPACE_CONFIG", "CUDA_MODULE_LOADING")
 
 
 @dataclass(frozen=True)

@@ -51,16 +51,37 @@ def _lines_over_batch_size(data: pd.DataFrame, column: str, scale: float, height
     return figure, axes, top
 
 
-def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str) -> str:
-    """Peak memory per method over batch sizes, with lines at the common GPU capacities the data comes near."""
+def card_needed_gb(rows: pd.DataFrame, context_gb: float) -> pd.Series:
+    """The smallest card (GB) each row's step runs on: the simulated OOM line (estimated rows, context included),
+    else the measured reserved memory plus the CUDA context (GPU rows); NaN where neither is known."""
+    oom = rows["oom_capacity_bytes"] if "oom_capacity_bytes" in rows else pd.Series(float("nan"), index=rows.index)
+    measured = rows["reserved_memory_bytes"].astype(float) / GB + context_gb
+    return (oom.astype(float) / GB).fillna(measured)
+
+
+def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str, context_gb: float = 0.0) -> str:
+    """Peak memory per method over batch sizes and, dashed, the card each needs (the simulated OOM line, or measured
+    reserved memory plus the CUDA context); lines at the common GPU capacities the data comes near."""
     data = rows[(rows["backbone"] == backbone) & (rows["status"] == "ok")]
     figure, axes, top = _lines_over_batch_size(data, "peak_memory_bytes", GB, 3.8)
-    for capacity in GPU_CAPACITIES_GB:
-        if capacity <= top * 1.3:
-            axes.axhline(capacity, color="#999", linestyle="--", linewidth=0.8)
-            axes.annotate(f"{capacity} GB GPU", xy=(1.0, capacity), xycoords=("axes fraction", "data"),
-                          xytext=(3, 0), textcoords="offset points", va="center", fontsize=8, color="#555")
-    axes.set_ylabel(f"peak memory (GB, {source_label})")
+    needed = card_needed_gb(data, context_gb)
+    labelled = False
+    for index, (method, group) in enumerate(data.groupby("method", sort=False)):
+        group_needed = needed[group.index]
+        if group_needed.notna().any():
+            order = group["batch_size"].argsort().to_numpy()
+            axes.plot(group["batch_size"].to_numpy()[order], group_needed.to_numpy()[order], linestyle="--",
+                      linewidth=1.0, color=color(method, index),
+                      label=None if labelled else "card needed (OOM line, dashed)")
+            labelled = True
+            top = max(top, group_needed.max())
+    shown = [capacity for capacity in GPU_CAPACITIES_GB if capacity <= top * 1.3]
+    axes.set_ylim(0, max([top, *shown]) * 1.08)
+    for capacity in shown:
+        axes.axhline(capacity, color="#999", linestyle="--", linewidth=0.8)
+        axes.annotate(f"{capacity} GB GPU", xy=(1.0, capacity), xycoords=("axes fraction", "data"),
+                      xytext=(3, 0), textcoords="offset points", va="center", fontsize=8, color="#555")
+    axes.set_ylabel(f"GB, {source_label} (solid: peak; dashed: card needed)")
     axes.set_title(f"{backbone}: peak training memory")
     axes.legend(frameon=False)
     return to_svg(figure)

@@ -89,11 +89,12 @@ def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[l
     capacities = charts.GPU_CAPACITIES_GB
     columns = ["method", "backbone"] + [f"{capacity} GB" for capacity in capacities]
     lines = []
-    ok = rows[(rows["status"] == "ok") & rows["peak_memory_bytes"].notna() & (rows["precision"] == "fp32")]
+    needed = charts.card_needed_gb(rows, context_gb)
+    ok = rows[(rows["status"] == "ok") & needed.notna() & (rows["precision"] == "fp32")]
     for (method, backbone), group in ok.groupby(["method", "backbone"], sort=False):
         line = [method, _label(backbone)]
         for capacity in capacities:
-            fitting = group[group["peak_memory_bytes"] / GB + context_gb <= capacity]["batch_size"]
+            fitting = group[needed[group.index] <= capacity]["batch_size"]
             line.append(str(int(fitting.max())) if not fitting.empty else "—")
         lines.append(line)
     return columns, lines
@@ -153,7 +154,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         subset = rows[rows["backbone"] == backbone]
         sources = "/".join(sorted(set(subset["memory_source"].dropna()))) or "no data"
         columns, lines = _table(subset, baseline, references)
-        section_charts = [charts.memory_vs_batch(rows, backbone, sources),
+        section_charts = [charts.memory_vs_batch(rows, backbone, sources, context_gb),
                           charts.throughput_vs_batch(rows, backbone, "/".join(
                               sorted(set(subset["throughput_source"].dropna()))))]
         largest = int(subset["batch_size"].max())
