@@ -28,8 +28,8 @@ def split_method_list(text: str) -> list[str]:
     """'lora:rank=16,lora,cad' -> ['lora:rank=16', 'lora', 'cad'] (see the module docstring for the rule)."""
     specs: list[str] = []
     for item in (part.strip() for part in text.split(OPTION_SEPARATOR)):
-        if not item:
-            continue
+        if not item:  # a typo whose meaning cannot be known, as in every comma list (commands.arguments.comma_list)
+            raise CadbenchError(f"empty item in {text!r}; give values separated by single commas")
         if _is_option(item):
             if not specs:
                 raise CadbenchError(f"method option {item!r} comes before any method name; write METHOD:{item}")

@@ -13,7 +13,7 @@ from cadbench.method_spec import join_method_spec, method_label, option_items, s
     ("peft:target_modules=qkv+proj,lora_alpha=16,lora:rank=2", ["peft:target_modules=qkv+proj,lora_alpha=16",
                                                                 "lora:rank=2"]),
     ("lora,rank=16", ["lora:rank=16"]),  # an option after a bare name starts that name's options
-    (" cad , decoder_only ,", ["cad", "decoder_only"]),
+    (" cad , decoder_only ", ["cad", "decoder_only"]),
     ("peft:config=configs/a:b.json", ["peft:config=configs/a:b.json"]),  # ':' after the '=' belongs to the value
 ])
 def test_an_item_with_equals_but_no_colon_before_it_continues_the_previous_method(text, specs):
@@ -22,7 +22,9 @@ def test_an_item_with_equals_but_no_colon_before_it_continues_the_previous_metho
 
 @pytest.mark.parametrize("text, message", [
     ("rank=16,lora", "method option 'rank=16' comes before any method name"),
-    (",", "expected a comma-separated list of methods"),
+    (",", "empty item in ','"),
+    ("cad,,decoder_only", "empty item"),  # a stray comma is refused, as in every comma list
+    ("cad,decoder_only,", "empty item"),
 ])
 def test_a_list_that_cannot_be_split_is_refused_in_one_line(text, message):
     with pytest.raises(CadbenchError, match=message):
