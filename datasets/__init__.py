@@ -10,7 +10,8 @@ Samples come in SAM's input geometry (`geometry`); `collate` batches them for `c
 
 from pathlib import Path
 
-from cadbench.datasets.dataset import DatasetBatch, Sample, SegmentationDataset, collate
+from cadbench.datasets.dataset import DatasetBatch, MaskStats, PreparedDataset, Sample, SegmentationDataset, \
+    SubsetDataset, collate
 from cadbench.datasets.folder import FolderDataset, open_dataset
 from cadbench.datasets.layouts import LAYOUTS, available_splits
 from cadbench.datasets.synthetic import SyntheticCamouflage
@@ -28,6 +29,7 @@ def load_dataset(source: str, split: str | None, image_size: int = 1024, layout:
 
 
 __all__ = [
-    "LAYOUTS", "SAMPLE_PATH", "SYNTHETIC", "DatasetBatch", "FolderDataset", "Sample", "SegmentationDataset",
-    "SyntheticCamouflage", "available_splits", "collate", "load_dataset", "open_dataset",
+    "LAYOUTS", "SAMPLE_PATH", "SYNTHETIC", "DatasetBatch", "FolderDataset", "MaskStats", "PreparedDataset", "Sample",
+    "SegmentationDataset", "SubsetDataset", "SyntheticCamouflage", "available_splits", "collate", "load_dataset",
+    "open_dataset",
 ]

@@ -74,8 +74,9 @@ class Prepared:
 def as_tv_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     """(H, W, 3) uint8 and (H, W) bool -> torchvision's typed (3, H, W) uint8 image and (1, H, W) uint8 mask, so
     that `torchvision.transforms.v2` moves both together (masks with nearest-neighbour resampling)."""
-    return (tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
-            tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask)).to(torch.uint8)[None]))
+    writable = ("C", "W")  # read-only arrays (cached synthetic scenes) are copied: torch wants writable memory
+    return (tv_tensors.Image(torch.from_numpy(np.require(image, requirements=writable)).permute(2, 0, 1)),
+            tv_tensors.Mask(torch.from_numpy(np.require(mask, requirements=writable)).to(torch.uint8)[None]))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Fine-tune and evaluate end to end on the committed sample, at test scale, for every method."""
+"""Evaluate (and fine-tune, end to end) on the committed sample, at test scale, for every method."""
 
 import math
 
@@ -7,8 +7,14 @@ import torch
 
 from cadbench.datasets import SAMPLE_PATH, SyntheticCamouflage, open_dataset
 from cadbench.errors import CadbenchError
-from cadbench.training.quality import evaluate, fine_tune, logits_at_original_size, training_order
+from cadbench.training.finetune import TrainingPlan, fine_tune, training_order
+from cadbench.training.protocols import get_protocol
+from cadbench.training.quality import evaluate, logits_at_original_size
 from cadbench.training.step import prepare
+
+
+def quick(steps: int, batch_size: int, seed: int = 0) -> TrainingPlan:
+    return TrainingPlan.resolve(get_protocol("quick"), batch_size, "fp32", None, steps, seed)
 
 SCORES = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae")
 
@@ -17,7 +23,7 @@ def test_fine_tune_then_evaluate_on_the_sample(trainee):
     train = open_dataset(SAMPLE_PATH, "train", image_size=trainee.image_size)
     test = open_dataset(SAMPLE_PATH, "test", image_size=trainee.image_size)
     before = {name: p.detach().clone() for name, p in trainee.method.named_parameters() if p.requires_grad}
-    losses = fine_tune(trainee.method, trainee.optimizer, train, steps=3, batch_size=2, seed=0)
+    losses = fine_tune(trainee.method, train, quick(steps=3, batch_size=2)).losses
     assert len(losses) == 3 and all(math.isfinite(loss) and loss > 0 for loss in losses)
     assert any(not torch.equal(p, before[n]) for n, p in trainee.method.named_parameters() if p.requires_grad)
     results = evaluate(trainee.method, test, batch_size=2)
@@ -34,7 +40,7 @@ def test_fine_tune_is_deterministic_for_a_seed():
     for seed in (5, 5, 6):
         torch.manual_seed(0)  # same initial weights
         trainee = prepare("decoder_only", "test_scale")
-        curves.append(fine_tune(trainee.method, trainee.optimizer, train, steps=2, batch_size=2, seed=seed))
+        curves.append(fine_tune(trainee.method, train, quick(steps=2, batch_size=2, seed=seed)).losses)
     assert curves[0] == curves[1] and curves[0] != curves[2]
 
 
