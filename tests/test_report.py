@@ -91,3 +91,45 @@ def test_report_of_a_real_run_in_headless_chromium(tmp_path):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         browser.close()
+
+
+def _quality_results(folder: Path) -> Path:
+    """Full-size rows under two protocols (one all zero), and test-scale rows with random weights."""
+    store = ResultStore(folder)
+    store.open({"mode": "cuda"}, {"torch_version": "test"})
+    curves = {}
+    for backbone, protocol, batch, iou in (("vit_b", "quick", 1, 0.0), ("vit_b", "cad-paper", 4, 0.61),
+                                           ("test_scale", "quick", 2, 0.0)):
+        for method in ("sam_adapter", "cad"):
+            row = new_row({"method": method, "backbone": backbone, "test_scale": backbone == "test_scale",
+                           "batch_size": batch, "precision": "fp32"}, {"torch_version": "test"})
+            row.update(status="ok", peak_memory_bytes=GB, memory_source="cuda", weights="random", protocol=protocol,
+                       iou=iou, dice=iou * 1.1, train_steps=3)
+            store.append(explain_nulls(row, {"*": "not measured in this test"}))
+            curves[f"{method}/{backbone}/{batch}/fp32"] = {
+                "losses": [1.6, 1.5, 1.4], "resumed_from_epoch": None,
+                "epochs": [{"epoch": 1, "step": 3, "lr": 2e-4, "validation_iou": iou, "validation_dice": iou}]}
+    (folder / "loss_curves.json").write_text(json.dumps(curves))
+    return folder
+
+
+def test_quality_holds_full_size_rows_one_protocol_per_chart_and_test_scale_is_a_pipeline_check(tmp_path):
+    html = build_report([_quality_results(tmp_path / "run")]).read_text()
+    quality, _, rest = html.partition('<h2 id="pipeline-check">')
+    quality = quality[quality.index("<h2>Quality</h2>"):]
+    assert quality.count('<h3 class="protocol">') == 2
+    assert "protocol quick" in quality and "protocol cad-paper" in quality
+    assert "segmentation quality (test split), protocol cad-paper" in quality
+    assert "validation after each epoch, protocol cad-paper" in quality
+    assert "test_scale" not in quality  # the demo model is no quality result
+    assert "the models predict background everywhere" in quality  # all-zero bars say why
+    assert "Pipeline check (test scale, random weights)" in rest
+    assert "not how good any method is" in rest and "predicts background everywhere" in rest
+    assert "1.600 → 1.400" in rest
+    assert "(check)" in html  # the per-backbone table marks the test-scale scores too
+
+
+def test_older_loss_curves_without_epochs_still_draw(tmp_path):
+    folder = _quality_results(tmp_path / "run")
+    (folder / "loss_curves.json").write_text(json.dumps({"cad/vit_b/4/fp32": [1.0, 0.9, 0.8]}))
+    assert "fine-tuning loss, protocol cad-paper" in build_report([folder]).read_text()

@@ -8,6 +8,9 @@ from __future__ import annotations
 from cadbench.harness.options import Mode, RunOptions
 
 QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")
+# What a fine-tune records beside its scores (null exactly when the scores are, unless a reason below says otherwise)
+FINE_TUNE_COLUMNS = ("quality_dataset", "train_steps", "epochs", "dataset_split", "empty_train_masks",
+                     "empty_test_masks", "mask_grey_values", "saved_weights", "saved_weights_sha256")
 
 
 def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
@@ -18,7 +21,7 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
         reasons.update({column: why for column in (
             "peak_memory_bytes", "memory_source", "throughput_img_s", "throughput_source", "step_time_*",
             "flops_per_step", "breakdown_*", "reserved_memory_bytes", "nvml_process_memory_bytes",
-            "trainable_params", "total_params", *QUALITY_COLUMNS, "quality_dataset", "train_steps")})
+            "trainable_params", "total_params", *QUALITY_COLUMNS, *FINE_TUNE_COLUMNS, "protocol")})
     if mode == "cuda":
         reasons.update({"flops_per_step": "FLOPs come from the estimator (cadbench estimate)",
                         "breakdown_*": "the memory breakdown comes from the estimator (cadbench estimate)",
@@ -35,10 +38,15 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
                       "estimate, or no GPU for a full-size model)")
         reasons.update({"throughput_*": no_steps, "step_time_*": no_steps, "timed_steps": no_steps,
                         "warmup_steps": no_steps, "device": "estimate only: no training step ran on a device",
-                        **{column: no_quality for column in (*QUALITY_COLUMNS, "quality_dataset", "train_steps")}})
+                        **{column: no_quality for column in (*QUALITY_COLUMNS, *FINE_TUNE_COLUMNS)}})
     elif not options.dataset:
         no_quality = "quality was not asked for (--no-quality)"
-        reasons.update({column: no_quality for column in (*QUALITY_COLUMNS, "quality_dataset", "train_steps")})
+        reasons.update({column: no_quality for column in (*QUALITY_COLUMNS, *FINE_TUNE_COLUMNS)})
+    if options.epochs is None:
+        reasons.setdefault("epochs", f"the {options.protocol} protocol counts steps (train_steps), not epochs")
+    if not options.save_weights:
+        reasons.setdefault("saved_weights", "--save-weights was not given")
+        reasons.setdefault("saved_weights_sha256", "--save-weights was not given")
     reasons.update({"git_commit": "not a git checkout", "segment_anything_version": "version unknown",
                     "memory_source": reasons.get("memory_source", "no memory figure"),
                     "ber": reasons.get("ber", "not computed")})

@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
+from cadbench.backbones import file_sha256
 from cadbench.errors import CadbenchError, summarize_names
 
 FORMAT = "cadbench-trainable-weights/1"
@@ -58,11 +58,16 @@ def load_trainable_state(method: torch.nn.Module, state: dict[str, torch.Tensor]
             expected[name].copy_(tensor.to(expected[name].device, expected[name].dtype))
 
 
-def file_sha256(path: str | Path) -> str:
+def base_fingerprint(method: torch.nn.Module, values: int = 4096) -> str:
+    """A cheap check that a model has the same frozen weights as another: the sha256 of the names and the first
+    `values` values (float32) of every frozen parameter. Saved with the weights and compared when they are loaded
+    onto a base again, so that weights are never scored on another backbone's frozen encoder."""
     digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
+    for name, parameter in method.named_parameters():
+        if parameter.requires_grad:
+            continue
+        digest.update(name.encode())
+        digest.update(parameter.detach().reshape(-1)[:values].to("cpu", torch.float32).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -80,6 +85,10 @@ def save_weights(method: torch.nn.Module, path: str | Path, metadata: dict[str, 
         Path(temporary).unlink(missing_ok=True)
         raise
     return file_sha256(path)
+
+
+__all__ = ["FORMAT", "base_fingerprint", "file_sha256", "load_trainable_state", "read_weights", "save_weights",
+           "trainable_state"]
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
