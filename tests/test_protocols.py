@@ -128,3 +128,14 @@ def test_each_protocol_keeps_its_training_samples_aligned(name):
             assert agreement(sample.image, target) > 0.95, (name, epoch, sample.name)
     again = PreparedDataset(data, protocol.geometry, protocol.augment(), seed=0, epoch=2)
     assert all(torch.equal(again[i].mask, view[i].mask) for i in range(len(data)))  # seeded per sample
+
+
+def test_cads_half_resolution_average_is_bilinear_resizing_only_without_antialiasing():
+    """methods/cad.py's note, on which the cad-paper geometry relies: a 2 x 2 average is what bilinear resizing by
+    one half computes without antialiasing (OpenCV's INTER_LINEAR, as albumentations' A.Resize), not with it (PIL)."""
+    images = torch.rand(1, 3, 64, 64) * 255
+    average = torch.nn.functional.avg_pool2d(images, 2)
+    plain = torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear", antialias=False)
+    filtered = torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear", antialias=True)
+    assert torch.allclose(average, plain, atol=1e-4)
+    assert (average - filtered).abs().max() > 10
