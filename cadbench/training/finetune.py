@@ -193,7 +193,7 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
         record: dict[str, Any] = {"epoch": epoch + 1, "step": len(history.losses), "lr": learning_rate,
                                   "validation_iou": None, "validation_dice": None}
         if validation is not None:
-            scores = evaluate(method, validation, batch_size=plan.batch_size, geometry=protocol.geometry)
+            scores = evaluate(method, validation, batch_size=plan.batch_size, geometry=protocol.geometry, soft=False)
             record.update(validation_iou=scores["iou"], validation_dice=scores["dice"])
             method.train()
         history.epochs.append(record)

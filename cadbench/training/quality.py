@@ -48,14 +48,14 @@ def predict(method: Method, batch: DatasetBatch, image_size: int) -> list[torch.
 
 
 def evaluate(method: Method, test_dataset: SegmentationDataset, batch_size: int = 1,
-             geometry: Geometry = LETTERBOX) -> dict[str, float | int]:
-    """Metrics over the whole dataset (see `cadbench.training.metrics`), scored at the resolution of `geometry`'s
-    scoring target (a protocol's), plus the image and empty-mask counts."""
+             geometry: Geometry = LETTERBOX, soft: bool = True) -> dict[str, float | int]:
+    """Metrics over the whole dataset (see `cadbench.training.metrics`; `soft=False`: IoU, Dice and BER only),
+    scored at the resolution of `geometry`'s scoring target (a protocol's), plus the image and empty-mask counts."""
     check_image_size(method, test_dataset)
     device = _device(method)
     was_training = method.training
     method.eval()
-    metrics = SegmentationMetrics()
+    metrics = SegmentationMetrics(soft=soft)
     view = PreparedDataset(test_dataset, geometry)
     try:
         with torch.no_grad():
