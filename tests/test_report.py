@@ -133,3 +133,21 @@ def test_older_loss_curves_without_epochs_still_draw(tmp_path):
     folder = _quality_results(tmp_path / "run")
     (folder / "loss_curves.json").write_text(json.dumps({"cad/vit_b/4/fp32": [1.0, 0.9, 0.8]}))
     assert "fine-tuning loss, protocol cad-paper" in build_report([folder]).read_text()
+
+
+def test_folders_of_two_protocols_keep_their_quality_rows_apart(tmp_path):
+    quick = _quality_results(tmp_path / "quick")
+    paper = tmp_path / "paper"
+    store = ResultStore(paper)
+    store.open({"mode": "cuda"}, {"torch_version": "test"})
+    row = new_row({"method": "cad", "backbone": "vit_b", "test_scale": False, "batch_size": 1, "precision": "fp32"},
+                  {"torch_version": "test"})  # the same cell as in `quick`, under another protocol
+    row.update(status="ok", peak_memory_bytes=GB, memory_source="cuda", weights="random", protocol="sam-adapter-paper",
+               iou=0.7, dice=0.8, train_steps=40)
+    store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    (paper / "loss_curves.json").write_text(json.dumps({"cad/vit_b/1/fp32": {
+        "protocol": "sam-adapter-paper", "losses": [0.9, 0.5], "epochs": [], "resumed_from_epoch": None}}))
+    html = build_report([quick, paper], out_file=tmp_path / "both.html").read_text()
+    for protocol in ("quick", "cad-paper", "sam-adapter-paper"):
+        assert f'<h3 class="protocol">protocol {protocol}</h3>' in html
+    assert "fine-tuning loss, protocol sam-adapter-paper" in html and "fine-tuning loss, protocol quick" in html

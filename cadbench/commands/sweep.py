@@ -20,12 +20,12 @@ def register(commands) -> None:
                help="'synthetic' (the embedded default, generated from --seed) or a folder with images/ and masks/ "
                     "(or a COD10K, CAMO, SINet, ISTD, Kvasir-SEG or ISIC 2018 layout)")
     add_option(run_parser, "--layout", help="force a dataset layout instead of detecting it")
-    add_option(run_parser, "--train-steps", type=int,
-               help="fine-tuning steps per cell before evaluating quality, for protocols without epochs (quick)")
+    add_option(run_parser, "--train-steps", type=int, help="fine-tuning steps per cell before evaluating quality")
     add_option(run_parser, "--protocol",
                help="how quality is fine-tuned and scored: quick (a short check), cad-paper or sam-adapter-paper "
                     "(the reference codes' training and evaluation; docs/protocols.md)")
-    add_option(run_parser, "--epochs", type=int, help="fine-tuning epochs, instead of the protocol's own")
+    add_option(run_parser, "--epochs", type=int,
+               help="fine-tuning epochs, instead of the protocol's own (quick has none: it trains --train-steps steps)")
     add_option(run_parser, "--test-fraction", type=float,
                help="share of a dataset without a test split held out (by --seed) as its test split")
     add_option(run_parser, "--val-fraction", type=float,

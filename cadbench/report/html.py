@@ -93,23 +93,41 @@ def _losses(curve) -> list[float]:
     return list(curve["losses"]) if isinstance(curve, dict) else list(curve)
 
 
-def _quality_sections(rows: pd.DataFrame, curves: dict) -> tuple[list[dict], dict | None]:
+def _quality_inputs(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
+    """Scored rows and their loss curves, keyed by protocol and cell: one folder holds one protocol, so folders of
+    different protocols keep a row per cell each (the memory tables keep one row per cell, the last folder's)."""
+    frames, curves = [], {}
+    for folder in folders:
+        frame = load_results(folder)
+        frame = frame[frame["iou"].notna()].copy()
+        frame["cell"] = [Cell.key_of(row) for _, row in frame.iterrows()]
+        frame["protocol"] = [_protocol_of(row) for _, row in frame.iterrows()]
+        frame["quality_key"] = [f"{protocol} {cell}" for protocol, cell in zip(frame["protocol"], frame["cell"])]
+        for cell, curve in _read_json(folder / "loss_curves.json").items():
+            protocols = frame.loc[frame["cell"] == cell, "protocol"]
+            protocol = curve.get("protocol") if isinstance(curve, dict) else None
+            curves[f"{protocol or (protocols.iloc[0] if len(protocols) else DEFAULT_PROTOCOL)} {cell}"] = curve
+        frames.append(frame)
+    scored = pd.concat(frames, ignore_index=True).drop_duplicates(subset="quality_key", keep="last")
+    return scored, curves
+
+
+def _quality_sections(scored: pd.DataFrame, curves: dict) -> tuple[list[dict], dict | None]:
     """The Quality section (full-size models only, one part per protocol: rows of different protocols never share
-    a chart) and the pipeline check (test-scale models with random weights)."""
-    scored = rows[rows["iou"].notna()].copy()
-    scored["protocol"] = [_protocol_of(row) for _, row in scored.iterrows()]
+    a chart) and the pipeline check (test-scale models with random weights). `scored` and `curves` are keyed by
+    protocol and cell (`_quality_inputs`)."""
     check = scored[[_is_pipeline_check(row) for _, row in scored.iterrows()]]
     full = scored[~scored.index.isin(check.index)]
     sections = []
     for protocol, group in full.groupby("protocol", sort=False):
-        keys = [key for key in group["cell"] if key in curves]
+        keys = {cell: key for cell, key in zip(group["cell"], group["quality_key"]) if key in curves}
         label = f"protocol {protocol}"
         weights = ", ".join(sorted(set(group["weights"].dropna()))) or "unknown"
         section_charts = [
             charts.quality_bars(group, f"segmentation quality (test split), {label}"),
             charts.memory_vs_dice(group),
-            charts.loss_curves({key: _losses(curves[key]) for key in keys}, f"fine-tuning loss, {label}"),
-            charts.validation_curves({key: curves[key].get("epochs", []) for key in keys
+            charts.loss_curves({cell: _losses(curves[key]) for cell, key in keys.items()}, f"fine-tuning loss, {label}"),
+            charts.validation_curves({cell: curves[key].get("epochs", []) for cell, key in keys.items()
                                       if isinstance(curves[key], dict)}, f"validation after each epoch, {label}"),
         ]
         sections.append({"protocol": protocol, "summary": _protocol_summary(protocol), "weights": weights,
@@ -118,7 +136,7 @@ def _quality_sections(rows: pd.DataFrame, curves: dict) -> tuple[list[dict], dic
         return sections, None
     lines = []
     for _, row in check.iterrows():
-        losses = _losses(curves[row["cell"]]) if row["cell"] in curves else []
+        losses = _losses(curves[row["quality_key"]]) if row["quality_key"] in curves else []
         trend = f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "—"
         lines.append([row["method"], _label(row["backbone"]), str(row["batch_size"]), row["protocol"],
                       _fmt(row["train_steps"], "{:.0f}"), trend, _fmt(row["iou"], "{:.3f}"),
@@ -133,9 +151,9 @@ def _quality_sections(rows: pd.DataFrame, curves: dict) -> tuple[list[dict], dic
                     "scoring run end to end, not how good any method is."
                     + (" IoU and Dice of 0 mean the model still predicts background everywhere, which a random-weight "
                        "model after so few steps is expected to do." if background else ""),
-        "charts": [chart for chart in (charts.loss_curves({key: _losses(curves[key]) for key in check["cell"]
-                                                           if key in curves}, "pipeline check: fine-tuning loss"),)
-                   if chart],
+        "charts": [chart for chart in (charts.loss_curves({cell: _losses(curves[key]) for cell, key
+                                                           in zip(check["cell"], check["quality_key"]) if key in curves},
+                                                          "pipeline check: fine-tuning loss"),) if chart],
     }
     return sections, pipeline
 
@@ -225,7 +243,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
                          "charts": [chart for chart in section_charts if chart], "pipeline_check": checked})
 
     fit_columns, fit_rows = _fit_table(rows, context_gb)
-    quality_sections, pipeline = _quality_sections(rows, curves)
+    quality_sections, pipeline = _quality_sections(*_quality_inputs(folders))
     notes = sorted({f"{column}: {reason}" for reasons in rows["null_reasons"].dropna()
                     for column, reason in (reasons if isinstance(reasons, dict) else json.loads(reasons)).items()
                     if column not in ("error",)})
