@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cadbench.datasets import SyntheticCamouflage
-from cadbench.training.finetune import NonFiniteLossError, TrainingPlan, fine_tune
+from cadbench.training.finetune import NonFiniteLossError, TrainingPlan, fine_tune, training_order
 from cadbench.training.protocols import available_protocols, get_protocol
 from cadbench.training.step import prepare
 
@@ -130,3 +130,35 @@ def test_a_loss_that_stops_being_finite_stops_the_fine_tune_naming_the_step():
     with pytest.raises(NonFiniteLossError, match=r"stopped being finite at step 4 \(loss nan\); steps 1-3 were finite"):
         fine_tune(method, data(count=6), plan("quick", epochs=None, steps=6), on_step=lambda s, loss: seen.append(s))
     assert seen == [1, 2, 3]
+
+
+def test_fine_tune_is_deterministic_for_a_seed():
+    train = SyntheticCamouflage("train", seed=0, image_size=128, count=4, height=48, width=64)
+    curves = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(0)  # same initial weights
+        trainee = prepare("decoder_only", "test_scale")
+        quick = TrainingPlan.resolve(get_protocol("quick"), 2, "fp32", None, 2, seed)
+        curves.append(fine_tune(trainee.method, train, quick).losses)
+    assert curves[0] == curves[1] and curves[0] != curves[2]
+
+
+def test_training_order_covers_each_epoch_before_repeating():
+    order = training_order(length=5, steps=4, batch_size=3, seed=1)
+    flat = [index for step in order for index in step]
+    assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:10]) == list(range(5))
+    assert order == training_order(length=5, steps=4, batch_size=3, seed=1)
+
+
+def test_the_last_validation_can_be_left_to_the_caller_and_gives_the_same_scores():
+    validation = data("test", count=3)
+    both = fine_tune(fresh(), data(count=4), plan("quick", epochs=2), validation=validation)
+    history = fine_tune(fresh(), data(count=4), plan("quick", epochs=2), validation=validation,
+                        validate_last_epoch=False)
+    assert history.epochs[0] == both.epochs[0] and history.epochs[1]["validation_iou"] is None
+    from cadbench.training.quality import evaluate
+
+    method = fresh()
+    fine_tune(method, data(count=4), plan("quick", epochs=2))
+    history.set_last_validation(evaluate(method, validation, batch_size=2))
+    assert history.epochs[1] == both.epochs[1]

@@ -140,10 +140,14 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
     torch.manual_seed(options.seed)
     trainee = prepare(cell.method, cell.backbone, checkpoint=options.checkpoints.get(cell.backbone), device=device)
     state = _fine_tune_state(cell, options)
+    validating_on_test = splits.validation is splits.test
     history = fine_tune(trainee.method, splits.train, plan, validation=splits.validation,
                         checkpoint=state, fingerprint=_fingerprint(cell, options),
-                        workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
+                        workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0,
+                        validate_last_epoch=not validating_on_test)
     scores = evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry)
+    if validating_on_test:
+        history.set_last_validation(scores)  # the same weights on the same images: not scored twice
     row.update({column: scores[column] for column in QUALITY_COLUMNS})
     row.update(quality_dataset=splits.summary(), dataset_split=splits.split_description(),
                train_steps=len(history.losses), epochs=plan.epochs, empty_train_masks=splits.train.empty_masks,

@@ -114,6 +114,11 @@ class History:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_epoch: int | None = None  # epochs already done when this process started (None: from scratch)
 
+    def set_last_validation(self, scores: dict[str, Any]) -> None:
+        """Record IoU and Dice scored after the fine-tune as the last epoch's validation."""
+        if self.epochs:
+            self.epochs[-1].update(validation_iou=scores["iou"], validation_dice=scores["dice"])
+
     def curve(self) -> dict[str, Any]:
         """The loss-curve data of a result (strict JSON: every number finite)."""
         return {"losses": list(self.losses), "epochs": [dict(record) for record in self.epochs],
@@ -147,13 +152,15 @@ def _load_checkpoint(path: Path | None, fingerprint: str) -> dict[str, Any] | No
 def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
               validation: SegmentationDataset | None = None, checkpoint: str | Path | None = None,
               fingerprint: str = "", on_step: Callable[[int, float], None] | None = None,
-              workers: int = 0) -> History:
+              workers: int = 0, validate_last_epoch: bool = True) -> History:
     """Train `method` on `train` as `plan` says; score `validation` (IoU, Dice) after every epoch.
 
     `checkpoint`: where the state after each epoch is kept; if it holds a state with the same `fingerprint`, the
     fine-tune resumes after that state's last epoch. `on_step(step, loss)` is called after every step (steps
     counted from 1 over the whole fine-tune). A loss that is not finite stops the fine-tune with
     `NonFiniteLossError`. `workers`: DataLoader worker processes reading and augmenting the data.
+    `validate_last_epoch=False` leaves the last epoch's validation to the caller (who scores the same weights on the
+    same data anyway when the validation data is the test split; see `History.set_last_validation`).
     """
     check_image_size(method, train)
     device = next(method.parameters()).device
@@ -192,7 +199,7 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
             scheduler.step()
         record: dict[str, Any] = {"epoch": epoch + 1, "step": len(history.losses), "lr": learning_rate,
                                   "validation_iou": None, "validation_dice": None}
-        if validation is not None:
+        if validation is not None and (validate_last_epoch or epoch < len(epochs) - 1):
             scores = evaluate(method, validation, batch_size=plan.batch_size, geometry=protocol.geometry, soft=False)
             record.update(validation_iou=scores["iou"], validation_dice=scores["dice"])
             method.train()
