@@ -8,20 +8,27 @@
 * `open_splits(source, image_size, ...)`: train, test and validation for a fine-tune (seeded splits where a
   dataset has none of its own; `splits`).
 
-Samples come in SAM's input geometry (`geometry`); `collate` batches them for `cadbench.training.quality`.
+Samples come in a geometry (`geometry`: SAM's letterbox by default, or the reference codes' squash, which a training
+protocol chooses; `PreparedDataset` applies one with an augmentation); `collate` batches them.
 """
 
 from pathlib import Path
 
-from cadbench.datasets.dataset import DatasetBatch, MaskStats, PreparedDataset, Sample, SegmentationDataset, \
-    SubsetDataset, collate
+from cadbench.datasets.dataset import (
+    DatasetBatch,
+    MaskStats,
+    PreparedDataset,
+    Sample,
+    SegmentationDataset,
+    SubsetDataset,
+    collate,
+)
 from cadbench.datasets.folder import FolderDataset, open_dataset
 from cadbench.datasets.layouts import LAYOUTS, available_splits
 from cadbench.datasets.splits import Splits, open_splits
-from cadbench.datasets.synthetic import SyntheticCamouflage
+from cadbench.datasets.synthetic import SYNTHETIC, SyntheticCamouflage
 
 SAMPLE_PATH = Path(__file__).resolve().parent / "sample"
-SYNTHETIC = "synthetic"
 
 
 def load_dataset(source: str, split: str | None, image_size: int = 1024, layout: str | None = None,

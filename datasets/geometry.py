@@ -1,4 +1,5 @@
-"""SAM's input geometry: longest side resized to the encoder size S, aspect kept, padded bottom/right to S x S.
+"""Input geometries. SAM's own (`Letterbox`, the default): longest side resized to the encoder size S, aspect kept,
+padded bottom/right to S x S. The reference codes' (`Squash`): resized to a square, aspect ignored (below).
 
 The resized shape comes from Meta's `ResizeLongestSide` and images are resized by its `apply_image` (what
 `SamPredictor` feeds the model). Masks take the same shape with nearest-neighbour resampling.

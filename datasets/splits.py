@@ -17,10 +17,9 @@ import numpy as np
 from cadbench.datasets.dataset import SegmentationDataset
 from cadbench.datasets.folder import FolderDataset, split_off
 from cadbench.datasets.layouts import find_split, held_out_source, missing_split_error, open_layout
-from cadbench.datasets.synthetic import SyntheticCamouflage
+from cadbench.datasets.synthetic import SYNTHETIC, SyntheticCamouflage
 from cadbench.errors import CadbenchError
 
-SYNTHETIC = "synthetic"
 VALIDATION_NAMES = ("validation", "val")
 
 

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from cadbench.datasets.dataset import MaskStats, SegmentationDataset
 from cadbench.errors import CadbenchError
 
+SYNTHETIC = "synthetic"  # the --dataset value that selects this set
 SPLIT_STREAMS = {"train": 0, "test": 1}
 DEFAULT_COUNTS = {"train": 64, "test": 32}
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 192, 256

@@ -156,6 +156,9 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
     if options.save_weights:
         from cadbench.training.weights import base_fingerprint, save_weights
 
+        if options.state_dir is None:
+            raise ValueError("save_weights needs state_dir, the --out folder (cadbench.run sets it)")
+
         relative = Path("weights") / f"{_slug(cell)}.safetensors"
         sha256 = save_weights(trainee.method, Path(options.state_dir) / relative, {
             "method": cell.method, "backbone": cell.backbone, "cell": cell.key, "protocol": protocol.name,
