@@ -14,6 +14,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,6 +24,10 @@ from cadbench.harness.grid import Cell
 from cadbench.harness.options import Mode, RunOptions
 from cadbench.harness.nulls import FINE_TUNE_COLUMNS, QUALITY_COLUMNS, null_reasons
 from cadbench.harness.results import explain_nulls, new_row
+
+if TYPE_CHECKING:
+    from cadbench.methods import Method
+    from cadbench.training.finetune import TrainingPlan
 
 
 def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict) -> dict:
@@ -154,21 +159,27 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
                empty_test_masks=splits.test.empty_masks, mask_grey_values=splits.grey_values,
                _loss_curve={"protocol": protocol.name, "plan": plan.describe(), **history.curve()})
     if options.save_weights:
-        from cadbench.training.weights import base_fingerprint, save_weights
-
-        if options.state_dir is None:
-            raise ValueError("save_weights needs state_dir, the --out folder (cadbench.run sets it)")
-
-        relative = Path("weights") / f"{_slug(cell)}.safetensors"
-        sha256 = save_weights(trainee.method, Path(options.state_dir) / relative, {
-            "method": cell.method, "backbone": cell.backbone, "cell": cell.key, "protocol": protocol.name,
-            "epochs": str(plan.epochs), "train_steps": str(len(history.losses)), "seed": str(options.seed),
-            "base_weights": row["weights"], "base_fingerprint": base_fingerprint(trainee.method),
-            "initialised_on": device.type, "dataset": str(options.dataset), "layout": str(options.layout),
-            "test_fraction": str(options.test_fraction)})
-        row.update(saved_weights=str(relative), saved_weights_sha256=f"sha256:{sha256}")
+        _save_trained_weights(row, cell, options, trainee.method, plan, len(history.losses), device)
     if state is not None:
         state.unlink(missing_ok=True)  # finished: nothing left to resume
+
+
+def _save_trained_weights(row: dict, cell: Cell, options: RunOptions, method: Method, plan: TrainingPlan,
+                          steps: int, device: torch.device) -> None:
+    """--save-weights: the method's trainable weights under --out/weights/, named in the row with their sha256.
+
+    The metadata says what `cadbench evaluate` needs to rebuild the frozen base and score the same split."""
+    from cadbench.training.weights import base_fingerprint, save_weights
+
+    if options.state_dir is None:
+        raise ValueError("save_weights needs state_dir, the --out folder (cadbench.run sets it)")
+    relative = Path("weights") / f"{_slug(cell)}.safetensors"
+    sha256 = save_weights(method, Path(options.state_dir) / relative, {
+        "method": cell.method, "backbone": cell.backbone, "cell": cell.key, "protocol": plan.protocol.name,
+        "epochs": str(plan.epochs), "train_steps": str(steps), "seed": str(options.seed),
+        "base_weights": row["weights"], "base_fingerprint": base_fingerprint(method), "initialised_on": device.type,
+        "dataset": str(options.dataset), "layout": str(options.layout), "test_fraction": str(options.test_fraction)})
+    row.update(saved_weights=str(relative), saved_weights_sha256=f"sha256:{sha256}")
 
 
 def _slug(cell: Cell) -> str:
