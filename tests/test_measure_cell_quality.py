@@ -98,11 +98,19 @@ def test_bad_quality_settings_are_refused_in_one_line_before_anything_runs(tmp_p
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
-def test_saved_weights_are_named_in_the_row_and_evaluate_scores_them_as_the_run_did(tmp_path):
-    out, dataset = tmp_path / "out", write_flat_dataset(tmp_path / "flat", 6)
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A run of cad at test scale with --save-weights on a flat folder: (its --out, the dataset)."""
+    root = tmp_path_factory.mktemp("saved")
+    out, dataset = root / "out", write_flat_dataset(root / "flat", 6)
     result = cadbench_cli("run", "--methods", "cad", "--batch-sizes", "2", *QUICK_CELL, "--train-steps", "3",
                           "--dataset", str(dataset), "--save-weights", "--out", str(out))
     assert result.returncode == 0, result.stderr
+    return out, dataset
+
+
+def test_saved_weights_are_named_in_the_row_and_evaluate_scores_them_as_the_run_did(saved_run, tmp_path):
+    out, dataset = saved_run
     row = rows_of(out)["cad/test_scale/2/fp32"]
     weights = out / row["saved_weights"]
     from cadbench.backbones import file_sha256
@@ -132,19 +140,19 @@ def test_saved_weights_are_named_in_the_row_and_evaluate_scores_them_as_the_run_
     assert needless.returncode == 2 and "fine-tuned on random test_scale weights" in needless.stderr
 
 
-def test_weights_are_never_scored_on_another_frozen_base(tmp_path):
-    from safetensors.torch import load_file, save_file
+def test_weights_are_never_scored_on_another_frozen_base(saved_run, tmp_path):
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
-    out, dataset = tmp_path / "out", write_flat_dataset(tmp_path / "flat", 4)
-    assert cadbench_cli("run", "--methods", "decoder_only", "--batch-sizes", "1", *QUICK_CELL, "--train-steps", "1",
-                        "--dataset", str(dataset), "--save-weights", "--out", str(out)).returncode == 0
-    weights = out / "weights" / "decoder_only-test_scale-1-fp32.safetensors"
-    with safe_open(str(weights), framework="pt") as stream:
+    out, dataset = saved_run
+    weights = tmp_path / "other-base.safetensors"
+    source = out / "weights" / "cad-test_scale-2-fp32.safetensors"
+    with safe_open(str(source), framework="pt") as stream:
         metadata = stream.metadata()
-    save_file(load_file(str(weights)), str(weights), metadata={**metadata, "seed": "7"})  # another random base
+    save_file(load_file(str(source)), str(weights), metadata={**metadata, "seed": "7"})  # another random base
     result = cadbench_cli("evaluate", "--weights", str(weights), "--dataset", str(dataset))
     assert result.returncode == 2 and "differ from those weights file" in result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 class NaNAfterTwoSteps(DecoderOnly):
