@@ -24,7 +24,7 @@ from cadbench.registry import default_methods, parse_method_spec, unavailable_me
 from cadbench.report.terminal import choose_baseline, comparison_table, method_labels
 
 
-DERIVED_OPTIONS = {"checkpoints", "weights"}  # filled in from `checkpoint`, never passed by the caller
+DERIVED_OPTIONS = {"checkpoints", "weights", "state_dir"}  # filled in from `checkpoint` and `out`, never passed
 
 
 def default_out_dir() -> Path:
@@ -102,12 +102,20 @@ def _check_estimable(cells: Iterable[Cell]) -> None:
         check_estimable(cell)
 
 
-def _check_dataset(dataset: str, layout: str | None, seed: int) -> None:
-    """Open both splits once up front, so a bad dataset is refused before any cell runs."""
-    from cadbench.datasets import load_dataset
+def _check_quality_setup(options: RunOptions, cells: list[Cell], mode_of: Callable[[Cell], Mode]) -> None:
+    """Open the dataset's splits once up front, and check that some cell fine-tunes under the protocol, so that
+    bad input is refused before any cell runs."""
+    from cadbench.datasets import open_splits
+    from cadbench.training.protocols import get_protocol
 
-    for split in ("train", "test"):
-        load_dataset(dataset, split, image_size=128, layout=layout, seed=seed)
+    open_splits(options.dataset, 128, layout=options.layout, seed=options.seed, test_fraction=options.test_fraction,
+                val_fraction=options.val_fraction)
+    protocol = get_protocol(options.protocol)
+    trained = [cell for cell in cells if mode_of(cell) != "estimate"]
+    if trained and all(protocol.trains_cell(cell.batch_size, cell.precision) for cell in trained):
+        raise CadbenchError(f"--protocol {protocol.name} fine-tunes at batch size {protocol.batch_size} in "
+                            f"{protocol.precision}, and no cell that trains has that; add {protocol.batch_size} to "
+                            "--batch-sizes (or fp32 to --precision), or use --no-quality")
 
 
 def run(
@@ -141,8 +149,9 @@ def run(
         print_summary: print the comparison table at the end.
         **options: any field of `cadbench.harness.options.RunOptions`, with its default when not given: steps,
             warmup, device ("auto" | "cuda" | "cpu"), seed, estimate_only, dataset ("synthetic", a folder, or None
-            for no quality phase), layout, train_steps, alloc_conf (caching-allocator settings for the simulated
-            reserved memory and OOM line, PYTORCH_CUDA_ALLOC_CONF syntax; default: the environment's).
+            for no quality phase), layout, train_steps, protocol ("quick" | "cad-paper" | "sam-adapter-paper"),
+            epochs, test_fraction, val_fraction, save_weights, alloc_conf (caching-allocator settings for the
+            simulated reserved memory and OOM line, PYTORCH_CUDA_ALLOC_CONF syntax; default: the environment's).
     """
     unknown = sorted(set(options) - (set(RunOptions.field_names()) - DERIVED_OPTIONS))
     if unknown:
@@ -168,13 +177,14 @@ def run(
     if options.estimate_only:
         options = replace(options, dataset=None)
     elif options.dataset:
-        _check_dataset(options.dataset, options.layout, options.seed)
+        _check_quality_setup(options, cells, mode_of)
     checkpoints = resolve_checkpoints(checkpoint, backbones)
     weights = {backbone: f"sha256:{file_sha256(checkpoints[backbone])}" if backbone in checkpoints
                else RANDOM_WEIGHTS for backbone in backbones}
     options = replace(options, checkpoints=checkpoints, weights=weights)
 
     store = ResultStore(out or default_out_dir())
+    options = replace(options, state_dir=str(store.out_dir))
     environment = collect_environment()
     with store.open(options.resume_config(), environment):  # the folder is this run's until the block ends
         with SweepProgress(len(cells), enabled=show_progress) as progress:
@@ -213,12 +223,16 @@ def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, labels: list[str]
     if "cpu" in mode:
         print("Throughput of cpu cells is timed on this machine's CPU (not comparable to GPU figures).")
     if any(get_backbone(b).test_scale for b in frame["backbone"]):
-        print("test_scale: a tiny SAM (128 px, 4 blocks) made of Meta's classes, for CPU demos; its IoU/Dice come "
-              "from a real short fine-tune and are not those of a real backbone.")
+        print("test_scale: a tiny SAM (128 px, 4 blocks) made of Meta's classes, for CPU demos. Its IoU/Dice are a "
+              "pipeline check (fine-tuning and scoring ran end to end), not a quality result: with random weights "
+              "and a short fine-tune it may still predict background everywhere (IoU 0).")
     quality = frame[frame["dice"].notna()]
     for label, (_, row) in zip(method_labels(quality), quality.iterrows()):
-        print(f"quality {label} · {get_backbone(row['backbone']).label} · batch {row['batch_size']}: "
-              f"IoU {row['iou']:.3f}, Dice {row['dice']:.3f} after {int(row['train_steps'])} steps "
+        spec = get_backbone(row["backbone"])
+        kind = ("pipeline check (test scale, random weights)" if spec.test_scale and row["weights"] == RANDOM_WEIGHTS
+                else "quality")
+        print(f"{kind} {label} · {spec.label} · batch {row['batch_size']}: IoU {row['iou']:.3f}, "
+              f"Dice {row['dice']:.3f} after {int(row['train_steps'])} steps of {row['protocol']} "
               f"({row['quality_dataset']})")
     if set(frame["weights"].dropna()) == {RANDOM_WEIGHTS}:
         print("Weights: random (no --checkpoint); memory and speed do not depend on them.")

@@ -1,22 +1,34 @@
 """Datasets for fine-tuning and evaluation (installed as `cadbench.datasets`).
 
-* `open_dataset(path, split, layout=None, image_size=1024)`: image/mask folders (layouts in `layouts`), every pair
-  checked when opened; images and masks are paired by file stem.
+* `open_dataset(path, split, layout=None, image_size=1024, seed=0, test_fraction=0.0)`: image/mask folders
+  (layouts in `layouts`), every pair checked when opened; images and masks are paired by file stem (or the stem
+  plus a common mask suffix).
 * `SyntheticCamouflage(split, seed, image_size)`: the embedded default, generated from a seed, nothing on disk.
 * `SAMPLE_PATH`: a tiny committed folder dataset (train/test) for tests and demos.
+* `open_splits(source, image_size, ...)`: train, test and validation for a fine-tune (seeded splits where a
+  dataset has none of its own; `splits`).
 
-Samples come in SAM's input geometry (`geometry`); `collate` batches them for `cadbench.training.quality`.
+Samples come in a geometry (`geometry`: SAM's letterbox by default, or the reference codes' squash, which a training
+protocol chooses; `PreparedDataset` applies one with an augmentation); `collate` batches them.
 """
 
 from pathlib import Path
 
-from cadbench.datasets.dataset import DatasetBatch, Sample, SegmentationDataset, collate
+from cadbench.datasets.dataset import (
+    DatasetBatch,
+    MaskStats,
+    PreparedDataset,
+    Sample,
+    SegmentationDataset,
+    SubsetDataset,
+    collate,
+)
 from cadbench.datasets.folder import FolderDataset, open_dataset
 from cadbench.datasets.layouts import LAYOUTS, available_splits
-from cadbench.datasets.synthetic import SyntheticCamouflage
+from cadbench.datasets.splits import Splits, open_splits
+from cadbench.datasets.synthetic import SYNTHETIC, SyntheticCamouflage
 
 SAMPLE_PATH = Path(__file__).resolve().parent / "sample"
-SYNTHETIC = "synthetic"
 
 
 def load_dataset(source: str, split: str | None, image_size: int = 1024, layout: str | None = None,
@@ -28,6 +40,7 @@ def load_dataset(source: str, split: str | None, image_size: int = 1024, layout:
 
 
 __all__ = [
-    "LAYOUTS", "SAMPLE_PATH", "SYNTHETIC", "DatasetBatch", "FolderDataset", "Sample", "SegmentationDataset",
-    "SyntheticCamouflage", "available_splits", "collate", "load_dataset", "open_dataset",
+    "LAYOUTS", "SAMPLE_PATH", "SYNTHETIC", "DatasetBatch", "FolderDataset", "MaskStats", "PreparedDataset", "Sample",
+    "SegmentationDataset", "SubsetDataset", "SyntheticCamouflage", "available_splits", "collate", "load_dataset",
+    "open_dataset", "open_splits", "Splits",
 ]

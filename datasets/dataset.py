@@ -10,8 +10,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cadbench.datasets.geometry import content_box, image_to_input, mask_to_input, resized_shape
+from cadbench.datasets.geometry import Augment, Geometry, Letterbox, content_box
 from cadbench.training.step import Batch
+
+LETTERBOX = Letterbox()
 
 
 @dataclass
@@ -64,41 +66,148 @@ def collate(samples: Sequence[Sample]) -> DatasetBatch:
     )
 
 
-class SegmentationDataset(Dataset, ABC):
-    """Binary segmentation pairs at encoder size `image_size`.
+@dataclass(frozen=True)
+class MaskStats:
+    """What the masks of a set of pairs hold, per pair: foreground or not, colour or not, which grey values.
 
-    Subclasses provide `load(index)` (the image and mask as stored); the SAM geometry is applied here.
-    `empty_masks` counts masks without any foreground (allowed, reported with the results).
+    Kept per pair so that a part of a split (a held-out test or validation set) reports its own counts.
     """
 
-    def __init__(self, name: str, split: str, image_size: int, names: Sequence[str], empty_masks: int) -> None:
+    foreground: np.ndarray  # (N,) bool
+    colour: np.ndarray  # (N,) bool: a colour mask, read by its brightest channel (datasets.imagefiles)
+    grey_levels: np.ndarray  # (N, 256) bool: which 8-bit values each mask holds before thresholding
+
+    @classmethod
+    def binary(cls, count: int) -> "MaskStats":
+        """`count` clean 0/255 masks, each with foreground (the synthetic set)."""
+        levels = np.zeros((count, 256), bool)
+        levels[:, [0, 255]] = True
+        return cls(np.ones(count, bool), np.zeros(count, bool), levels)
+
+    def subset(self, indices: Sequence[int]) -> "MaskStats":
+        chosen = np.asarray(indices, dtype=np.int64)
+        return MaskStats(self.foreground[chosen], self.colour[chosen], self.grey_levels[chosen])
+
+    @property
+    def empty(self) -> int:
+        return int(np.count_nonzero(~self.foreground))
+
+    @property
+    def colour_masks(self) -> int:
+        return int(np.count_nonzero(self.colour))
+
+    @property
+    def grey_values(self) -> int:
+        """How many distinct grey values the masks hold together (2 for clean binary masks)."""
+        return int(np.count_nonzero(self.grey_levels.any(axis=0)))
+
+
+class SegmentationDataset(Dataset, ABC):
+    """Binary segmentation pairs for an encoder of size `image_size`.
+
+    Subclasses provide `load(index)` (the image and mask as stored); `sample(index, geometry, augment)` turns a
+    pair into the model's input (by default, and for `dataset[i]`, SAM's letterbox geometry). `mask_stats` counts
+    empty masks (allowed, reported with the results), colour masks and grey values.
+    """
+
+    def __init__(self, name: str, split: str, image_size: int, names: Sequence[str], mask_stats: MaskStats,
+                 origin: str = "") -> None:
         self.name = name
         self.split = split
         self.image_size = image_size
         self.names = list(names)
-        self.empty_masks = empty_masks
+        self.mask_stats = mask_stats
+        self.origin = origin  # how the split was made, when not the dataset's own (e.g. "80% of 'all', seed 0")
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @property
+    def empty_masks(self) -> int:
+        return self.mask_stats.empty
+
+    @property
+    def colour_masks(self) -> int:
+        return self.mask_stats.colour_masks
+
+    @property
+    def grey_values(self) -> int:
+        return self.mask_stats.grey_values
 
     @abstractmethod
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 RGB image and (H, W) bool mask of the same size."""
 
-    def __getitem__(self, index: int) -> Sample:
+    def sample(self, index: int, geometry: Geometry = LETTERBOX, augment: Augment | None = None) -> Sample:
+        """Pair `index` in `geometry`, augmented by `augment` (image and mask together) if given."""
         image, mask = self.load(index)
-        return Sample(
-            name=self.names[index],
-            image=image_to_input(image, self.image_size),
-            mask=mask_to_input(mask, self.image_size),
-            original_mask=mask,
-            valid_size=resized_shape(image.shape[0], image.shape[1], self.image_size),
-        )
+        prepared = geometry.prepare(image, mask, self.image_size, augment)
+        return Sample(self.names[index], prepared.image, prepared.mask, prepared.original_mask,
+                      prepared.valid_size)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.sample(index)
 
     def describe(self) -> dict[str, object]:
         """What a result row needs to say about the data."""
         return {"dataset": self.name, "split": self.split, "images": len(self), "empty_masks": self.empty_masks}
 
+    def summary(self) -> str:
+        """One phrase for people: 'kvasir-seg, test (20% of 'all', seed 0): 200 images, 1 empty mask, 37 grey
+        values'."""
+        split = f"{self.split} ({self.origin})" if self.origin else self.split
+        parts = [f"{len(self)} images", _count(self.empty_masks, "empty mask")]
+        if self.colour_masks:
+            parts.append(_count(self.colour_masks, "colour mask") + " read by "
+                         + ("its" if self.colour_masks == 1 else "their") + " brightest channel")
+        parts.append(f"{self.grey_values} grey values")
+        return f"{self.name}, {split}: {', '.join(parts)}"
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.name!r}, split={self.split!r}, images={len(self)}, "
                 f"image_size={self.image_size}, empty_masks={self.empty_masks})")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+class SubsetDataset(SegmentationDataset):
+    """Some pairs of another dataset, under a split name of their own (a held-out test or validation part)."""
+
+    def __init__(self, base: SegmentationDataset, indices: Sequence[int], split: str, origin: str) -> None:
+        self.base = base
+        self.indices = list(indices)
+        super().__init__(base.name, split, base.image_size, [base.names[i] for i in self.indices],
+                         base.mask_stats.subset(self.indices), origin)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.base.load(self.indices[index])
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A seed for one sample's augmentation, a pure function of (seed, epoch, index)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class PreparedDataset(Dataset):
+    """A dataset seen through a protocol's geometry and augmentation, for one epoch.
+
+    Augmentation draws from torch's global generator (as `torchvision.transforms.v2` does), re-seeded per sample
+    from (seed, epoch, index) inside `torch.random.fork_rng`: the random transform of a sample depends neither on
+    the order samples are read in, nor on DataLoader workers, nor on where an interrupted fine-tune resumed.
+    """
+
+    def __init__(self, base: SegmentationDataset, geometry: Geometry = LETTERBOX, augment: Augment | None = None,
+                 seed: int = 0, epoch: int = 0) -> None:
+        self.base, self.geometry, self.augment, self.seed, self.epoch = base, geometry, augment, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> Sample:
+        if self.augment is None:
+            return self.base.sample(index, self.geometry)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, index))
+            return self.base.sample(index, self.geometry, self.augment)

@@ -10,6 +10,11 @@ images folder and a masks folder. Only paths are worked out here; pairing and re
 | camo   | ``Images/Train``, ``Images/Test`` | ``GT`` (shared by both splits) or ``GT/Train``, ``GT/Test`` |
 | sinet  | ``TrainDataset/Imgs``, ``TestDataset/<name>/Imgs`` | ``TrainDataset/GT``, ``TestDataset/<name>/GT`` |
 | istd   | ``[train/]train_A``, ``[test/]test_A`` | ``[train/]train_B``, ``[test/]test_B`` (shadow masks) |
+| kvasir | ``images`` (beside ``kavsir_bboxes.json``) | ``masks`` (JPEG) |
+| isic2018 | ``ISIC2018_Task1-2_<Split>_Input`` | ``ISIC2018_Task1_<Split>_GroundTruth`` (``<stem>_segmentation.png``) |
+
+A dataset without a test split of its own (a flat folder, Kvasir-SEG, a train-only download) gets one held out
+by a seeded split (`cadbench.datasets.folder.open_dataset`, ``test_fraction``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Callable
 from cadbench.errors import CadbenchError, unknown_name_error
 
 FLAT_SPLIT = "all"
+KVASIR_MARKER = "kavsir_bboxes.json"  # the file's name in the official Kvasir-SEG archive
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,30 @@ def _sinet_splits(root: Path) -> dict[str, SplitFolders]:
     return splits
 
 
+def _is_kvasir(root: Path) -> bool:
+    """Kvasir-SEG ships images/ and masks/ (JPEG, same names) beside its `kavsir_bboxes.json` (sic)."""
+    has_folders = (root / "images").is_dir() and (root / "masks").is_dir()
+    return has_folders and ((root / KVASIR_MARKER).is_file() or root.name.lower().startswith("kvasir"))
+
+
+def _kvasir_splits(root: Path) -> dict[str, SplitFolders]:
+    return {FLAT_SPLIT: SplitFolders(FLAT_SPLIT, root / "images", root / "masks")} if _is_kvasir(root) else {}
+
+
+ISIC_SPLITS = {"train": "Training", "validation": "Validation", "test": "Test"}
+
+
+def _isic_splits(root: Path) -> dict[str, SplitFolders]:
+    """ISIC 2018 task 1: ISIC2018_Task1-2_<Split>_Input (images) and ISIC2018_Task1_<Split>_GroundTruth (masks
+    named <image>_segmentation.png)."""
+    return {
+        name: SplitFolders(name, root / f"ISIC2018_Task1-2_{folder}_Input",
+                           root / f"ISIC2018_Task1_{folder}_GroundTruth")
+        for name, folder in ISIC_SPLITS.items()
+        if (root / f"ISIC2018_Task1-2_{folder}_Input").is_dir()
+    }
+
+
 def _istd_base(root: Path, split: str) -> Path:
     return root if (root / f"{split}_A").is_dir() else root / split
 
@@ -111,6 +141,11 @@ LAYOUTS: dict[str, Layout] = {
                lambda r: (r / "Images").is_dir() and (r / "GT").is_dir(), _camo_splits),
         Layout("istd", "train_A + train_B and/or test_A + test_B (optionally inside train/ and test/)",
                lambda r: bool(_istd_splits(r)), _istd_splits),
+        Layout("kvasir", "Kvasir-SEG: images/ and masks/ beside kavsir_bboxes.json (no splits: a test split is "
+               "held out by --test-fraction)", _is_kvasir, _kvasir_splits),
+        Layout("isic2018", "ISIC2018_Task1-2_{Training,Validation,Test}_Input + "
+               "ISIC2018_Task1_{Training,Validation,Test}_GroundTruth",
+               lambda r: bool(_isic_splits(r)), _isic_splits),
         Layout("folder", "images/ and masks/, or <split>/images and <split>/masks (e.g. train/, test/)",
                lambda r: bool(_folder_splits(r)), _folder_splits),
     )
@@ -127,6 +162,9 @@ def detect_layout(root: Path) -> Layout:
 
 
 def _layout_for(root: Path, layout: str | None) -> Layout:
+    if root.exists() and not root.is_dir():
+        raise CadbenchError(f"dataset {root} is a file, not a folder; --dataset takes a folder (with images/ and "
+                            "masks/, or a known layout) or 'synthetic'")
     if not root.is_dir():
         raise CadbenchError(f"dataset folder {root} does not exist")
     if layout is None:
@@ -136,31 +174,78 @@ def _layout_for(root: Path, layout: str | None) -> Layout:
     return LAYOUTS[layout]
 
 
-def available_splits(root: str | Path, layout: str | None = None) -> dict[str, SplitFolders]:
-    """Every split the layout finds under `root` (auto-detected unless `layout` names a preset)."""
+def open_layout(root: str | Path, layout: str | None = None) -> tuple[Layout, dict[str, SplitFolders]]:
+    """The layout of `root` (auto-detected unless `layout` names a preset) and every split it finds there."""
     root = Path(root)
     chosen = _layout_for(root, layout)
     splits = chosen.splits(root)
     if not splits:
         raise CadbenchError(f"dataset folder {root} does not look like the {chosen.name} layout: "
                             f"expected {chosen.expected}")
-    return splits
+    return chosen, splits
 
 
-def resolve_split(root: str | Path, split: str | None, layout: str | None = None) -> SplitFolders:
-    """The folders of one split. Names are case-insensitive; ``test`` also selects a single ``test/<name>`` set;
-    ``None`` selects the only split of a dataset that has one."""
-    root = Path(root)
-    splits = available_splits(root, layout)
-    if split is None:
-        if len(splits) == 1:
-            return next(iter(splits.values()))
-        raise CadbenchError(f"dataset folder {root} has several splits; choose one of {', '.join(splits)}")
+def available_splits(root: str | Path, layout: str | None = None) -> dict[str, SplitFolders]:
+    """Every split the layout finds under `root` (auto-detected unless `layout` names a preset)."""
+    return open_layout(root, layout)[1]
+
+
+def has_test_split(splits: dict[str, SplitFolders]) -> bool:
+    return any(name.lower() == "test" or name.lower().startswith("test/") for name in splits)
+
+
+def held_out_source(splits: dict[str, SplitFolders], test_fraction: float) -> str | None:
+    """The split a test split is held out from, when the dataset has none of its own: 'train', else 'all' (a
+    folder without splits). None when it has one, or when `test_fraction` is 0."""
+    if test_fraction <= 0 or has_test_split(splits):
+        return None
+    by_lower = {name.lower(): name for name in splits}
+    return by_lower.get("train") or by_lower.get(FLAT_SPLIT)
+
+
+def find_split(splits: dict[str, SplitFolders], split: str) -> SplitFolders | None:
+    """The split named `split` (case-insensitive; ``test`` also selects a single ``test/<name>`` set), or None.
+    Raises when ``test`` matches several ``test/<name>`` sets."""
     by_lower = {name.lower(): folders for name, folders in splits.items()}
     wanted = split.lower()
     if wanted in by_lower:
         return by_lower[wanted]
-    prefixed = [name for name in by_lower if name.startswith(wanted + "/")]
+    prefixed = [name for name in splits if name.lower().startswith(wanted + "/")]
     if len(prefixed) == 1:
-        return by_lower[prefixed[0]]
-    raise CadbenchError(f"dataset folder {root} has no split {split!r}; available: {', '.join(splits)}")
+        return by_lower[prefixed[0].lower()]
+    if prefixed:
+        raise CadbenchError(f"dataset has several {split!r} splits; choose one of {', '.join(prefixed)}")
+    return None
+
+
+def missing_split_error(root: Path, split: str, layout: Layout, splits: dict[str, SplitFolders]) -> CadbenchError:
+    """The error for a split the dataset lacks: what was found, and the flag that fixes it."""
+    found = f"dataset folder {root} has no split {split!r} (found: {', '.join(splits)})"
+    source = held_out_source(splits, 0.2)
+    if split.lower() in ("train", "test") and source is not None:
+        rest = " (the rest is the train split)" if source == FLAT_SPLIT else ""
+        return CadbenchError(f"{found}; --test-fraction 0.2 holds out a seeded 20% of {source!r} as the test "
+                             f"split{rest}")
+    if split.lower() == "train":
+        return CadbenchError(f"{found}; fine-tuning needs one: give --dataset a folder that also holds the training "
+                             f"images ({layout.name} layout: {layout.expected}), or measure without quality "
+                             "(--no-quality)")
+    return CadbenchError(f"{found}; choose one of {', '.join(splits)}")
+
+
+def resolve_split(root: str | Path, split: str | None, layout: str | None = None) -> SplitFolders:
+    """The folders of one of the dataset's own splits. Names are case-insensitive; ``test`` also selects a single
+    ``test/<name>`` set; ``None`` selects the only split of a dataset that has one."""
+    root = Path(root)
+    chosen, splits = open_layout(root, layout)
+    if split is None:
+        if len(splits) == 1:
+            return next(iter(splits.values()))
+        raise CadbenchError(f"dataset folder {root} has several splits; choose one of {', '.join(splits)}")
+    try:
+        found = find_split(splits, split)
+    except CadbenchError as exc:
+        raise CadbenchError(f"{root}: {exc}") from None
+    if found is None:
+        raise missing_split_error(root, split, chosen, splits)
+    return found

@@ -17,9 +17,10 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cadbench.datasets.dataset import SegmentationDataset
+from cadbench.datasets.dataset import MaskStats, SegmentationDataset
 from cadbench.errors import CadbenchError
 
+SYNTHETIC = "synthetic"  # the --dataset value that selects this set
 SPLIT_STREAMS = {"train": 0, "test": 1}
 DEFAULT_COUNTS = {"train": 64, "test": 32}
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 192, 256
@@ -163,7 +164,7 @@ class SyntheticCamouflage(SegmentationDataset):
         self.seed, self.height, self.width = seed, height, width
         self._scenes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         names = [f"synthetic-{split}-{seed}-{i:04d}" for i in range(count)]
-        super().__init__("synthetic", split, image_size, names, empty_masks=0)
+        super().__init__("synthetic", split, image_size, names, MaskStats.binary(count))
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):

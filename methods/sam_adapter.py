@@ -6,7 +6,12 @@ block's activations are kept. Faithful to the authors' code (tianrun-chen/SAM-Ad
 
 * handcrafted feature: the FFT high-pass of the normalised input image (ratio 0.25), patch-embedded by a
   16x16/16 conv from 3 to r channels;
-* embedding tune: ``Linear(embed_dim, r)`` on the patch embeddings, before the position embedding is added;
+* embedding tune: ``Linear(embed_dim, r)`` on the patch embeddings, before the position embedding is added. This
+  fixes a bug of the reference: its `PromptGenerator.init_embeddings` (image_encoder.py, lines 263-266 at commit
+  665145d) calls ``x.reshape(N, C, H*W).permute(0, 2, 1)`` on the NHWC output of `PatchEmbed`, which reinterprets
+  the token-major memory as channel-major, so each "token" it feeds the Linear mixes channels of different tokens.
+  Here each token's own embedding goes in (``reshape(B, H*W, C)``); the module and its parameter count are
+  unchanged;
 * per block i: ``Linear(r, r) + GELU`` on (handcrafted + embedding feature), then one shared ``Linear(r, embed_dim)``;
   the result is added to the token map right before block i. All `depth` prompts are computed before the first
   block, as in the reference.

@@ -66,7 +66,8 @@ def test_flat_folder_and_istd_without_split_folders(tmp_path):
     write_pair(tmp_path / "flat/images", tmp_path / "flat/masks", "a")
     assert len(open_dataset(tmp_path / "flat", None)) == 1
     assert len(open_dataset(tmp_path / "flat", "all")) == 1
-    one_line_error(tmp_path / "flat", "train", r"no split 'train'; available: all")
+    message = one_line_error(tmp_path / "flat", "train", r"no split 'train' \(found: all\)")
+    assert "--test-fraction 0.2" in message
     write_pair(tmp_path / "istd/train_A", tmp_path / "istd/train_B", "s1")
     assert open_dataset(tmp_path / "istd", "train").names == ["s1"]
 
@@ -74,7 +75,7 @@ def test_flat_folder_and_istd_without_split_folders(tmp_path):
 def test_sinet_test_needs_a_name_when_there_are_several_sets(tmp_path):
     for name in ("CAMO", "NC4K"):
         write_pair(tmp_path / f"TestDataset/{name}/Imgs", tmp_path / f"TestDataset/{name}/GT", name.lower())
-    message = one_line_error(tmp_path, "test", "has no split 'test'")
+    message = one_line_error(tmp_path, "test", "has several 'test' splits; choose one of")
     assert "test/CAMO" in message and "test/NC4K" in message
     assert open_dataset(tmp_path, "test/nc4k").names == ["nc4k"]  # split names are case-insensitive
 

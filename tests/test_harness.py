@@ -47,7 +47,7 @@ def test_failing_cells_are_results_and_the_sweep_goes_on(tmp_path):
     assert 0 <= ok["iou"] <= 1 and 0 <= ok["dice"] <= 1 and ok["train_steps"] == 2
     assert ok["quality_dataset"].startswith("synthetic")
     curves = json.loads((out / "loss_curves.json").read_text())
-    assert len(curves["decoder_only/test_scale/2/fp32"]) == 2
+    assert len(curves["decoder_only/test_scale/2/fp32"]["losses"]) == 2
     assert "decoder_only/test_scale/2/fp32" in json.loads((out / "timelines.json").read_text())
     for path in out.glob("*.json"):  # strict JSON: no NaN or Infinity tokens
         json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"{path.name} holds {token}"))

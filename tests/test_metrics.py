@@ -99,3 +99,15 @@ def test_bad_shapes_and_empty_results_are_programming_errors():
         metrics.update(np.zeros((3, 4)), np.zeros((4, 3), bool))
     with pytest.raises(ValueError, match="no images"):
         metrics.results()
+
+
+def test_overlap_only_scoring_gives_the_same_iou_dice_and_ber_without_the_soft_metrics():
+    rng = np.random.default_rng(3)
+    full, overlap = SegmentationMetrics(), SegmentationMetrics(soft=False)
+    for _ in range(4):
+        logits, mask = rng.normal(size=(20, 24)), rng.random((20, 24)) > 0.6
+        full.update(logits, mask)
+        overlap.update(logits, mask)
+    cheap = overlap.results()
+    assert set(cheap) == {"iou", "dice", "ber", "images"}
+    assert all(cheap[key] == full.results()[key] for key in cheap)

@@ -151,3 +151,61 @@ def test_a_method_with_options_is_labelled_with_them_and_ratios_use_the_baseline
     assert "lora (rank 16) needs 0.75×" in html and "lora needs 0.50×" in html  # the headline, against sam_adapter
     against_lora16 = build_report([tmp_path / "run"], tmp_path / "other.html", baseline_method="lora:rank=16")
     assert "× lora (rank 16)" in against_lora16.read_text()
+def _quality_results(folder: Path) -> Path:
+    """Full-size rows under two protocols (one all zero), and test-scale rows with random weights."""
+    store = ResultStore(folder)
+    store.open({"mode": "cuda"}, {"torch_version": "test"})
+    curves = {}
+    for backbone, protocol, batch, iou in (("vit_b", "quick", 1, 0.0), ("vit_b", "cad-paper", 4, 0.61),
+                                           ("test_scale", "quick", 2, 0.0)):
+        for method in ("sam_adapter", "cad"):
+            row = new_row({"method": method, "backbone": backbone, "test_scale": backbone == "test_scale",
+                           "batch_size": batch, "precision": "fp32"}, {"torch_version": "test"})
+            row.update(status="ok", peak_memory_bytes=GB, memory_source="cuda", weights="random", protocol=protocol,
+                       iou=iou, dice=iou * 1.1, train_steps=3)
+            store.append(explain_nulls(row, {"*": "not measured in this test"}))
+            curves[f"{method}/{backbone}/{batch}/fp32"] = {
+                "losses": [1.6, 1.5, 1.4], "resumed_from_epoch": None,
+                "epochs": [{"epoch": 1, "step": 3, "lr": 2e-4, "validation_iou": iou, "validation_dice": iou}]}
+    (folder / "loss_curves.json").write_text(json.dumps(curves))
+    return folder
+
+
+def test_quality_holds_full_size_rows_one_protocol_per_chart_and_test_scale_is_a_pipeline_check(tmp_path):
+    html = build_report([_quality_results(tmp_path / "run")]).read_text()
+    quality, _, rest = html.partition('<h2 id="pipeline-check">')
+    quality = quality[quality.index("<h2>Quality</h2>"):]
+    assert quality.count('<h3 class="protocol">') == 2
+    assert "protocol quick" in quality and "protocol cad-paper" in quality
+    assert "segmentation quality (test split), protocol cad-paper" in quality
+    assert "validation after each epoch, protocol cad-paper" in quality
+    assert "test_scale" not in quality  # the demo model is no quality result
+    assert "the models predict background everywhere" in quality  # all-zero bars say why
+    assert "Pipeline check (test scale, random weights)" in rest
+    assert "not how good any method is" in rest and "predicts background everywhere" in rest
+    assert "1.600 → 1.400" in rest
+    assert "(check)" in html  # the per-backbone table marks the test-scale scores too
+
+
+def test_older_loss_curves_without_epochs_still_draw(tmp_path):
+    folder = _quality_results(tmp_path / "run")
+    (folder / "loss_curves.json").write_text(json.dumps({"cad/vit_b/4/fp32": [1.0, 0.9, 0.8]}))
+    assert "fine-tuning loss, protocol cad-paper" in build_report([folder]).read_text()
+
+
+def test_folders_of_two_protocols_keep_their_quality_rows_apart(tmp_path):
+    quick = _quality_results(tmp_path / "quick")
+    paper = tmp_path / "paper"
+    store = ResultStore(paper)
+    store.open({"mode": "cuda"}, {"torch_version": "test"})
+    row = new_row({"method": "cad", "backbone": "vit_b", "test_scale": False, "batch_size": 1, "precision": "fp32"},
+                  {"torch_version": "test"})  # the same cell as in `quick`, under another protocol
+    row.update(status="ok", peak_memory_bytes=GB, memory_source="cuda", weights="random", protocol="sam-adapter-paper",
+               iou=0.7, dice=0.8, train_steps=40)
+    store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    (paper / "loss_curves.json").write_text(json.dumps({"cad/vit_b/1/fp32": {
+        "protocol": "sam-adapter-paper", "losses": [0.9, 0.5], "epochs": [], "resumed_from_epoch": None}}))
+    html = build_report([quick, paper], out_file=tmp_path / "both.html").read_text()
+    for protocol in ("quick", "cad-paper", "sam-adapter-paper"):
+        assert f'<h3 class="protocol">protocol {protocol}</h3>' in html
+    assert "fine-tuning loss, protocol sam-adapter-paper" in html and "fine-tuning loss, protocol quick" in html

@@ -18,10 +18,23 @@ def register(commands) -> None:
                     "on the CPU")
     add_option(run_parser, "--dataset",
                help="'synthetic' (the embedded default, generated from --seed) or a folder with images/ and masks/ "
-                    "(or a COD10K, CAMO, SINet or ISTD layout)")
+                    "(or a COD10K, CAMO, SINet, ISTD, Kvasir-SEG or ISIC 2018 layout)")
     add_option(run_parser, "--layout", help="force a dataset layout instead of detecting it")
     add_option(run_parser, "--train-steps", type=int, help="fine-tuning steps per cell before evaluating quality")
     add_alloc_conf(run_parser)
+    add_option(run_parser, "--protocol",
+               help="how quality is fine-tuned and scored: quick (a short check), cad-paper or sam-adapter-paper "
+                    "(the reference codes' training and evaluation; docs/protocols.md)")
+    add_option(run_parser, "--epochs", type=int,
+               help="fine-tuning epochs, instead of the protocol's own (quick has none: it trains --train-steps steps)")
+    add_option(run_parser, "--test-fraction", type=float,
+               help="share of a dataset without a test split held out (by --seed) as its test split")
+    add_option(run_parser, "--val-fraction", type=float,
+               help="share of train held out to validate on after each epoch (0: the dataset's validation split, "
+                    "else its test split)")
+    run_parser.add_argument("--save-weights", action="store_true", default=argparse.SUPPRESS,
+                            help="save each fine-tuned cell's trainable weights (adapter + mask decoder) as "
+                                 "safetensors under --out/weights/; the row holds their sha256")
     run_parser.add_argument("--no-quality", dest="dataset", action="store_const", const=None,
                             default=argparse.SUPPRESS, help="skip fine-tuning and evaluation")
     run_parser.set_defaults(handler=run_command)

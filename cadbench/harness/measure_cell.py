@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,8 +22,12 @@ from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
 from cadbench.harness.grid import Cell
 from cadbench.harness.options import Mode, RunOptions
-from cadbench.harness.nulls import NVML_COLUMNS, QUALITY_COLUMNS, null_reasons
+from cadbench.harness.nulls import FINE_TUNE_COLUMNS, NVML_COLUMNS, QUALITY_COLUMNS, null_reasons
 from cadbench.harness.results import explain_nulls, new_row
+
+if TYPE_CHECKING:
+    from cadbench.methods import Method
+    from cadbench.training.finetune import TrainingPlan
 
 
 def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict) -> dict:
@@ -32,6 +38,7 @@ def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict)
     row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
     row["weights"] = options.weights.get(cell.backbone, "random")
     row["alloc_conf"] = options.alloc_conf or "default"  # the caching allocator's settings (real or simulated)
+    row["protocol"] = options.protocol
     if mode != "estimate":
         row["warmup_steps"], row["timed_steps"] = options.warmup, options.steps
     try:
@@ -121,23 +128,85 @@ def _estimate_memory(row: dict, cell: Cell, options: RunOptions) -> None:
 
 
 def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.device) -> None:
-    """Fine-tune a fresh copy of the method on the train split, then score the test split."""
-    from cadbench.datasets import load_dataset
-    from cadbench.training.quality import evaluate, fine_tune
+    """Fine-tune a fresh copy of the method under the run's protocol on the train split, then score the test split.
+
+    A paper protocol fixes batch size and precision: other cells get null quality with the reason. The fine-tune
+    keeps an epoch checkpoint under --out while it runs, so that a rerun resumes it; with --save-weights its
+    trainable weights are kept under --out/weights/.
+    """
+    from cadbench.datasets import open_splits
+    from cadbench.training.finetune import TrainingPlan, fine_tune
+    from cadbench.training.protocols import get_protocol
+    from cadbench.training.quality import evaluate
     from cadbench.training.step import prepare
 
-    image_size = get_backbone(cell.backbone).image_size
-    train = load_dataset(options.dataset, "train", image_size=image_size, layout=options.layout, seed=options.seed)
-    test = load_dataset(options.dataset, "test", image_size=image_size, layout=options.layout, seed=options.seed)
+    protocol = get_protocol(options.protocol)
+    elsewhere = protocol.trains_cell(cell.batch_size, cell.precision)
+    if elsewhere:
+        row["null_reasons"].update({column: elsewhere for column in (*QUALITY_COLUMNS, *FINE_TUNE_COLUMNS)})
+        return
+    splits = open_splits(options.dataset, get_backbone(cell.backbone).image_size, layout=options.layout,
+                         seed=options.seed, test_fraction=options.test_fraction, val_fraction=options.val_fraction)
+    plan = TrainingPlan.resolve(protocol, cell.batch_size, cell.precision, options.epochs, options.train_steps,
+                                options.seed)
     torch.manual_seed(options.seed)
     trainee = prepare(cell.method_spec, cell.backbone, checkpoint=options.checkpoints.get(cell.backbone), device=device)
-    losses = fine_tune(trainee.method, trainee.optimizer, train, options.train_steps, cell.batch_size,
-                       cell.precision, seed=options.seed)
-    scores = evaluate(trainee.method, test, batch_size=cell.batch_size)
+    state = _fine_tune_state(cell, options)
+    validating_on_test = splits.validation is splits.test
+    history = fine_tune(trainee.method, splits.train, plan, validation=splits.validation,
+                        checkpoint=state, fingerprint=_fingerprint(cell, options),
+                        workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0,
+                        validate_last_epoch=not validating_on_test)
+    scores = evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry)
+    if validating_on_test:
+        history.set_last_validation(scores)  # the same weights on the same images: not scored twice
     row.update({column: scores[column] for column in QUALITY_COLUMNS})
-    row.update(quality_dataset=f"{train.name} (train {len(train)}, test {len(test)} images, "
-                               f"{scores['empty_masks']} empty test masks)",
-               train_steps=options.train_steps, _loss_curve=losses)
+    row.update(quality_dataset=splits.summary(), dataset_split=splits.split_description(),
+               train_steps=len(history.losses), epochs=plan.epochs, empty_train_masks=splits.train.empty_masks,
+               empty_test_masks=splits.test.empty_masks, mask_grey_values=splits.grey_values,
+               _loss_curve={"protocol": protocol.name, "plan": plan.describe(), **history.curve()})
+    if options.save_weights:
+        _save_trained_weights(row, cell, options, trainee.method, plan, len(history.losses), device)
+    if state is not None:
+        state.unlink(missing_ok=True)  # finished: nothing left to resume
+
+
+def _save_trained_weights(row: dict, cell: Cell, options: RunOptions, method: Method, plan: TrainingPlan,
+                          steps: int, device: torch.device) -> None:
+    """--save-weights: the method's trainable weights under --out/weights/, named in the row with their sha256.
+
+    The metadata says what `cadbench evaluate` needs to rebuild the frozen base and score the same split."""
+    from cadbench.training.weights import base_fingerprint, save_weights
+
+    if options.state_dir is None:
+        raise ValueError("save_weights needs state_dir, the --out folder (cadbench.run sets it)")
+    relative = Path("weights") / f"{_slug(cell)}.safetensors"
+    sha256 = save_weights(method, Path(options.state_dir) / relative, {
+        "method": cell.method_spec, "backbone": cell.backbone, "cell": cell.key, "protocol": plan.protocol.name,
+        "epochs": str(plan.epochs), "train_steps": str(steps), "seed": str(options.seed),
+        "base_weights": row["weights"], "base_fingerprint": base_fingerprint(method), "initialised_on": device.type,
+        "dataset": str(options.dataset), "layout": str(options.layout), "test_fraction": str(options.test_fraction)})
+    row.update(saved_weights=str(relative), saved_weights_sha256=f"sha256:{sha256}")
+
+
+def _slug(cell: Cell) -> str:
+    """The cell's key as a file name: 'cad/vit_b/4/fp32' -> 'cad-vit_b-4-fp32'."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", cell.key.replace(Cell.KEY_SEPARATOR, "-"))
+
+
+def _fine_tune_state(cell: Cell, options: RunOptions) -> Path | None:
+    """Where an unfinished fine-tune of this cell keeps its epoch checkpoint (None outside a run with --out)."""
+    if options.state_dir is None:
+        return None
+    return Path(options.state_dir) / "fine-tunes" / f"{_slug(cell)}.pt"
+
+
+def _fingerprint(cell: Cell, options: RunOptions) -> str:
+    """What an epoch checkpoint must match to be resumed: the cell and every setting its fine-tune depends on."""
+    settings = {name: getattr(options, name) for name in (
+        "seed", "dataset", "layout", "train_steps", "protocol", "epochs", "test_fraction", "val_fraction")}
+    return json.dumps({"cell": cell.key, "weights": options.weights.get(cell.backbone, "random"), **settings},
+                      sort_keys=True)
 
 
 def main(argv: list[str]) -> int:

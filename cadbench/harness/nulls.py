@@ -9,6 +9,9 @@ from cadbench.harness.options import Mode, RunOptions
 
 QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")
 NVML_COLUMNS = ("nvml_process_memory_bytes", "nvml_process_peak_bytes")  # NVML's figure after the steps; its peak
+# What a fine-tune records beside its scores (null exactly when the scores are, unless a reason below says otherwise)
+FINE_TUNE_COLUMNS = ("quality_dataset", "train_steps", "epochs", "dataset_split", "empty_train_masks",
+                     "empty_test_masks", "mask_grey_values", "saved_weights", "saved_weights_sha256")
 
 
 def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
@@ -20,7 +23,7 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
             "peak_memory_bytes", "memory_source", "throughput_img_s", "throughput_source", "step_time_*",
             "flops_per_step", "breakdown_*", "reserved_memory_bytes", *NVML_COLUMNS, "device",
             "device_total_memory_bytes", "fragmentation_ratio", "oom_capacity_bytes", "trainable_params",
-            "total_params", *QUALITY_COLUMNS, "quality_dataset", "train_steps")})
+            "total_params", *QUALITY_COLUMNS, *FINE_TUNE_COLUMNS, "protocol")})
     if mode == "cuda":
         reasons.update({"oom_capacity_bytes": "the OOM line is simulated by the estimator (cadbench estimate); a GPU "
                                               "run reports its own out-of-memory as status oom",
@@ -43,10 +46,15 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
                       "estimate, or no GPU for a full-size model)")
         reasons.update({"throughput_*": no_steps, "step_time_*": no_steps, "timed_steps": no_steps,
                         "warmup_steps": no_steps, "device": "estimate only: no training step ran on a device",
-                        **{column: no_quality for column in (*QUALITY_COLUMNS, "quality_dataset", "train_steps")}})
+                        **{column: no_quality for column in (*QUALITY_COLUMNS, *FINE_TUNE_COLUMNS)}})
     elif not options.dataset:
         no_quality = "quality was not asked for (--no-quality)"
-        reasons.update({column: no_quality for column in (*QUALITY_COLUMNS, "quality_dataset", "train_steps")})
+        reasons.update({column: no_quality for column in (*QUALITY_COLUMNS, *FINE_TUNE_COLUMNS)})
+    if options.epochs is None:
+        reasons.setdefault("epochs", f"the {options.protocol} protocol counts steps (train_steps), not epochs")
+    if not options.save_weights:
+        reasons.setdefault("saved_weights", "--save-weights was not given")
+        reasons.setdefault("saved_weights_sha256", "--save-weights was not given")
     reasons.update({"git_commit": "not a git checkout", "segment_anything_version": "version unknown",
                     "driver_version": reasons.get("driver_version", "NVML could not tell the driver version"),
                     "cuda_version": reasons.get("cuda_version", "torch built without CUDA"),

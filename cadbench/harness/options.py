@@ -16,6 +16,9 @@ Mode = Literal["cuda", "cpu", "estimate"]  # how one cell is measured (see cadbe
 Device = Literal["auto", "cuda", "cpu"]  # what the user asks for with --device
 DEVICES: tuple[str, ...] = get_args(Device)
 MODES: tuple[str, ...] = get_args(Mode)
+DEFAULT_PROTOCOL = "quick"
+DERIVED_LOCATIONS = ("checkpoints", "state_dir")  # paths, which may move between a run and its resume
+LATER_OPTIONS = ("protocol", "epochs", "test_fraction", "val_fraction", "save_weights", "alloc_conf")
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,18 @@ class RunOptions:
     estimate_only: bool = False  # `cadbench estimate`: no real step anywhere
     dataset: str | None = "synthetic"  # 'synthetic', a folder, or None: no quality phase
     layout: str | None = None  # force a dataset layout instead of detecting it
-    train_steps: int = 50  # fine-tuning steps per cell before evaluating quality
+    train_steps: int = 50  # fine-tuning steps per cell before evaluating quality (protocols without epochs)
+    protocol: str = DEFAULT_PROTOCOL  # how quality is fine-tuned and scored: quick, cad-paper, sam-adapter-paper
+    epochs: int | None = None  # fine-tuning epochs; None: the protocol's own (quick: --train-steps steps instead)
+    test_fraction: float = 0.2  # held out (by --seed) as the test split when a dataset has none of its own
+    val_fraction: float = 0.0  # of train, held out to validate on after each epoch; 0: a validation split, else test
+    save_weights: bool = False  # save each fine-tuned cell's trainable weights (safetensors) under --out/weights/
     checkpoints: dict[str, str] = field(default_factory=dict)  # backbone -> checkpoint path (resolved, checked)
     weights: dict[str, str] = field(default_factory=dict)  # backbone -> "random" | "sha256:..." (from checkpoints)
     # The CUDA caching allocator's settings (PYTORCH_CUDA_ALLOC_CONF syntax) for the simulated reserved memory and
     # OOM line; None: PYTORCH_ALLOC_CONF or PYTORCH_CUDA_ALLOC_CONF, read here. Stored validated, "" for defaults.
     alloc_conf: str | None = None
+    state_dir: str | None = None  # the --out folder: fine-tunes' epoch checkpoints and saved weights (set by run)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -46,6 +55,15 @@ class RunOptions:
         from cadbench.estimator.alloc_conf import resolve  # light: no torch
 
         object.__setattr__(self, "alloc_conf", resolve(self.alloc_conf))
+        if self.epochs is not None and (isinstance(self.epochs, bool) or self.epochs < 1):
+            raise CadbenchError(f"--epochs must be positive, got {self.epochs}")
+        for flag, value in (("--test-fraction", self.test_fraction), ("--val-fraction", self.val_fraction)):
+            if not 0.0 <= value < 1.0:  # also refuses NaN
+                raise CadbenchError(f"{flag} must be at least 0 and below 1, got {value}")
+        if self.protocol != DEFAULT_PROTOCOL:  # the default is registered (a test checks); DEFAULTS is made while
+            from cadbench.training.protocols import get_protocol  # the CLI parses, before torch may be imported
+
+            get_protocol(self.protocol)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -56,10 +74,10 @@ class RunOptions:
 
     def resume_config(self) -> dict[str, Any]:
         """The settings a result folder was measured with, which a resumed run must share (checkpoint paths may
-        move; their content is in `weights`; default allocator settings are left out, as folders made before the
-        setting existed have none)."""
+        move; their content is in `weights`). Options added after result folders existed are left out at their
+        default, so that those folders still resume (a missing setting means its default)."""
         return {name: value for name, value in self.as_dict().items()
-                if name != "checkpoints" and not (name == "alloc_conf" and not value)}
+                if name not in DERIVED_LOCATIONS and not (name in LATER_OPTIONS and value == getattr(DEFAULTS, name))}
 
 
 # Defaults for the command line's help. The allocator settings' default is the environment's, read when a run's

@@ -61,7 +61,8 @@ CONTRACT_COLUMNS = (
     "breakdown_parameters_bytes", "breakdown_gradients_bytes", "breakdown_optimizer_states_bytes",
     "breakdown_activations_bytes", "breakdown_temporaries_bytes",
     "iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber", "quality_dataset",
-    "train_steps", "trainable_params", "total_params", "weights", "device",
+    "train_steps", "protocol", "epochs", "dataset_split", "empty_train_masks", "empty_test_masks",
+    "mask_grey_values", "saved_weights", "saved_weights_sha256", "trainable_params", "total_params", "weights", "device",
     "gpu_name", "driver_version", "cuda_version", "torch_version", "segment_anything_version", "cadbench_version",
     "git_commit", "null_reasons",
 )

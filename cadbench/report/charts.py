@@ -138,7 +138,8 @@ def timelines(series: dict[str, list[tuple[str, int]]], title: str) -> str | Non
     return to_svg(figure)
 
 
-def quality_bars(rows: pd.DataFrame) -> str | None:
+def quality_bars(rows: pd.DataFrame, title: str = "segmentation quality (test split)") -> str | None:
+    """IoU and Dice per method (mean over the rows given: one protocol's). All-zero bars say why."""
     data = rows[rows["iou"].notna() & rows["dice"].notna()]
     if data.empty:
         return None
@@ -149,9 +150,34 @@ def quality_bars(rows: pd.DataFrame) -> str | None:
     axes.bar([p + 0.2 for p in positions], data["dice"], width=0.4, label="Dice", color="#e9c46a")
     axes.set_xticks(list(positions), labels=list(data.index))
     axes.set_ylim(0, 1)
-    axes.set_title("segmentation quality (test split)")
+    axes.set_title(title)
+    if not (data[["iou", "dice"]] > 0).to_numpy().any():
+        axes.text(0.5, 0.55, "IoU and Dice are 0 for every method:\nthe models predict background everywhere",
+                  transform=axes.transAxes, ha="center", va="center", fontsize=9, color="#b42318")
     axes.legend(frameon=False)
     axes.grid(axis="y", alpha=0.3)
+    return to_svg(figure)
+
+
+def validation_curves(records: dict[str, list[dict]], title: str = "validation after each epoch") -> str | None:
+    """Validation IoU (solid) and Dice (dashed) after each epoch, one colour per cell."""
+    series = {label: [r for r in epochs if r.get("validation_iou") is not None] for label, epochs in records.items()}
+    series = {label: epochs for label, epochs in series.items() if epochs}
+    if not series:
+        return None
+    figure, axes = plt.subplots(figsize=(6.4, 3.2))
+    for index, (label, epochs) in enumerate(series.items()):
+        shade = color(label.split("/")[0], index)
+        xs = [r["epoch"] for r in epochs]
+        axes.plot(xs, [r["validation_iou"] for r in epochs], marker="o", markersize=3, label=f"{label} IoU",
+                  color=shade)
+        axes.plot(xs, [r["validation_dice"] for r in epochs], linestyle="--", color=shade, linewidth=1)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("IoU (solid), Dice (dashed)")
+    axes.set_ylim(0, 1)
+    axes.set_title(title)
+    axes.legend(frameon=False, fontsize=7)
+    axes.grid(alpha=0.3)
     return to_svg(figure)
 
 
@@ -171,7 +197,7 @@ def memory_vs_dice(rows: pd.DataFrame) -> str | None:
     return to_svg(figure)
 
 
-def loss_curves(curves: dict[str, list[float]]) -> str | None:
+def loss_curves(curves: dict[str, list[float]], title: str = "fine-tuning loss") -> str | None:
     if not curves:
         return None
     figure, axes = plt.subplots(figsize=(6.4, 3.2))
@@ -179,7 +205,7 @@ def loss_curves(curves: dict[str, list[float]]) -> str | None:
         axes.plot(range(1, len(losses) + 1), losses, label=label, color=color(label.split(" ")[0], index))
     axes.set_xlabel("training step")
     axes.set_ylabel("loss (BCE + soft IoU)")
-    axes.set_title("fine-tuning loss")
+    axes.set_title(title)
     axes.legend(frameon=False, fontsize=8)
     axes.grid(alpha=0.3)
     return to_svg(figure)

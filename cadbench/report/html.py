@@ -9,7 +9,8 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from cadbench.backbones import BACKBONES
+from cadbench.backbones import BACKBONES, RANDOM_WEIGHTS
+from cadbench.harness.options import DEFAULT_PROTOCOL
 from cadbench.errors import CadbenchError
 from cadbench.harness.grid import Cell
 from cadbench.report import charts
@@ -78,11 +79,106 @@ def _table(rows: pd.DataFrame, baseline: str | None,
                   row["status"] if row["status"] != "error" else f"error: {row['error']}", peak,
                   row["memory_source"] or "—", *[reference.error_of(row) or "—" for reference in references],
                   ratio, _fmt_bytes(row["reserved_memory_bytes"]), throughput,
-                  _fmt(row["flops_per_step"], "{:.3g}"), _fmt(row["iou"], "{:.3f}"), _fmt(row["dice"], "{:.3f}"),
+                  _fmt(row["flops_per_step"], "{:.3g}"), *_quality_cells(row),
                   _fmt(row["trainable_params"], "{:,.0f}")]
         lines.append([{"text": value, "css": ("text " if index < 3 else "") + (status_css if index in (3, 4) else "")}
                       for index, value in enumerate(values)])
     return columns, lines
+
+
+def _is_pipeline_check(row) -> bool:
+    """A test-scale model with random weights: its scores check the pipeline, they are no quality result."""
+    spec = BACKBONES.get(row["backbone"])
+    return bool(spec and spec.test_scale and row.get("weights") in (None, RANDOM_WEIGHTS))
+
+
+def _quality_cells(row) -> list[str]:
+    cells = [_fmt(row["iou"], "{:.3f}"), _fmt(row["dice"], "{:.3f}")]
+    if _is_pipeline_check(row) and cells[0] != "—":
+        cells = [f"{cell} (check)" for cell in cells]
+    return cells
+
+
+def _protocol_of(row) -> str:
+    value = row.get("protocol")
+    return DEFAULT_PROTOCOL if value is None or pd.isna(value) else str(value)
+
+
+def _losses(curve) -> list[float]:
+    """A cell's losses from loss_curves.json: a list (older results) or {"losses": [...], "epochs": [...]}."""
+    return list(curve["losses"]) if isinstance(curve, dict) else list(curve)
+
+
+def _quality_inputs(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
+    """Scored rows and their loss curves, keyed by protocol and cell: one folder holds one protocol, so folders of
+    different protocols keep a row per cell each (the memory tables keep one row per cell, the last folder's)."""
+    frames, curves = [], {}
+    for folder in folders:
+        frame = load_results(folder)
+        frame = frame[frame["iou"].notna()].copy()
+        frame["cell"] = [Cell.key_of(row) for _, row in frame.iterrows()]
+        frame["protocol"] = [_protocol_of(row) for _, row in frame.iterrows()]
+        frame["quality_key"] = [f"{protocol} {cell}" for protocol, cell in zip(frame["protocol"], frame["cell"])]
+        for cell, curve in _read_json(folder / "loss_curves.json").items():
+            protocols = frame.loc[frame["cell"] == cell, "protocol"]
+            protocol = curve.get("protocol") if isinstance(curve, dict) else None
+            curves[f"{protocol or (protocols.iloc[0] if len(protocols) else DEFAULT_PROTOCOL)} {cell}"] = curve
+        frames.append(frame)
+    scored = pd.concat(frames, ignore_index=True).drop_duplicates(subset="quality_key", keep="last")
+    return scored, curves
+
+
+def _quality_sections(scored: pd.DataFrame, curves: dict) -> tuple[list[dict], dict | None]:
+    """The Quality section (full-size models only, one part per protocol: rows of different protocols never share
+    a chart) and the pipeline check (test-scale models with random weights). `scored` and `curves` are keyed by
+    protocol and cell (`_quality_inputs`)."""
+    check = scored[[_is_pipeline_check(row) for _, row in scored.iterrows()]]
+    full = scored[~scored.index.isin(check.index)]
+    sections = []
+    for protocol, group in full.groupby("protocol", sort=False):
+        keys = {cell: key for cell, key in zip(group["cell"], group["quality_key"]) if key in curves}
+        label = f"protocol {protocol}"
+        weights = ", ".join(sorted(set(group["weights"].dropna()))) or "unknown"
+        section_charts = [
+            charts.quality_bars(group, f"segmentation quality (test split), {label}"),
+            charts.memory_vs_dice(group),
+            charts.loss_curves({cell: _losses(curves[key]) for cell, key in keys.items()}, f"fine-tuning loss, {label}"),
+            charts.validation_curves({cell: curves[key].get("epochs", []) for cell, key in keys.items()
+                                      if isinstance(curves[key], dict)}, f"validation after each epoch, {label}"),
+        ]
+        sections.append({"protocol": protocol, "summary": _protocol_summary(protocol), "weights": weights,
+                         "charts": [chart for chart in section_charts if chart]})
+    if check.empty:
+        return sections, None
+    lines = []
+    for _, row in check.iterrows():
+        losses = _losses(curves[row["quality_key"]]) if row["quality_key"] in curves else []
+        trend = f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "—"
+        lines.append([row["method"], _label(row["backbone"]), str(row["batch_size"]), row["protocol"],
+                      _fmt(row["train_steps"], "{:.0f}"), trend, _fmt(row["iou"], "{:.3f}"),
+                      _fmt(row["dice"], "{:.3f}")])
+    steps = sorted({int(value) for value in check["train_steps"].dropna()})
+    background = not (check[["iou", "dice"]].fillna(0) > 0).to_numpy().any()
+    pipeline = {
+        "columns": ["method", "backbone", "batch", "protocol", "steps", "loss (first → last)", "IoU", "Dice"],
+        "rows": lines,
+        "sentence": "These rows come from the test-scale SAM (128 px, 4 blocks) with random weights, fine-tuned for "
+                    f"{'/'.join(map(str, steps)) or 'a few'} steps on this machine: they show that fine-tuning and "
+                    "scoring run end to end, not how good any method is."
+                    + (" IoU and Dice of 0 mean the model still predicts background everywhere, which a random-weight "
+                       "model after so few steps is expected to do." if background else ""),
+        "charts": [chart for chart in (charts.loss_curves({cell: _losses(curves[key]) for cell, key
+                                                           in zip(check["cell"], check["quality_key"]) if key in curves},
+                                                          "pipeline check: fine-tuning loss"),) if chart],
+    }
+    return sections, pipeline
+
+
+def _protocol_summary(name: str) -> str:
+    from cadbench.training.protocols import available_protocols
+
+    protocol = available_protocols().get(name)
+    return protocol.summary if protocol else f"protocol {name!r} (not known to this cadbench)"
 
 
 def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[list[str]]]:
@@ -163,12 +259,12 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         step_series = {method: timelines[key] for method, key in zip(at_largest["method"], at_largest["cell"])
                        if key in timelines}
         section_charts.append(charts.timelines(step_series, f"{backbone}, batch {largest}: live memory over one step"))
+        checked = any(_is_pipeline_check(row) and not pd.isna(row["iou"]) for _, row in subset.iterrows())
         sections.append({"name": backbone, "label": _label(backbone), "columns": columns, "rows": lines,
-                         "charts": [chart for chart in section_charts if chart]})
+                         "charts": [chart for chart in section_charts if chart], "pipeline_check": checked})
 
     fit_columns, fit_rows = _fit_table(rows, context_gb)
-    quality = [chart for chart in (charts.quality_bars(rows), charts.memory_vs_dice(rows),
-                                   charts.loss_curves(curves)) if chart]
+    quality_sections, pipeline = _quality_sections(*_quality_inputs(folders))
     notes = sorted({f"{column}: {reason}" for reasons in rows["null_reasons"].dropna()
                     for column, reason in (reasons if isinstance(reasons, dict) else json.loads(reasons)).items()
                     if column not in ("error",)})
@@ -182,7 +278,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         memory_sources=", ".join(sorted(set(rows["memory_source"].dropna()))) or "none",
         weights=", ".join(sorted(set(rows["weights"].dropna()))) or "unknown",
         backbones=sections, fit_columns=fit_columns, fit_rows=fit_rows, context_gb=context_gb,
-        quality_charts=quality, null_notes=notes, references=references,
+        quality_sections=quality_sections, pipeline=pipeline, null_notes=notes, references=references,
     )
     target = Path(out_file) if out_file else folders[0] / "index.html"
     write_atomically(target, html)

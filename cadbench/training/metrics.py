@@ -64,10 +64,12 @@ def _as_2d_array(values: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
 class SegmentationMetrics:
     """Accumulates one image at a time: `update(logits, mask)`, then `results()` for the dataset figures."""
 
-    def __init__(self) -> None:
+    def __init__(self, soft: bool = True) -> None:
+        """`soft=False` keeps IoU, Dice and BER only (cheap enough to score a validation set after every epoch)."""
         self.ious: list[float] = []
         self.dices: list[float] = []
         self.counts = np.zeros(4, dtype=np.int64)  # TP, TN, Np, Nn for BER
+        self.soft = soft
         self.s_measure = py_sod_metrics.Smeasure()
         self.e_measure = py_sod_metrics.Emeasure()
         self.weighted_f_measure = py_sod_metrics.WeightedFmeasure()
@@ -90,6 +92,8 @@ class SegmentationMetrics:
         positives = int(np.count_nonzero(mask))
         self.counts += (np.count_nonzero(prediction & mask), np.count_nonzero(~prediction & ~mask),
                         positives, mask.size - positives)
+        if not self.soft:
+            return
         soft, truth = probability_map(logits), mask.astype(np.uint8) * 255
         for metric in (self.s_measure, self.e_measure, self.weighted_f_measure, self.mae):
             metric.step(pred=soft, gt=truth)
@@ -98,13 +102,14 @@ class SegmentationMetrics:
         """Means over the images so far (BER: over their summed pixel counts)."""
         if not self.images:
             raise ValueError("no images were scored")
+        overlap = {"iou": float(np.mean(self.ious)), "dice": float(np.mean(self.dices)),
+                   "ber": balanced_error_rate(*(int(c) for c in self.counts)), "images": self.images}
+        if not self.soft:
+            return overlap
         return {
-            "iou": float(np.mean(self.ious)),
-            "dice": float(np.mean(self.dices)),
+            **overlap,
             "s_measure": float(self.s_measure.get_results()["sm"]),
             "mean_e_measure": float(self.e_measure.get_results()["em"]["curve"].mean()),
             "weighted_f_measure": float(self.weighted_f_measure.get_results()["wfm"]),
             "mae": float(self.mae.get_results()["mae"]),
-            "ber": balanced_error_rate(*(int(c) for c in self.counts)),
-            "images": self.images,
         }

@@ -1,61 +1,33 @@
-"""Fine-tune a method on a dataset and evaluate it: the quality half of a result row.
+"""Score a method on a dataset: the quality half of a result row (fine-tuning is `cadbench.training.finetune`).
 
-Training uses the shared step (`cadbench.training.step.training_step`) with each image prompted by the box around its
-content (padding excluded). Evaluation follows Meta's `Sam.postprocess_masks`: low-resolution logits are upsampled
-to the encoder size, the padding is cropped, and the rest is resized to the original mask size, where the metrics
-are computed (`cadbench.training.metrics`).
+Each image is prompted by the box around its content (padding excluded). Evaluation follows Meta's
+`Sam.postprocess_masks`: low-resolution logits are upsampled to the encoder size, the padding is cropped, and the
+rest is resized to the scoring target's size, where the metrics are computed (`cadbench.training.metrics`): the
+stored mask's own size in SAM's letterbox geometry, the squashed size in the reference codes' (a protocol chooses).
 """
 
 from __future__ import annotations
 
 import torch
 
-from cadbench.datasets import DatasetBatch, SegmentationDataset, collate
+from cadbench.datasets import DatasetBatch, PreparedDataset, SegmentationDataset, collate
+from cadbench.datasets.dataset import LETTERBOX
+from cadbench.datasets.geometry import Geometry
 from cadbench.errors import CadbenchError
 from cadbench.methods import Method
 from cadbench.training.metrics import SegmentationMetrics
 from cadbench.training.protocol import upsample_logits
-from cadbench.harness.grid import Precision
-from cadbench.training.step import training_step
 
 
 def _device(method: Method) -> torch.device:
     return next(method.parameters()).device
 
 
-def _check_image_size(method: Method, dataset: SegmentationDataset) -> None:
+def check_image_size(method: Method, dataset: SegmentationDataset) -> None:
     expected = method.sam.image_encoder.img_size
     if dataset.image_size != expected:
         raise CadbenchError(f"dataset {dataset.name!r} ({dataset.split}) is prepared for {dataset.image_size} px "
                             f"but the backbone takes {expected} px; open it with image_size={expected}")
-
-
-def training_order(length: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
-    """Sample indices for each step: shuffled epochs, one after the other, reproducible from `seed`."""
-    if length < 1:
-        raise CadbenchError("cannot fine-tune on an empty dataset")
-    generator = torch.Generator().manual_seed(seed)
-    needed = steps * batch_size
-    order: list[int] = []
-    while len(order) < needed:
-        order.extend(torch.randperm(length, generator=generator).tolist())
-    return [order[step * batch_size:(step + 1) * batch_size] for step in range(steps)]
-
-
-def fine_tune(method: Method, optimizer: torch.optim.Optimizer, train_dataset: SegmentationDataset, steps: int,
-              batch_size: int, precision: Precision = "fp32", seed: int = 0) -> list[float]:
-    """Train for `steps` steps of `batch_size` images; returns the loss of every step.
-
-    `steps` and `batch_size` come validated from the run's options and its cell."""
-    _check_image_size(method, train_dataset)
-    device = _device(method)
-    method.train()
-    losses = []
-    for indices in training_order(len(train_dataset), steps, batch_size, seed):
-        batch = collate([train_dataset[i] for i in indices]).to(device)
-        loss = training_step(method, optimizer, batch.training_batch(), precision, boxes=batch.boxes)
-        losses.append(float(loss))
-    return losses
 
 
 def logits_at_original_size(logits: torch.Tensor, image_size: int, valid_size: tuple[int, int],
@@ -75,18 +47,21 @@ def predict(method: Method, batch: DatasetBatch, image_size: int) -> list[torch.
     ]
 
 
-def evaluate(method: Method, test_dataset: SegmentationDataset, batch_size: int = 1) -> dict[str, float | int]:
-    """Metrics over the whole dataset (see `cadbench.training.metrics`) plus the image and empty-mask counts."""
-    _check_image_size(method, test_dataset)
+def evaluate(method: Method, test_dataset: SegmentationDataset, batch_size: int = 1,
+             geometry: Geometry = LETTERBOX, soft: bool = True) -> dict[str, float | int]:
+    """Metrics over the whole dataset (see `cadbench.training.metrics`; `soft=False`: IoU, Dice and BER only),
+    scored at the resolution of `geometry`'s scoring target (a protocol's), plus the image and empty-mask counts."""
+    check_image_size(method, test_dataset)
     device = _device(method)
     was_training = method.training
     method.eval()
-    metrics = SegmentationMetrics()
+    metrics = SegmentationMetrics(soft=soft)
+    view = PreparedDataset(test_dataset, geometry)
     try:
         with torch.no_grad():
             for start in range(0, len(test_dataset), batch_size):
                 indices = range(start, min(start + batch_size, len(test_dataset)))
-                batch = collate([test_dataset[i] for i in indices]).to(device)
+                batch = collate([view[i] for i in indices]).to(device)
                 for logits, mask in zip(predict(method, batch, test_dataset.image_size), batch.original_masks):
                     metrics.update(logits, mask)
     finally:
