@@ -143,7 +143,12 @@ def main(argv: list[str]) -> int:
 
     die_with_parent()  # a cell process never outlives its run, even one killed with kill -9
     spec = json.loads(argv[0])
-    row = measure_cell(Cell(**spec["cell"]), spec["mode"], RunOptions(**spec["options"]), spec["environment"])
+    environment = spec["environment"]
+    if environment is None:  # run where the submitting process is not (a Slurm node): describe this machine
+        from cadbench.harness.environment import collect_environment
+
+        environment = collect_environment()
+    row = measure_cell(Cell(**spec["cell"]), spec["mode"], RunOptions(**spec["options"]), environment)
     write_atomically(Path(argv[1]), strict_json(finite_row(row)))  # whole or absent, strict JSON
     return 0
 

@@ -42,6 +42,9 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
     elif not options.dataset:
         no_quality = "quality was not asked for (--no-quality)"
         reasons.update({column: no_quality for column in (*QUALITY_COLUMNS, "quality_dataset", "train_steps")})
+    reasons.update({"gpu_index": "an estimate uses no GPU" if mode == "estimate" else  # launchers fill these
+                    "not pinned to one GPU (only --gpus pins a cell to its GPU)",
+                    "slurm_*": "not run as a Slurm job"})
     reasons.update({"git_commit": "not a git checkout", "segment_anything_version": "version unknown",
                     "driver_version": reasons.get("driver_version", "NVML could not tell the driver version"),
                     "cuda_version": reasons.get("cuda_version", "torch built without CUDA"),

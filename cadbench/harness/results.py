@@ -61,6 +61,7 @@ CONTRACT_COLUMNS = (
     "breakdown_activations_bytes", "breakdown_temporaries_bytes",
     "iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber", "quality_dataset",
     "train_steps", "trainable_params", "total_params", "weights", "device",
+    "gpu_index", "slurm_job_id", "slurm_state", "slurm_log",  # where the cell ran (see harness/launchers)
     "gpu_name", "driver_version", "cuda_version", "torch_version", "segment_anything_version", "cadbench_version",
     "git_commit", "null_reasons",
 )

@@ -1,17 +1,18 @@
-"""The sweep: every cell of the grid, each in a fresh process when it runs on a device, each row persisted the
-moment it finishes, finished cells skipped on resume.
+"""The sweep: every unfinished cell of the grid, run where its launcher puts it (see `harness.launchers`), each row
+persisted by this process the moment the launcher hands it back, finished cells skipped on resume.
 
-A stop (Ctrl-C, SIGTERM, any exception) kills the running cell's process group and removes its temporary folder
-before it goes on up; the cell is then recorded nowhere, and a rerun with the same --out measures it again."""
+A stop (Ctrl-C, SIGTERM, any exception) kills the cell processes running on this machine and removes their
+temporary folders before it goes on up; those cells are then recorded nowhere, and a rerun with the same --out
+measures them again. (Slurm jobs already submitted keep running; the rerun collects them.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from cadbench.harness.grid import Cell
-from cadbench.harness.launchers.local import run_in_fresh_process
-from cadbench.harness.measure_cell import measure_cell
+from cadbench.harness.launchers import launcher_for
+from cadbench.harness.launchers.base import CellRun, Launcher, Progress
 from cadbench.harness.options import Mode, RunOptions
 from cadbench.harness.results import ResultStore
 
@@ -21,6 +22,8 @@ class SweepOutcome:
     rows: list[dict]  # every cell of the grid, including the ones resumed from earlier runs
     ran: int  # cells measured by this invocation
     skipped: int  # cells already finished in --out
+    in_flight: list[str] = field(default_factory=list)  # left running elsewhere (detached Slurm jobs)
+    notes: list[str] = field(default_factory=list)  # the launcher's closing lines
 
     @property
     def errored(self) -> list[dict]:
@@ -33,27 +36,33 @@ def sweep(
     options: RunOptions,
     store: ResultStore,
     environment: dict,
-    on_progress: Callable[[str, Cell | None], None] = lambda event, cell: None,
+    on_progress: Progress = lambda event, cell, detail=None: None,
+    launcher: Launcher | None = None,
 ) -> SweepOutcome:
-    """Measure every unfinished cell and persist each row as it finishes.
+    """Measure every unfinished cell through `launcher` (default: the local one) and persist each row as it
+    finishes, in whatever order. This process is the only writer of the store; launchers only return rows.
 
-    Cells that run real steps get a fresh process each; estimates (no device state to isolate, and the estimator
-    reuses work across cells) run in this process.
+    On the local launcher, cells that run real steps get a fresh process each; estimates (no device state to
+    isolate, and the estimator reuses work across cells) run in this process.
     """
+    launcher = launcher or launcher_for("local")
     finished = store.finished_keys()
     todo = [cell for cell in cells if cell.key not in finished]
     for cell in cells:
         if cell.key in finished:
             on_progress("skipped", cell)
-    for cell in todo:
-        on_progress("start", cell)
-        mode = mode_of(cell)
-        if mode == "estimate":
-            row = measure_cell(cell, mode, options, environment)
-        else:
-            row = run_in_fresh_process(cell, mode, options, environment)
-        store.append(row)
-        on_progress("done", cell)
+    runs = [CellRun(cell, mode_of(cell)) for cell in todo]
+    launcher.check_folder(store.out_dir, runs)
+    ran = 0
+    finishing = launcher.launch(runs, options, environment, store.out_dir, on_progress)
+    try:
+        for cell, row in finishing:
+            store.append(row)
+            ran += 1
+            on_progress("done", cell)
+    finally:
+        finishing.close()  # on a stop, the launcher's clean-up runs now, before the exception goes on
     wanted = {cell.key for cell in cells}
     rows = [row for row in store.rows() if store.key_of(row) in wanted]
-    return SweepOutcome(rows=rows, ran=len(todo), skipped=len(cells) - len(todo))
+    return SweepOutcome(rows=rows, ran=ran, skipped=len(cells) - len(todo), in_flight=list(launcher.in_flight),
+                        notes=launcher.summary_lines())
