@@ -183,7 +183,8 @@ def run(
         with SweepProgress(len(cells), enabled=show_progress) as progress:
             outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update,
                             launcher=launcher)
-        _build_report(store, baseline_method)
+        if store.rows():  # a detached Slurm run may have no row yet
+            _build_report(store, baseline_method)
     mode = "/".join(sorted({mode_of(cell) for cell in cells}))
     frame = rows_to_frame(outcome.rows)
     frame.attrs.update(out_dir=str(store.out_dir), mode=mode, ran=outcome.ran, skipped=outcome.skipped,

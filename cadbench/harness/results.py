@@ -217,6 +217,13 @@ class ResultStore:
         latest = self._latest if self._latest is not None else self._load_journal(repair=False)[0]
         return list(latest.values())
 
+    def rows_with_side_data(self) -> list[dict]:
+        """The latest row of each cell with its side data (`_timeline`, `_loss_curve`) as the journal holds them,
+        read without the lock (for `merge`, which copies rows into another folder)."""
+        latest, side = self._load_journal(repair=False)
+        return [{**row, **{kind: side[kind][key] for kind in SIDE_FILES if key in side[kind]}}
+                for key, row in latest.items()]
+
     def finished_keys(self) -> set[str]:
         return {self.key_of(row) for row in self.rows() if row["status"] in FINISHED_STATUSES}
 
