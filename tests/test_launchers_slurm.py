@@ -233,3 +233,18 @@ def test_slurm_options_become_sbatch_parameters_and_bare_keys_are_flags():
     assert "gpus_per_node" not in config.sbatch_parameters(minutes=60, gpus=0)
     with pytest.raises(CadbenchError, match="must be positive"):
         SlurmConfig(parallelism=0)
+
+
+def test_a_local_run_refuses_cells_that_recorded_slurm_jobs_may_still_be_measuring(tmp_path):
+    out = tmp_path / "out"
+    (out / "slurm").mkdir(parents=True)
+    cell = {"method": "cad", "backbone": "test_scale", "batch_size": 1, "precision": "fp32"}
+    (out / "slurm" / "jobs.json").write_text(json.dumps({"jobs": [
+        {"job_id": "41_0", "key": "cad/test_scale/1/fp32", "cell": cell, "mode": "cpu", "submitted": "now"}]}))
+    result = cadbench("estimate", "--methods", "cad", "--backbone", "test_scale", "--batch-sizes", "1",
+                      "--no-progress", "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr == (f"cadbench: error: --out {out} has Slurm jobs that may still be measuring 1 of these "
+                             f"cells (41_0); resume with --launcher slurm to collect them, or delete "
+                             f"{out / 'slurm' / 'jobs.json'} to measure them here anyway\n")
+    assert not (out / "results.jsonl").exists() or (out / "results.jsonl").read_text() == ""
