@@ -49,8 +49,10 @@ class SweepProgress:
 
     def update(self, event: str, cell: Cell | None, detail: str | None = None) -> None:
         if event == "start" and cell is not None:
-            self._progress.update(self._task, description=cell.label)
-            if detail is not None:
+            if detail is None:  # one cell at a time: the bar names it
+                self._progress.update(self._task, description=cell.label)
+            else:  # side by side: each running cell has its own line
+                self._progress.update(self._task, description="cells")
                 self._show(cell, detail)
         elif event == "state" and cell is not None and detail is not None:
             self._show(cell, detail)
