@@ -248,3 +248,18 @@ def test_a_local_run_refuses_cells_that_recorded_slurm_jobs_may_still_be_measuri
                              f"cells (41_0); resume with --launcher slurm to collect them, or delete "
                              f"{out / 'slurm' / 'jobs.json'} to measure them here anyway\n")
     assert not (out / "results.jsonl").exists() or (out / "results.jsonl").read_text() == ""
+
+
+def test_estimates_run_in_the_submitting_process_or_as_cpu_jobs_when_asked(slurm, tmp_path):
+    grid = ("run", "--methods", "decoder_only", "--backbone", "vit_b", "--batch-sizes", "1", "--no-progress",
+            "--launcher", "slurm", "--slurm-gpus-per-job", "0")  # no GPU in the jobs: full size is estimated
+    here = cadbench(*grid, "--out", str(tmp_path / "here"), env=slurm.env)
+    assert here.returncode == 0, here.stderr
+    assert "submitted" not in here.stdout
+    jobs = cadbench(*grid, "--slurm-estimate-jobs", "--out", str(tmp_path / "jobs"), env=slurm.env)
+    assert jobs.returncode == 0, jobs.stderr
+    assert "submitted 1 cells to Slurm" in jobs.stdout
+    in_process, in_job = rows(tmp_path / "here")["decoder_only"], rows(tmp_path / "jobs")["decoder_only"]
+    assert in_process["memory_source"] == in_job["memory_source"] == "estimated"
+    assert in_process["slurm_job_id"] is None and in_job["slurm_job_id"] is not None
+    assert in_process["peak_memory_bytes"] == in_job["peak_memory_bytes"]
