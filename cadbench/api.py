@@ -16,6 +16,7 @@ from cadbench.backbones import BACKBONES, FULL_SIZE_BACKBONES, RANDOM_WEIGHTS, b
 from cadbench.errors import CadbenchError
 from cadbench.harness.environment import collect_environment
 from cadbench.harness.grid import DEFAULT_BATCH_SIZES, DEFAULT_PRECISIONS, Cell, cell_key, expand_grid
+from cadbench.harness.launchers import launcher_for
 from cadbench.harness.options import Device, Mode, RunOptions
 from cadbench.harness.progress import SweepProgress
 from cadbench.harness.results import ResultStore, rows_to_frame
@@ -31,14 +32,16 @@ def default_out_dir() -> Path:
     return Path("reports") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def mode_chooser(device: Device, estimate_only: bool) -> Callable[[Cell], Mode]:
+def mode_chooser(device: Device, estimate_only: bool, cuda: bool | None = None) -> Callable[[Cell], Mode]:
     """How each cell is measured: on CUDA if there is one; without, full-size cells are estimated and test-scale
-    cells (cheap enough) train for real on the CPU; `--device cpu` trains every cell on the CPU."""
-    if device == "cuda" and not torch.cuda.is_available():
+    cells (cheap enough) train for real on the CPU; `--device cpu` trains every cell on the CPU. `cuda` says
+    whether the cells' processes will have CUDA (a Slurm job with a GPU); None: as this process."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if device == "cuda" and not cuda:
         raise CadbenchError("--device cuda was asked for, but PyTorch sees no CUDA device here")
     if estimate_only:
         return lambda cell: "estimate"
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+    if device == "cuda" or (device == "auto" and cuda):
         return lambda cell: "cuda"
     if device == "cpu":
         return lambda cell: "cpu"
@@ -129,6 +132,7 @@ def run(
     baseline_method: str | None = None,
     show_progress: bool = True,
     print_summary: bool = True,
+    launcher: str | Any = "local",
     **options: Any,
 ) -> pd.DataFrame:
     """Sweep methods x backbones x batch sizes x precisions; returns one row per cell (see results.CONTRACT_COLUMNS).
@@ -147,6 +151,8 @@ def run(
         baseline_method: memory ratios in the summary and report are against this method spec.
         show_progress: show the progress bar over cells.
         print_summary: print the comparison table at the end.
+        launcher: where the cells run: "local" (default), "gpus", "slurm", or a config from
+            `cadbench.harness.launchers` (`GpusConfig(gpus=(0, 1))`, `SlurmConfig(partition="gpu", ...)`).
         **options: any field of `cadbench.harness.options.RunOptions`, with its default when not given: steps,
             warmup, device ("auto" | "cuda" | "cpu"), seed, estimate_only, dataset ("synthetic", a folder, or None
             for no quality phase), layout, train_steps, protocol ("quick" | "cad-paper" | "sam-adapter-paper"),
@@ -157,6 +163,9 @@ def run(
     if unknown:
         raise TypeError(f"run() got unexpected keyword arguments: {', '.join(unknown)}")
     options = RunOptions(**options)  # validated here
+    launcher = launcher_for(launcher)
+    cuda = launcher.cuda_where_cells_run()
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     if methods:
         methods = list(methods)
     else:
@@ -166,13 +175,13 @@ def run(
     if not backbones:
         # Without a GPU no full-size model can be fine-tuned in minutes: add the test-scale SAM, trained for real on
         # the CPU, so that the default run still reports measured throughput and quality (labelled as test scale).
-        no_gpu = not torch.cuda.is_available() and not options.estimate_only and options.device != "cuda"
+        no_gpu = not cuda and not options.estimate_only and options.device != "cuda"
         backbones = list(FULL_SIZE_BACKBONES) + (["test_scale"] if no_gpu else [])
     backbones = list(backbones)
     cells = expand_grid(methods, backbones, batch_sizes, precisions)
     if baseline_method is not None and parse_method_spec(baseline_method).text not in {c.method_spec for c in cells}:
         raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
-    mode_of = mode_chooser(options.device, options.estimate_only)
+    mode_of = mode_chooser(options.device, options.estimate_only, cuda)
     _check_estimable([cell for cell in cells if mode_of(cell) in ("estimate", "cpu")])  # cpu cells estimate memory
     if options.estimate_only:
         options = replace(options, dataset=None)
@@ -182,17 +191,21 @@ def run(
     weights = {backbone: f"sha256:{file_sha256(checkpoints[backbone])}" if backbone in checkpoints
                else RANDOM_WEIGHTS for backbone in backbones}
     options = replace(options, checkpoints=checkpoints, weights=weights)
+    launcher.check()  # e.g. a GPU that does not exist, Slurm missing: refused before the folder is touched
 
     store = ResultStore(out or default_out_dir())
     options = replace(options, state_dir=str(store.out_dir))
     environment = collect_environment()
     with store.open(options.resume_config(), environment):  # the folder is this run's until the block ends
         with SweepProgress(len(cells), enabled=show_progress) as progress:
-            outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update)
-        _build_report(store, baseline_method)
+            outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update,
+                            launcher=launcher)
+        if store.rows():  # a detached Slurm run may have no row yet
+            _build_report(store, baseline_method)
     mode = "/".join(sorted({mode_of(cell) for cell in cells}))
     frame = rows_to_frame(outcome.rows)
-    frame.attrs.update(out_dir=str(store.out_dir), mode=mode, ran=outcome.ran, skipped=outcome.skipped)
+    frame.attrs.update(out_dir=str(store.out_dir), mode=mode, ran=outcome.ran, skipped=outcome.skipped,
+                       in_flight=outcome.in_flight)
     if print_summary:
         _print_summary(frame, outcome, list(dict.fromkeys(cell.method_label for cell in cells)), baseline_method,
                        mode, store)
@@ -240,3 +253,5 @@ def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, labels: list[str]
         print(f"error in {cell_key(row)}: {row['error']}", file=sys.stderr)
     print(f"{outcome.ran} cells measured, {outcome.skipped} already finished; results in {store.out_dir}/ "
           f"(results.json, results.csv, index.html)")
+    for line in outcome.notes:
+        print(line)

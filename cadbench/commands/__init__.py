@@ -4,6 +4,6 @@ handler that imports what it needs only when it runs, so that parsing arguments 
 To add a command: write a module with `register`, and list it in `MODULES`.
 """
 
-MODULES = ("listing", "sweep", "fit", "validate", "reports", "gate", "evaluate")
+MODULES = ("listing", "sweep", "fit", "validate", "reports", "gate", "evaluate", "merge")
 
 __all__ = ["MODULES"]

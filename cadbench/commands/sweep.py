@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cadbench.commands.arguments import add_alloc_conf, add_grid_arguments, add_option, run_options
+from cadbench.commands.launcher_arguments import add_launcher_arguments, launcher_config
 from cadbench.harness.options import DEVICES
 
 
@@ -37,6 +38,7 @@ def register(commands) -> None:
                                  "safetensors under --out/weights/; the row holds their sha256")
     run_parser.add_argument("--no-quality", dest="dataset", action="store_const", const=None,
                             default=argparse.SUPPRESS, help="skip fine-tuning and evaluation")
+    add_launcher_arguments(run_parser)
     run_parser.set_defaults(handler=run_command)
 
     estimate_parser = commands.add_parser("estimate", help="peak GPU memory of every cell, without a GPU")
@@ -56,7 +58,7 @@ def sweep(args: argparse.Namespace, **options) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    return sweep(args)
+    return sweep(args, launcher=launcher_config(args))
 
 
 def estimate_command(args: argparse.Namespace) -> int:

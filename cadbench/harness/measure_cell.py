@@ -219,7 +219,12 @@ def main(argv: list[str]) -> int:
     alloc_conf = spec["options"].get("alloc_conf")
     if spec["mode"] == "cuda" and alloc_conf:  # this fresh process has not started CUDA: its allocator reads this
         os.environ["PYTORCH_ALLOC_CONF"] = alloc_conf
-    row = measure_cell(Cell(**spec["cell"]), spec["mode"], RunOptions(**spec["options"]), spec["environment"])
+    environment = spec["environment"]
+    if environment is None:  # run where the submitting process is not (a Slurm node): describe this machine
+        from cadbench.harness.environment import collect_environment
+
+        environment = collect_environment()
+    row = measure_cell(Cell(**spec["cell"]), spec["mode"], RunOptions(**spec["options"]), environment)
     write_atomically(Path(argv[1]), strict_json(finite_row(row)))  # whole or absent, strict JSON
     return 0
 

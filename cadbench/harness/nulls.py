@@ -55,6 +55,9 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
     if not options.save_weights:
         reasons.setdefault("saved_weights", "--save-weights was not given")
         reasons.setdefault("saved_weights_sha256", "--save-weights was not given")
+    reasons.update({"gpu_index": "an estimate uses no GPU" if mode == "estimate" else  # launchers fill these
+                    "not pinned to one GPU (only --gpus pins a cell to its GPU)",
+                    "slurm_*": "not run as a Slurm job"})
     reasons.update({"git_commit": "not a git checkout", "segment_anything_version": "version unknown",
                     "driver_version": reasons.get("driver_version", "NVML could not tell the driver version"),
                     "cuda_version": reasons.get("cuda_version", "torch built without CUDA"),

@@ -13,28 +13,34 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Callable
 
 PARENT_PID_VARIABLE = "CADBENCH_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
 
 
-def run_cell_process(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+def run_cell_process(argv: list[str], env: dict[str, str],
+                     on_start: Callable[[int], None] | None = None) -> tuple[int, str]:
     """Run `argv` to its end and return (exit code, stderr). On any exception (KeyboardInterrupt and SIGTERM's
-    included) the process group is killed and reaped before the exception goes on."""
+    included) the process group is killed and reaped before the exception goes on. `on_start` receives the
+    process group's id, for a caller that runs cells in threads: only the main thread gets signals, so it must be
+    able to stop (`kill_group`) the cells that other threads wait for."""
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**env, PARENT_PID_VARIABLE: str(os.getpid())}, start_new_session=True)
+    if on_start is not None:
+        on_start(process.pid)
     try:
         _, stderr = process.communicate()
     except BaseException:
-        _kill_group(process.pid)
+        kill_group(process.pid)
         process.kill()
         process.wait()
         raise
-    _kill_group(process.pid)  # anything the cell left running would skew the next cell's timing
+    kill_group(process.pid)  # anything the cell left running would skew the next cell's timing
     return process.returncode, stderr
 
 
-def _kill_group(group: int) -> None:
+def kill_group(group: int) -> None:
     try:
         os.killpg(group, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

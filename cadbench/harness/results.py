@@ -63,6 +63,7 @@ CONTRACT_COLUMNS = (
     "iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber", "quality_dataset",
     "train_steps", "protocol", "epochs", "dataset_split", "empty_train_masks", "empty_test_masks",
     "mask_grey_values", "saved_weights", "saved_weights_sha256", "trainable_params", "total_params", "weights", "device",
+    "gpu_index", "slurm_job_id", "slurm_state", "slurm_log",  # where the cell ran (see harness/launchers)
     "gpu_name", "driver_version", "cuda_version", "torch_version", "segment_anything_version", "cadbench_version",
     "git_commit", "null_reasons",
 )
@@ -217,6 +218,13 @@ class ResultStore:
         """The latest row of each cell, in the order cells first appeared (read from the journal when not open)."""
         latest = self._latest if self._latest is not None else self._load_journal(repair=False)[0]
         return list(latest.values())
+
+    def rows_with_side_data(self) -> list[dict]:
+        """The latest row of each cell with its side data (`_timeline`, `_loss_curve`) as the journal holds them,
+        read without the lock (for `merge`, which copies rows into another folder)."""
+        latest, side = self._load_journal(repair=False)
+        return [{**row, **{kind: side[kind][key] for kind in SIDE_FILES if key in side[kind]}}
+                for key, row in latest.items()]
 
     def finished_keys(self) -> set[str]:
         return {self.key_of(row) for row in self.rows() if row["status"] in FINISHED_STATUSES}

@@ -1,25 +1,20 @@
-"""The sweep: every cell of the grid, each in a fresh process when it runs on a device, each row persisted the
-moment it finishes, finished cells skipped on resume.
+"""The sweep: every unfinished cell of the grid, run where its launcher puts it (see `harness.launchers`), each row
+persisted by this process the moment the launcher hands it back, finished cells skipped on resume.
 
-A stop (Ctrl-C, SIGTERM, any exception) kills the running cell's process group and removes its temporary folder
-before it goes on up; the cell is then recorded nowhere, and a rerun with the same --out measures it again."""
+A stop (Ctrl-C, SIGTERM, any exception) kills the cell processes running on this machine and removes their
+temporary folders before it goes on up; those cells are then recorded nowhere, and a rerun with the same --out
+measures them again. (Slurm jobs already submitted keep running; the rerun collects them.)"""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable
 
 from cadbench.harness.grid import Cell
-from cadbench.harness.measure_cell import measure_cell
+from cadbench.harness.launchers import launcher_for
+from cadbench.harness.launchers.base import CellRun, Launcher, Progress
 from cadbench.harness.options import Mode, RunOptions
-from cadbench.harness.processes import run_cell_process
-from cadbench.harness.results import ResultStore, explain_nulls, new_row
-from cadbench.backbones import get_backbone
+from cadbench.harness.results import ResultStore
 
 
 @dataclass
@@ -27,38 +22,12 @@ class SweepOutcome:
     rows: list[dict]  # every cell of the grid, including the ones resumed from earlier runs
     ran: int  # cells measured by this invocation
     skipped: int  # cells already finished in --out
+    in_flight: list[str] = field(default_factory=list)  # left running elsewhere (detached Slurm jobs)
+    notes: list[str] = field(default_factory=list)  # the launcher's closing lines
 
     @property
     def errored(self) -> list[dict]:
         return [row for row in self.rows if row["status"] == "error"]
-
-
-def run_in_fresh_process(cell: Cell, mode: Mode, options: RunOptions, environment: dict) -> dict:
-    """Measure a cell in a new Python process: allocator state, fragmentation and crashes stay there."""
-    spec = json.dumps({"cell": cell.as_dict(), "mode": mode, "options": options.as_dict(),
-                       "environment": environment})
-    with tempfile.TemporaryDirectory(prefix="cadbench-cell-") as folder:
-        result_path = Path(folder) / "row.json"
-        returncode, stderr = run_cell_process(
-            [sys.executable, "-m", "cadbench.harness.measure_cell", spec, str(result_path)],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        row = _read_row(result_path)
-        if row is not None:
-            return row
-    last_line = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "")
-    row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
-    row.update(status="error", error=f"cell process exited with code {returncode}: {last_line}".strip())
-    why = f"cell process died ({row['error']})"
-    return explain_nulls(row, {"*": why})
-
-
-def _read_row(path: Path) -> dict | None:
-    """The row a cell process wrote, or None when it wrote none or died writing it."""
-    try:
-        row = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return row if isinstance(row, dict) and "status" in row else None
 
 
 def sweep(
@@ -67,27 +36,33 @@ def sweep(
     options: RunOptions,
     store: ResultStore,
     environment: dict,
-    on_progress: Callable[[str, Cell | None], None] = lambda event, cell: None,
+    on_progress: Progress = lambda event, cell, detail=None: None,
+    launcher: Launcher | None = None,
 ) -> SweepOutcome:
-    """Measure every unfinished cell and persist each row as it finishes.
+    """Measure every unfinished cell through `launcher` (default: the local one) and persist each row as it
+    finishes, in whatever order. This process is the only writer of the store; launchers only return rows.
 
-    Cells that run real steps get a fresh process each; estimates (no device state to isolate, and the estimator
-    reuses work across cells) run in this process.
+    On the local launcher, cells that run real steps get a fresh process each; estimates (no device state to
+    isolate, and the estimator reuses work across cells) run in this process.
     """
+    launcher = launcher or launcher_for("local")
     finished = store.finished_keys()
     todo = [cell for cell in cells if cell.key not in finished]
     for cell in cells:
         if cell.key in finished:
             on_progress("skipped", cell)
-    for cell in todo:
-        on_progress("start", cell)
-        mode = mode_of(cell)
-        if mode == "estimate":
-            row = measure_cell(cell, mode, options, environment)
-        else:
-            row = run_in_fresh_process(cell, mode, options, environment)
-        store.append(row)
-        on_progress("done", cell)
+    runs = [CellRun(cell, mode_of(cell)) for cell in todo]
+    launcher.check_folder(store.out_dir, runs)
+    ran = 0
+    finishing = launcher.launch(runs, options, environment, store.out_dir, on_progress)
+    try:
+        for cell, row in finishing:
+            store.append(row)
+            ran += 1
+            on_progress("done", cell)
+    finally:
+        finishing.close()  # on a stop, the launcher's clean-up runs now, before the exception goes on
     wanted = {cell.key for cell in cells}
     rows = [row for row in store.rows() if store.key_of(row) in wanted]
-    return SweepOutcome(rows=rows, ran=len(todo), skipped=len(cells) - len(todo))
+    return SweepOutcome(rows=rows, ran=ran, skipped=len(cells) - len(todo), in_flight=list(launcher.in_flight),
+                        notes=launcher.summary_lines())

@@ -49,3 +49,33 @@ class UnmodelledCuda(DecoderOnly):
     def image_embeddings(self, images):
         torch.cuda.memory_allocated()
         return super().image_embeddings(images)
+
+
+_met_once = False
+
+
+class Rendezvous(DecoderOnly):
+    name = "rendezvous"
+    summary = ("at its first forward pass in a process, records CUDA_VISIBLE_DEVICES and waits (up to 60 s) until "
+               "CADBENCH_TEST_RENDEZVOUS_N cells have reached that point (files in CADBENCH_TEST_RENDEZVOUS)")
+
+    def image_embeddings(self, images):
+        global _met_once
+        folder = os.environ.get("CADBENCH_TEST_RENDEZVOUS")
+        if folder and not _met_once:
+            _met_once = True
+            import json
+            from pathlib import Path
+
+            folder = Path(folder)
+            start = time.time()
+            (folder / f"{os.getpid()}.start").write_text("")
+            wanted = int(os.environ.get("CADBENCH_TEST_RENDEZVOUS_N", "2"))
+            while len(list(folder.glob("*.start"))) < wanted and time.time() - start < 60:
+                time.sleep(0.05)
+            met = len(list(folder.glob("*.start"))) >= wanted
+            time.sleep(0.3)
+            (folder / f"{os.getpid()}.json").write_text(json.dumps({
+                "batch_size": int(images.shape[0]), "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "start": start, "end": time.time(), "met": met}))
+        return super().image_embeddings(images)

@@ -1,0 +1,72 @@
+"""The local launcher: each device cell in a fresh Python process on this machine, one after another; estimates in
+this process. `run_in_fresh_process` is also what the other launchers run a cell with (pinned to a GPU, or inside
+a Slurm job), so a cell's row is the same whichever launcher ran it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from cadbench.harness.grid import Cell
+from cadbench.harness.launchers.base import CellRun, Launcher, Progress, measure_here
+from cadbench.harness.launchers.config import LocalConfig
+from cadbench.harness.options import Mode, RunOptions
+from cadbench.harness.processes import run_cell_process
+
+
+class LocalLauncher(Launcher):
+    NAME = "local"
+    config_class = LocalConfig
+
+    def launch(self, runs: list[CellRun], options: RunOptions, environment: dict, out_dir: Path,
+               on_progress: Progress) -> Iterator[tuple[Cell, dict]]:
+        for run in runs:
+            on_progress("start", run.cell)
+            if run.mode == "estimate":
+                yield run.cell, measure_here(run, options, environment)
+            else:
+                yield run.cell, run_in_fresh_process(run.cell, run.mode, options, environment)
+
+
+def run_in_fresh_process(cell: Cell, mode: Mode, options: RunOptions, environment: dict | None,
+                         extra_env: dict[str, str] | None = None,
+                         on_start: Callable[[int], None] | None = None) -> dict:
+    """Measure a cell in a new Python process: allocator state, fragmentation and crashes stay there.
+
+    `environment` None: the cell's process collects its own (versions, GPU), as on a Slurm node. `extra_env` is
+    added to the process's environment (e.g. CUDA_VISIBLE_DEVICES); `on_start` gets its process group's id."""
+    spec = json.dumps({"cell": cell.as_dict(), "mode": mode, "options": options.as_dict(),
+                       "environment": environment})
+    with tempfile.TemporaryDirectory(prefix="cadbench-cell-") as folder:
+        result_path = Path(folder) / "row.json"
+        returncode, stderr = run_cell_process(
+            [sys.executable, "-m", "cadbench.harness.measure_cell", spec, str(result_path)],
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}, on_start=on_start)
+        row = _read_row(result_path)
+        if row is not None:
+            return row
+    last_line = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "")
+    return dead_cell_row(cell, environment or {}, f"cell process exited with code {returncode}: {last_line}".strip())
+
+
+def dead_cell_row(cell: Cell, environment: dict, error: str, why: str | None = None) -> dict:
+    """The error row of a cell whose process (or job) ended without writing one."""
+    from cadbench.backbones import get_backbone
+    from cadbench.harness.results import explain_nulls, new_row
+
+    row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
+    row.update(status="error", error=error)
+    return explain_nulls(row, {"*": why or f"cell process died ({error})"})
+
+
+def _read_row(path: Path) -> dict | None:
+    """The row a cell process wrote, or None when it wrote none or died writing it."""
+    try:
+        row = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return row if isinstance(row, dict) and "status" in row else None
