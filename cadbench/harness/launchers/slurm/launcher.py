@@ -248,6 +248,11 @@ class SlurmLauncher(Launcher):
                 if followed.state in WAITING:
                     return None  # let Slurm say how it ended (TIMEOUT, FAILED...) before recording it
                 return self._dead_row(followed, f"raised {_last_line(str(exc))}")
+            if row["status"] == "error":  # a cancel or timeout may kill the cell's process before the job ends
+                if followed.state in WAITING:  # (UNKNOWN included)
+                    return None  # let Slurm say how the job ended before recording why the cell died
+                if followed.state != "COMPLETED":
+                    return self._dead_row(followed, f"before its cell finished (the cell: {row['error']})")
             set_columns(row, slurm_job_id=followed.record.job_id, slurm_log=str(job.paths.stdout))
             row["null_reasons"]["slurm_state"] = (f"the job returned its row; Slurm's final state: "
                                                   f"sacct -j {followed.record.job_id}")
