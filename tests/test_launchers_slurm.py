@@ -6,7 +6,6 @@ tests were skipped."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
