@@ -30,6 +30,6 @@ def test_the_new_methods_run_end_to_end_on_the_cpu_at_test_scale(tmp_path):
     assert rows["full", ""]["trainable_params"] > rows["peft", ""]["trainable_params"] == rows["lora", "rank=8"][
         "trainable_params"]
     # The terminal table and the report label the cell with its options; its side files are keyed by them.
-    assert "lora (rank 8)" in result.stdout and "quality lora (rank 8) ·" in result.stdout
+    assert "lora (rank 8)" in result.stdout and "pipeline check (test scale, random weights) lora (rank 8) ·" in result.stdout
     assert "lora (rank 8)" in (out / "index.html").read_text()
     assert "lora:rank=8/test_scale/2/fp32" in json.loads((out / "timelines.json").read_text())
