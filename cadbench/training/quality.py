@@ -16,7 +16,7 @@ from cadbench.methods import Method
 from cadbench.training.metrics import SegmentationMetrics
 from cadbench.training.protocol import upsample_logits
 from cadbench.harness.grid import Precision
-from cadbench.training.step import training_step
+from cadbench.training.step import StepPlan, training_step
 
 
 def _device(method: Method) -> torch.device:
@@ -43,10 +43,11 @@ def training_order(length: int, steps: int, batch_size: int, seed: int) -> list[
 
 
 def fine_tune(method: Method, optimizer: torch.optim.Optimizer, train_dataset: SegmentationDataset, steps: int,
-              batch_size: int, precision: Precision = "fp32", seed: int = 0) -> list[float]:
+              batch_size: int, precision: Precision | StepPlan = "fp32", seed: int = 0) -> list[float]:
     """Train for `steps` steps of `batch_size` images; returns the loss of every step.
 
-    `steps` and `batch_size` come validated from the run's options and its cell."""
+    `steps` and `batch_size` come validated from the run's options and its cell; `precision` is a precision name
+    or the step plan of the cell's levers."""
     _check_image_size(method, train_dataset)
     device = _device(method)
     method.train()
