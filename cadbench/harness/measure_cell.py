@@ -25,13 +25,20 @@ from cadbench.harness.results import explain_nulls, new_row
 
 
 def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict) -> dict:
-    """The cell's result row. Out-of-memory and any other failure become the row's status, never an exception.
+    """The cell's result row. Out-of-memory and any other failure become the row's status, never an exception; a
+    lever that cannot apply to the cell's method makes a `not_applicable` row saying why, measured in no mode.
 
     Side data for the report travels in keys starting with '_' (`_timeline`, `_loss_curve`).
     """
+    from cadbench.training.levers import not_applicable
+
     row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
     row["weights"] = options.weights.get(cell.backbone, "random")
     row["alloc_conf"] = options.alloc_conf or "default"  # the caching allocator's settings (real or simulated)
+    reason = not_applicable(cell)
+    if reason:
+        row["status"], row["error"] = "not_applicable", reason
+        return explain_nulls(row, null_reasons(row, mode, options))
     if mode != "estimate":
         row["warmup_steps"], row["timed_steps"] = options.warmup, options.steps
     try:
@@ -124,15 +131,15 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
     """Fine-tune a fresh copy of the method on the train split, then score the test split."""
     from cadbench.datasets import load_dataset
     from cadbench.training.quality import evaluate, fine_tune
-    from cadbench.training.step import prepare
+    from cadbench.training.step import prepare_cell
 
     image_size = get_backbone(cell.backbone).image_size
     train = load_dataset(options.dataset, "train", image_size=image_size, layout=options.layout, seed=options.seed)
     test = load_dataset(options.dataset, "test", image_size=image_size, layout=options.layout, seed=options.seed)
     torch.manual_seed(options.seed)
-    trainee = prepare(cell.method_spec, cell.backbone, checkpoint=options.checkpoints.get(cell.backbone), device=device)
-    losses = fine_tune(trainee.method, trainee.optimizer, train, options.train_steps, cell.batch_size,
-                       cell.precision, seed=options.seed)
+    trainee, plan = prepare_cell(cell, checkpoint=options.checkpoints.get(cell.backbone), device=device)
+    losses = fine_tune(trainee.method, trainee.optimizer, train, options.train_steps, cell.batch_size, plan,
+                       seed=options.seed)
     scores = evaluate(trainee.method, test, batch_size=cell.batch_size)
     row.update({column: scores[column] for column in QUALITY_COLUMNS})
     row.update(quality_dataset=f"{train.name} (train {len(train)}, test {len(test)} images, "

@@ -61,6 +61,12 @@ def _read_row(path: Path) -> dict | None:
     return row if isinstance(row, dict) and "status" in row else None
 
 
+def _lever_not_applicable(cell: Cell) -> bool:
+    from cadbench.training.levers import not_applicable
+
+    return not_applicable(cell) is not None
+
+
 def sweep(
     cells: list[Cell],
     mode_of: Callable[[Cell], Mode],
@@ -82,7 +88,7 @@ def sweep(
     for cell in todo:
         on_progress("start", cell)
         mode = mode_of(cell)
-        if mode == "estimate":
+        if mode == "estimate" or _lever_not_applicable(cell):  # a not_applicable row needs no device process
             row = measure_cell(cell, mode, options, environment)
         else:
             row = run_in_fresh_process(cell, mode, options, environment)

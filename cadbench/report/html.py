@@ -71,11 +71,13 @@ def _table(rows: pd.DataFrame, baseline: str | None,
             ratio = f"{row['peak_memory_bytes'] / base['peak_memory_bytes'].iloc[0]:.2f}×"
         status_css = "oom" if row["status"] == "oom" else "error" if row["status"] == "error" else ""
         peak = "OOM" if row["status"] == "oom" else _fmt_bytes(row["peak_memory_bytes"])
+        status = {"error": f"error: {row['error']}",
+                  "not_applicable": f"not applicable: {row['error']}"}.get(row["status"], row["status"])
         throughput = _fmt(row["throughput_img_s"])
         if throughput != "—" and row["throughput_source"] == "cpu":
             throughput += " (cpu)"
         values = [row["method"], str(row["batch_size"]), row["precision"],
-                  row["status"] if row["status"] != "error" else f"error: {row['error']}", peak,
+                  status, peak,
                   row["memory_source"] or "—", *[reference.error_of(row) or "—" for reference in references],
                   ratio, _fmt_bytes(row["reserved_memory_bytes"]), throughput,
                   _fmt(row["flops_per_step"], "{:.3g}"), _fmt(row["iou"], "{:.3f}"), _fmt(row["dice"], "{:.3f}"),
