@@ -88,13 +88,15 @@ def _table(rows: pd.DataFrame, baseline: str | None,
 
 
 def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[list[str]]]:
+    """Largest batch in the results that fits each card, per method with its levers (the label names them:
+    'sam_adapter + checkpointed encoder'), backbone and precision, in the results' order."""
     capacities = charts.GPU_CAPACITIES_GB
-    columns = ["method", "backbone"] + [f"{capacity} GB" for capacity in capacities]
+    columns = ["method + levers", "backbone", "precision"] + [f"{capacity} GB" for capacity in capacities]
     lines = []
     needed = charts.card_needed_gb(rows, context_gb)
-    ok = rows[(rows["status"] == "ok") & needed.notna() & (rows["precision"] == "fp32")]
-    for (method, backbone), group in ok.groupby(["method", "backbone"], sort=False):
-        line = [method, _label(backbone)]
+    ok = rows[(rows["status"] == "ok") & needed.notna()]
+    for (method, backbone, precision), group in ok.groupby(["method", "backbone", "precision"], sort=False):
+        line = [method, _label(backbone), precision]
         for capacity in capacities:
             fitting = group[needed[group.index] <= capacity]["batch_size"]
             line.append(str(int(fitting.max())) if not fitting.empty else "—")
