@@ -111,4 +111,12 @@ def test_where_nothing_fits_it_says_so():
     [answer] = advise([("decoder_only", "")], ["test_scale"], [10**6], target_batch=2, cuda_context_bytes=CONTEXT,
                       max_batch=4, alloc_conf=DEFAULT_ALLOCATOR)
     assert answer.cell is None and answer.largest_plain_batch == 0 and answer.as_dict()["fits_target"] is False
-    assert answer.replayed + answer.pruned <= answer.candidates
+    # the plain step, then the strongest of each precision; every other combination is pruned by one of those
+    assert (answer.replayed, answer.pruned) == (4, answer.candidates - 4)
+
+
+def test_a_combination_is_pruned_only_by_a_stronger_one_of_the_same_precision():
+    weak = Cell("sam_adapter", "vit_b", 4, micro_batch=2)
+    assert advisor._stronger_or_equal(Cell("sam_adapter", "vit_b", 4, checkpointing="encoder", micro_batch=1), weak)
+    assert not advisor._stronger_or_equal(Cell("sam_adapter", "vit_b", 4, checkpointing="encoder"), weak)
+    assert not advisor._stronger_or_equal(Cell("sam_adapter", "vit_b", 4, "bf16", micro_batch=1), weak)

@@ -16,8 +16,11 @@ Every candidate reported as the answer was replayed exactly at the target batch 
 micro-batches as set) and fits the card. To keep the search short, a candidate is skipped for a card when one
 already replayed with the same precision and every other lever at least as strong (checkpointing or lean encoder
 on, frozen weights in bf16, micro-batches no larger) did not fit it: each of those levers only ever removes memory
-from the step. That rule decides nothing is reported that was not replayed; it can only make a "nothing fits" rest
-on it, which the answer's `pruned` count says.
+from the step (an assumption, not a proof; precision is left out of it, since bf16 autocast can need more memory
+than fp32). So the strongest combination of each precision is replayed before the first other combination of that
+precision (the plain step itself is tried first, with nothing before it). The rule never makes an answer that was
+not replayed; it can only make a "nothing fits" or the skipping of a cheaper combination rest on it, which the
+answer's `pruned` count says.
 """
 
 from __future__ import annotations
@@ -148,24 +151,30 @@ def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int
                        for structure in dict.fromkeys(_structure(cell) for cell in options)}
     options.sort(key=lambda cell: (round(structure_ratio[_structure(cell)], 3), NUMERIC_RANK[cell.precision],
                                    cell.frozen_dtype != "fp32", _passes(cell), len(cell.levers)))
+    strongest = {cell.precision: cell for cell in options
+                 if not any(other != cell and _stronger_or_equal(other, cell) for other in options)}
     answers = []
     for capacity in capacities:
         largest = largest_fitting_batch(replace(plain, batch_size=1), capacity, context, max_batch, config)
-        # the strongest combination of each precision first: where it does not fit, none of that precision does
-        strongest = [cell for cell in options if not any(
-            other != cell and _stronger_or_equal(other, cell) for other in options)]
-        failed = [cell for cell in strongest if needed(cell) > capacity]
-        chosen, replayed, pruned = None, len(strongest), 0
-        for cell in options:
-            if cell in strongest and cell not in failed:
-                chosen = cell  # replayed above, and fits
-                break
+        chosen, replayed, pruned = None, set(), 0
+        failed: list[Cell] = []
+        checked: set[str] = set()
+        for index, cell in enumerate(options):
+            if index and cell.precision not in checked:
+                # before the first combination of a precision beyond the plain step: the strongest of that
+                # precision; where it does not fit, none of that precision does
+                checked.add(cell.precision)
+                top = strongest[cell.precision]
+                if top != cell:
+                    replayed.add(top)
+                    if needed(top) > capacity:
+                        failed.append(top)
             if cell in failed:
-                continue  # a strongest one, replayed above
+                continue  # the strongest of its precision, replayed above
             if any(_stronger_or_equal(other, cell) for other in failed):
                 pruned += 1
                 continue
-            replayed += 1
+            replayed.add(cell)
             if needed(cell) <= capacity:
                 chosen = cell
                 break
@@ -175,5 +184,5 @@ def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int
             plain.method, plain.method_options, plain.backbone, capacity, context, largest, plain.batch_size,
             chosen, None if found is None else found.oom_capacity_bytes(context),
             None if found is None else found.peak_bytes,
-            None if found is None else found.flops_per_step / base_flops, len(options), replayed, pruned))
+            None if found is None else found.flops_per_step / base_flops, len(options), len(replayed), pruned))
     return answers
