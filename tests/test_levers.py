@@ -66,7 +66,7 @@ def test_a_micro_batch_of_the_whole_batch_is_the_plain_cell():
     (["--checkpointing", "none,blocks"], "unknown checkpointing 'blocks' (--checkpointing); valid: none, encoder"),
     (["--micro-batch", "8"], "--micro-batch 8 is larger than the batch size 4"),
     (["--micro-batch", "two"], "--micro-batch takes positive integers or none, got 'two'"),
-    (["--precision", "fp8"], "unknown precision 'fp8' (--precision); valid: fp32, bf16, fp16"),
+    (["--precision", "fp8"], "unknown precision 'fp8'; valid: bf16, fp16, fp32"),
     (["--encoder-chunk", "2"], "--encoder-chunk 2 needs --lean-encoder on"),
 ])
 def test_bad_lever_flags_stop_the_run_in_one_line_before_anything_is_written(tmp_path, capsys, flags, culprit):

@@ -23,7 +23,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from itertools import product
 from typing import Any, ClassVar, Iterable, Literal, Mapping, get_args
 
-from cadbench.errors import CadbenchError
+from cadbench.errors import CadbenchError, unknown_name_error
 from cadbench.method_spec import NAME_SEPARATOR, join_method_spec, split_method_spec
 from cadbench.method_spec import method_label as spec_label
 
@@ -89,7 +89,7 @@ class Cell:
         get_backbone(self.backbone)
         check_batch_size(self.batch_size)
         if self.precision not in PRECISIONS:
-            raise CadbenchError(f"unknown precision {self.precision!r} (--precision); valid: {', '.join(PRECISIONS)}")
+            raise unknown_name_error("precision", self.precision, PRECISIONS)
         for f in self.lever_fields():
             if f.metadata["values"] and getattr(self, f.name) not in f.metadata["values"]:
                 raise CadbenchError(f"unknown {f.name} {getattr(self, f.name)!r} ({f.metadata['flag']}); valid: "
