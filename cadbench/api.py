@@ -6,7 +6,7 @@ import datetime
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -127,6 +127,7 @@ def run(
     batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
     precisions: Iterable[str] = DEFAULT_PRECISIONS,
     *,
+    levers: Mapping[str, Iterable[Any]] | None = None,
     checkpoint: str | dict[str, str] | None = None,
     out: str | Path | None = None,
     baseline_method: str | None = None,
@@ -145,7 +146,11 @@ def run(
             that cannot, e.g. peft without its package, is named on stderr and left out).
         backbones: backbone names (default: vit_b, vit_l, vit_h, plus the test-scale SAM when no GPU is used).
         batch_sizes: batch sizes of the grid.
-        precisions: "fp32" and/or "bf16".
+        precisions: "fp32", "bf16" and/or "fp16".
+        levers: memory levers to cross with the grid, {Cell field: values}: checkpointing ("none", "encoder"),
+            frozen_dtype ("fp32", "bf16"), micro_batch (0 for none, or images per micro-batch), lean_encoder
+            ("off", "on"), encoder_chunk (images per lean-encoder forward). Default: the plain step. A lever that
+            cannot apply to a method gives that cell a row with status "not_applicable" and the reason.
         checkpoint: an official SAM checkpoint for the one backbone, "backbone=path,...", or a dict of those.
         out: output folder (default: reports/<timestamp>/); an existing one is resumed.
         baseline_method: memory ratios in the summary and report are against this method spec.
@@ -178,7 +183,7 @@ def run(
         no_gpu = not cuda and not options.estimate_only and options.device != "cuda"
         backbones = list(FULL_SIZE_BACKBONES) + (["test_scale"] if no_gpu else [])
     backbones = list(backbones)
-    cells = expand_grid(methods, backbones, batch_sizes, precisions)
+    cells = expand_grid(methods, backbones, batch_sizes, precisions, levers)
     if baseline_method is not None and parse_method_spec(baseline_method).text not in {c.method_spec for c in cells}:
         raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
     mode_of = mode_chooser(options.device, options.estimate_only, cuda)

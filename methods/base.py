@@ -35,7 +35,9 @@ class Method(nn.Module, ABC):
     summary: ClassVar[str]
     Options: ClassVar[type[MethodOptions]] = MethodOptions  # no options unless a method declares some
     # Capabilities the harness reads to decide which levers apply (a method never implements a lever itself):
-    encoder_under_no_grad: ClassVar[bool] = False  # the image encoder runs under torch.no_grad()
+    # the image encoder runs under torch.no_grad(); such a method splits its embeddings into `frozen_features`
+    # (what runs under no_grad) and `trainable_embeddings` (what trains on top), which the lean-encoder lever uses.
+    encoder_under_no_grad: ClassVar[bool] = False
     backward_through_encoder: ClassVar[bool] = False  # gradients flow back through the image encoder's blocks
 
     @classmethod
@@ -64,6 +66,18 @@ class Method(nn.Module, ABC):
     @abstractmethod
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, g, g) image embeddings for raw-pixel images (B, 3, S, S)."""
+
+    # -- the split of an `encoder_under_no_grad` method ------------------------------------------------------------
+    def frozen_features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the method computes under no_grad, (B, C, g, g) for raw-pixel images (B, 3, S, S): by default
+        Meta's image encoder on the normalised images. Called under no_grad; depends on each image alone."""
+        return self.sam.image_encoder(self.normalize(images))
+
+    def trainable_embeddings(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The image embeddings (B, C, g, g) from the images and their `frozen_features`: what trains on top of
+        the frozen part (by default nothing: the features are the embeddings). `image_embeddings` must equal
+        `trainable_embeddings(images, frozen_features(images) under no_grad)`."""
+        return features
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """Low-resolution mask logits (B, 1, S/4, S/4); by default each image is prompted with a box around all of it."""

@@ -89,5 +89,9 @@ class CAD(Method):
         # Same order as the reference: the adapter first, so its saved activations are live while the encoder runs.
         adapter_output = self.adapter(self.adapter_input(images))
         with torch.no_grad():
-            embeddings = self.sam.image_encoder(self.normalize(images))
+            embeddings = self.frozen_features(images)
         return embeddings + ADAPTER_SCALE * adapter_output
+
+    def trainable_embeddings(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The adapter on top of the encoder's features (the lean encoder's order: encoder first)."""
+        return features + ADAPTER_SCALE * self.adapter(self.adapter_input(images))

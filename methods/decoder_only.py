@@ -14,4 +14,4 @@ class DecoderOnly(Method):
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.sam.image_encoder(self.normalize(images))
+            return self.frozen_features(images)  # the embeddings themselves: nothing trains on top

@@ -15,21 +15,36 @@ def test_memory_sizes_parse_decimal_and_binary_units():
 
 def test_fit_is_monotone_in_capacity_and_respects_the_context(capsys):
     argv = ["fit", "--backbone", "test_scale", "--methods", "cad", "--gpu-memory", "1.2GB,1.5GB,4GB",
-            "--cuda-context", "1GB", "--max-batch", "16", "--json"]
+            "--cuda-context", "1GB", "--max-batch", "16", "--precision", "fp32", "--json"]
     assert main(argv) == 0
     rows = json.loads(capsys.readouterr().out)
-    largest = [row["largest_batch"] for row in rows]
+    largest = [row["largest_plain_batch"] for row in rows]
     assert largest == sorted(largest) and largest[-1] == 16 and rows[0]["cuda_context_bytes"] == 10**9
     assert main(["fit", "--backbone", "test_scale", "--methods", "cad", "--gpu-memory", "900MB",
-                 "--cuda-context", "1GB", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["largest_batch"] == 0
+                 "--cuda-context", "1GB", "--precision", "fp32", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["largest_plain_batch"] == 0 and row["fits_target"] is False and row["levers"] == ""
 
 
 def test_fit_bad_input_is_one_line(capsys):
     assert main(["fit", "--gpu-memory", "lots"]) == 2
     assert main(["fit", "--precision", "fp8"]) == 2
-    err = capsys.readouterr().err
-    assert "--gpu-memory: memory sizes look like" in err and "unknown precision 'fp8'" in err
+    assert main(["fit", "--target-batch", "0"]) == 2
+    assert main(["fit", "--target-batch", "80", "--max-batch", "64"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and "--gpu-memory: memory sizes look like" in err[0] and "unknown precision 'fp8'" in err[1]
+    assert "--target-batch must be between 1 and --max-batch (64), got 0" in err[2] and "got 80" in err[3]
+
+
+def test_fit_names_the_cheapest_levers_per_card_and_shows_plain_progress_off_a_terminal(capsys):
+    argv = ["fit", "--backbone", "test_scale", "--methods", "sam_adapter,decoder_only", "--gpu-memory",
+            "0.08GB,1GB", "--cuda-context", "0", "--max-batch", "8", "--target-batch", "4", "--precision", "fp32"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == ["fit [1/2] sam_adapter on test_scale", "fit [2/2] decoder_only on test_scale"]
+    out = captured.out
+    assert "Largest batch with no levers" in out and "Cheapest levers that reach an effective batch of 4" in out
+    assert "micro-batch" in out and "8+" in out  # the small card needs accumulation; the large fits the max
 
 
 def test_fit_takes_allocator_settings_and_refuses_what_it_cannot_simulate(capsys):

@@ -151,6 +151,8 @@ def test_a_method_with_options_is_labelled_with_them_and_ratios_use_the_baseline
     assert "lora (rank 16) needs 0.75×" in html and "lora needs 0.50×" in html  # the headline, against sam_adapter
     against_lora16 = build_report([tmp_path / "run"], tmp_path / "other.html", baseline_method="lora:rank=16")
     assert "× lora (rank 16)" in against_lora16.read_text()
+
+
 def _quality_results(folder: Path) -> Path:
     """Full-size rows under two protocols (one all zero), and test-scale rows with random weights."""
     store = ResultStore(folder)
@@ -209,3 +211,23 @@ def test_folders_of_two_protocols_keep_their_quality_rows_apart(tmp_path):
     for protocol in ("quick", "cad-paper", "sam-adapter-paper"):
         assert f'<h3 class="protocol">protocol {protocol}</h3>' in html
     assert "fine-tuning loss, protocol sam-adapter-paper" in html and "fine-tuning loss, protocol quick" in html
+
+
+def test_report_names_levers_in_the_fit_table_and_shows_not_applicable_rows(tmp_path):
+    folder = _fake_results(tmp_path / "run", methods=("sam_adapter", "cad"))
+    store = ResultStore(folder)
+    store.open({"mode": "estimate"}, {"torch_version": "test"})
+    identity = {"backbone": "vit_b", "test_scale": False, "batch_size": 2, "precision": "fp32",
+                "checkpointing": "encoder"}
+    levered = new_row({**identity, "method": "sam_adapter"}, {"torch_version": "test"})
+    levered.update(status="ok", peak_memory_bytes=3 * GB, memory_source="estimated", oom_capacity_bytes=7 * GB,
+                   reserved_memory_bytes=4 * GB, weights="random")
+    store.append(explain_nulls(levered, {"*": "not measured in this test"}))
+    skipped = new_row({**identity, "method": "cad"}, {"torch_version": "test"})
+    skipped.update(status="not_applicable", error="checkpointed encoder does not apply to cad: no_grad encoder")
+    store.append(explain_nulls(skipped, {"*": "not measured: checkpointed encoder does not apply"}))
+    html = build_report([folder]).read_text()
+    fit = html[html.index("Does it fit?"):]
+    assert "<th>8 GB</th>" in fit.replace(' class=""', "")
+    assert "sam_adapter + checkpointed encoder" in fit and "cad + checkpointed encoder" not in fit
+    assert "not applicable: checkpointed encoder does not apply to cad" in html

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from cadbench.harness.grid import DEFAULT_BATCH_SIZES, DEFAULT_PRECISIONS, PRECISIONS
+from cadbench.harness.grid import DEFAULT_BATCH_SIZES, DEFAULT_PRECISIONS, PRECISIONS, Cell
 from cadbench.harness.options import DEFAULTS
 
 
@@ -75,6 +75,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=int_list, default=list(DEFAULT_BATCH_SIZES),
                         help=f"comma-separated batch sizes (default: {joined(DEFAULT_BATCH_SIZES)})")
     add_precision(parser)
+    add_levers(parser)
     add_option(parser, "--seed", type=int)
     parser.add_argument("--checkpoint", help="official SAM .pth for the one backbone, or BACKBONE=PATH,...")
     parser.add_argument("--out", help="output folder (default: reports/<timestamp>/); rerun with it to resume")
@@ -93,9 +94,63 @@ def add_alloc_conf(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alloc-conf", dest="alloc_conf", default=argparse.SUPPRESS, help=ALLOC_CONF_HELP)
 
 
-def add_precision(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", type=comma_list, default=list(DEFAULT_PRECISIONS),
-                        help=f"comma-separated, of {', '.join(PRECISIONS)} (default: {joined(DEFAULT_PRECISIONS)})")
+def add_precision(parser: argparse.ArgumentParser, default: list[str] | None = None, help: str = "") -> None:
+    default = list(DEFAULT_PRECISIONS) if default is None else default
+    parser.add_argument("--precision", type=comma_list, default=default,
+                        help=f"comma-separated, of {', '.join(PRECISIONS)}{help} (default: {joined(default)}; fp16 "
+                             f"scales the loss with a GradScaler)")
+
+
+LEVER_HELP = {
+    "checkpointing": "activation checkpointing: none, or encoder (every image-encoder block recomputed in backward; "
+                     "for methods that back-propagate through the encoder)",
+    "frozen_dtype": "storage dtype of the frozen weights: fp32, or bf16 (trainable weights, gradients and optimizer "
+                    "states stay fp32)",
+    "micro_batch": "gradient accumulation: the batch size is the effective batch, run in micro-batches of N images "
+                   "with one optimizer step; none: the whole batch at once",
+    "lean_encoder": "off, or on: a no_grad image encoder (decoder_only, cad) runs first, --encoder-chunk images at "
+                    "a time, with fused attention (scaled_dot_product_attention)",
+    "encoder_chunk": "images per forward of the lean encoder (with --lean-encoder on)",
+}
+
+
+def lever_value_list(name: str):
+    """The argument type of a lever flag: text values, or integers (and `none` for no micro-batching)."""
+    field = next(f for f in Cell.lever_fields() if f.name == name)
+
+    def parse(text: str) -> list:
+        items = comma_list(text)
+        if field.metadata["values"]:
+            return items
+        values = []
+        for item in items:
+            if name == "micro_batch" and item.lower() == "none":
+                values.append(0)
+                continue
+            try:
+                values.append(int(item))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{field.metadata['flag']} takes positive integers"
+                                                 f"{' or none' if name == 'micro_batch' else ''}, got {item!r}"
+                                                 ) from None
+        return values
+    return parse
+
+
+def add_levers(parser: argparse.ArgumentParser, defaults: dict[str, list] | None = None, suffix: str = "") -> None:
+    """One flag per memory lever (the `Cell` fields marked as levers): comma-separated values, each crossed with
+    the rest of the grid. `defaults` (e.g. fit's: every value) replaces the default of the plain step."""
+    defaults = defaults or {}
+    for f in Cell.lever_fields():
+        default = defaults.get(f.name, [f.default])
+        shown = joined("none" if f.name == "micro_batch" and value == 0 else value for value in default)
+        parser.add_argument(f.metadata["flag"], dest=f.name, type=lever_value_list(f.name), default=default,
+                            help=f"{LEVER_HELP[f.name]}{suffix} (default: {shown})")
+
+
+def lever_arguments(args: argparse.Namespace) -> dict[str, list]:
+    """The lever flags' values: {Cell field: [values]}."""
+    return {f.name: getattr(args, f.name) for f in Cell.lever_fields() if hasattr(args, f.name)}
 
 
 def add_option(parser: argparse.ArgumentParser, flag: str, help: str = "", **kwargs) -> None:
@@ -113,5 +168,5 @@ def run_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in RunOptions.field_names() if hasattr(args, name)}
 
 
-__all__ = ["add_alloc_conf", "add_cell_selection", "add_grid_arguments", "add_option", "add_precision", "comma_list",
-           "int_list", "memory_size", "method_list", "run_options"]
+__all__ = ["add_alloc_conf", "add_cell_selection", "add_grid_arguments", "add_levers", "add_option", "add_precision",
+           "comma_list", "int_list", "lever_arguments", "memory_size", "method_list", "run_options"]

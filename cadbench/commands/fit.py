@@ -1,23 +1,30 @@
-"""`cadbench fit`: the largest batch size per method and backbone whose simulated OOM line fits each GPU."""
+"""`cadbench fit`: per method, backbone and card, the largest batch with no levers and the cheapest memory levers
+that reach a target effective batch (cadbench.estimator.advisor)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
+from cadbench.cards import DEFAULT_GPU_MEMORY
 from cadbench.commands.arguments import add_alloc_conf, add_cell_selection, add_precision, comma_list, memory_size
 from cadbench.errors import CadbenchError
+from cadbench.harness.grid import PRECISIONS
 
-DEFAULT_GPU_MEMORY = "24GB,40GB,80GB"
 DEFAULT_MAX_BATCH = 64
+DEFAULT_TARGET_BATCH = 4  # the advisor's (cadbench.estimator.advisor), kept here so --help imports no torch
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("fit", help="largest batch size per method and backbone that fits each GPU")
+    parser = commands.add_parser("fit", help="largest batch per method, backbone and GPU, and the cheapest memory "
+                                             "levers that reach a target batch")
     parser.add_argument("--gpu-memory", default=DEFAULT_GPU_MEMORY,
                         help=f"comma-separated capacities, e.g. 24GB,40GB,80GiB (default: {DEFAULT_GPU_MEMORY})")
+    parser.add_argument("--target-batch", type=int, default=DEFAULT_TARGET_BATCH,
+                        help=f"the effective batch the levers must reach (default: {DEFAULT_TARGET_BATCH})")
     add_cell_selection(parser)
-    add_precision(parser)
+    add_precision(parser, default=list(PRECISIONS), help=" the levers may use")
     parser.add_argument("--cuda-context", type=memory_size, default=None,
                         help="memory the CUDA context takes outside PyTorch's allocator (default: the estimator's "
                              "stated figure)")
@@ -25,41 +32,112 @@ def register(commands) -> None:
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                         help=f"largest batch size searched (default: {DEFAULT_MAX_BATCH})")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from cadbench.commands.listing import resolve_backbones, resolve_methods
-    from cadbench.estimator import DEFAULT_CUDA_CONTEXT_BYTES, AllocatorConfig, fit_table
+    from cadbench.estimator import DEFAULT_CUDA_CONTEXT_BYTES, AllocatorConfig
     from cadbench.estimator.alloc_conf import resolve
-    from cadbench.harness.grid import expand_grid
-    from cadbench.report.terminal import method_labels
+    from cadbench.estimator.advisor import advise
+    from cadbench.harness.grid import Cell
+    from cadbench.method_spec import split_method_spec
 
     try:
-        capacities = [memory_size(item) for item in comma_list(args.gpu_memory)]
+        names = comma_list(args.gpu_memory)
+        capacities = [memory_size(item) for item in names]
     except argparse.ArgumentTypeError as exc:
         raise CadbenchError(f"--gpu-memory: {exc}") from None
     if args.max_batch < 1:
         raise CadbenchError(f"--max-batch must be at least 1, got {args.max_batch}")
+    if not 1 <= args.target_batch <= args.max_batch:
+        raise CadbenchError(f"--target-batch must be between 1 and --max-batch ({args.max_batch}), got "
+                            f"{args.target_batch}")
+    for precision in args.precision:
+        Cell("decoder_only", "test_scale", 1, precision)  # refuses an unknown precision in one line
     context = DEFAULT_CUDA_CONTEXT_BYTES if args.cuda_context is None else args.cuda_context
     alloc_conf = AllocatorConfig.parse(resolve(getattr(args, "alloc_conf", None)))
-    cells = expand_grid(resolve_methods(args.methods), resolve_backbones(args.backbone), [1], args.precision)
-    cells.sort(key=lambda cell: cell.precision != args.precision[0])  # precision-major, as the table shows it
-    rows = [row.as_dict() for row in fit_table(cells, capacities, context, args.max_batch, alloc_conf)]
+    if not alloc_conf.simulated:
+        raise CadbenchError(f"cannot tell what fits with allocator setting {', '.join(alloc_conf.not_simulated)}: "
+                            f"the caching-allocator simulation does not model it")
+    specs = [split_method_spec(spec) for spec in resolve_methods(args.methods)]
+    backbones = resolve_backbones(args.backbone)
+    with _progress(len(specs) * len(backbones), enabled=not args.no_progress) as step:
+        advice = advise(specs, backbones, capacities, args.target_batch, context, args.max_batch, alloc_conf,
+                        precisions=args.precision, on_progress=step)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([answer.as_dict() for answer in advice], indent=2))
         return 0
-    capacity_names = dict(zip(capacities, comma_list(args.gpu_memory)))
-    table = pd.DataFrame(rows)
-    table["method"] = method_labels(table)  # 'lora (rank 16)' beside 'lora'
-    table["GPU"] = table["capacity_bytes"].map(capacity_names)
-    table["largest batch"] = table["largest_batch"].map(
-        lambda b: "none" if b == 0 else f"{b}+" if b >= args.max_batch else str(b))
-    shown = table.pivot_table(index=["method", "backbone", "precision"], columns="GPU", values="largest batch",
-                              aggfunc="first", sort=False)[list(capacity_names.values())]
-    print(f"Largest batch size that fits (simulated caching-allocator OOM line, allocator settings "
-          f"{alloc_conf.label}, + {context / 1e9:.2f} GB CUDA context; searched up to {args.max_batch}):")
-    print(shown.to_string())
+    print(format_advice(advice, dict(zip(capacities, names)), args.max_batch, alloc_conf.label, context))
     return 0
+
+
+def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, alloc_label: str,
+                  context: int) -> str:
+    """Two tables: the largest batch with no levers (method x backbone by card), then per card the cheapest levers
+    that reach the target batch, with the card needed (OOM line), the peak and the FLOPs ratio."""
+    import pandas as pd
+
+    from cadbench.method_spec import method_label
+
+    def largest(batch: int) -> str:
+        return "none" if batch == 0 else f"{batch}+" if batch >= max_batch else str(batch)
+
+    target = advice[0].target_batch if advice else 0
+    rows = []
+    for answer in advice:
+        rows.append({"method": method_label(answer.method, answer.method_options), "backbone": answer.backbone,
+                     "GPU": capacity_names.get(answer.capacity_bytes, f"{answer.capacity_bytes / 1e9:g}GB"),
+                     "plain": largest(answer.largest_plain_batch),
+                     "levers": answer.levers if answer.cell is not None else "nothing fits",
+                     "card needed": "—" if answer.needed_bytes is None else f"{answer.needed_bytes / 1e9:.2f} GB",
+                     "peak": "—" if answer.peak_bytes is None else f"{answer.peak_bytes / 1e9:.2f} GB",
+                     "FLOPs": "—" if answer.flops_ratio is None else f"{answer.flops_ratio:.2f}×"})
+    table = pd.DataFrame(rows)
+    cards = list(dict.fromkeys(table["GPU"])) if rows else []
+    plain = table.pivot_table(index=["method", "backbone"], columns="GPU", values="plain", aggfunc="first",
+                              sort=False)[cards] if rows else table
+    levers = table.rename(columns={"levers": f"cheapest levers for batch {target}"}).drop(columns="plain")
+    return "\n".join([
+        f"Largest batch with no levers (fp32; estimated: simulated caching-allocator OOM line, allocator settings "
+        f"{alloc_label}, + {context / 1e9:.2f} GB CUDA context; searched up to {max_batch}, each answer B replayed "
+        f"at B and B+1):",
+        plain.to_string(),
+        "",
+        f"Cheapest levers that reach an effective batch of {target} (least extra FLOPs, then least numerical change, "
+        f"then fewest micro-batches; each answer replayed at batch {target}; card needed = OOM line + context):",
+        levers.to_string(index=False),
+    ])
+
+
+class _progress:
+    """Progress over method x backbone searches on stderr: a rich bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.done = total, enabled, 0
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True)
+            self.task = self.bar.add_task("fit", total=total)
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.start()
+        return self.step
+
+    def step(self, label: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, description=label)
+        elif self.enabled:
+            print(f"fit [{self.done + 1}/{self.total}] {label}", file=sys.stderr, flush=True)
+        self.done += 1
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.total)
+            self.bar.stop()

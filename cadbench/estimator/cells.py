@@ -3,7 +3,8 @@
 Building a model and running the warm-up step cost as much as the measured step. What a step leaves for the next one
 (parameters, optimizer states, gradients) is almost the same whatever the batch size, so one replay per
 cell with its batch size left out is built once, warmed up once at batch size 1, and then measured at each batch size
-asked for, with that batch swapped in. The one exception is checked on every measurement: the gradients' layout can
+asked for, with that batch swapped in (and the cell's per-batch lever settings, a micro-batch or an encoder chunk,
+set on it: `levers.rebatch`). The one exception is checked on every measurement: the gradients' layout can
 depend on the batch size (one image leaves views of a shared storage); unless the replay shows they were freed
 before anything else happened and the peak came later and higher (see StepRecord.previous_gradients_irrelevant),
 the cell is measured again after a step at its own batch size. Tests check this equals a fresh replay at that batch
@@ -24,7 +25,8 @@ from cadbench.estimator.allocation_trace import AllocationTrace
 from cadbench.estimator.estimate import MemoryEstimate, allocation_trace, summarize
 from cadbench.estimator.replay import StepRecord
 from cadbench.estimator.replay import Replay, clear_shared_cache
-from cadbench.harness.grid import Cell
+from cadbench.harness.grid import NO_MICRO_BATCH, Cell
+from cadbench.training.levers import rebatch
 from cadbench.training.step import make_training_setup, random_batch
 
 WARM_UP_BATCH_SIZE = 1
@@ -67,7 +69,8 @@ def _measure(cell: Cell, seed: int) -> tuple[StepRecord, AllocationTrace]:
     replay = _warm_replay(cell, seed)
     image_size = get_backbone(cell.backbone).image_size
     try:
-        replay.replace_batch(lambda: random_batch(image_size, cell.batch_size, seed=seed))
+        replay.replace_batch(lambda: random_batch(image_size, cell.batch_size, seed=seed),
+                             lambda setup: rebatch(cell, setup.trainee, setup.plan))
         record = replay.measure(1)
         if not record.previous_gradients_irrelevant:
             # The gradients of the step before (at another batch size) may have changed the peak; a GPU run
@@ -87,7 +90,9 @@ def clear_cache() -> None:
 
 
 def _replay_key(cell: Cell, seed: int) -> tuple[Cell, int]:
-    return replace(cell, batch_size=WARM_UP_BATCH_SIZE), seed
+    """The warm replay a cell is measured on: the cell at the warm-up batch size, without its per-batch settings
+    (micro-batch; an encoder chunk is at most the batch, so 1), which `rebatch` sets for each measurement."""
+    return replace(cell, batch_size=WARM_UP_BATCH_SIZE, micro_batch=NO_MICRO_BATCH, encoder_chunk=1), seed
 
 
 def _warm_replay(cell: Cell, seed: int) -> Replay:

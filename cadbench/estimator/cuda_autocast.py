@@ -10,7 +10,8 @@ the loss run in float32; on CPU they run in bfloat16. That changes activation si
 kernel with a Python kernel implementing CUDA's policy (the op lists and cast rules of ATen/autocast_mode.h and
 autocast_mode.cpp): lower-precision ops cast floating inputs to the autocast dtype (caching casts of float32 leaf
 tensors that require grad until the outermost autocast region exits, as `cached_cast` does), float32 ops cast to
-float32, "set dtype" ops get dtype=float32, norm gets its dtype overload, promote ops run in the widest input type,
+float32, "set dtype" ops get dtype=float32 (softmax and log_softmax of float16 inputs then take CUDA's
+half-to-float kernel: `HALF_TO_FLOAT`), norm gets its dtype overload, promote ops run in the widest input type,
 binary_cross_entropy is refused, and ops CUDA does not list are left alone. The overrides are removed on exit.
 A test checks, op by op, that a CPU forward under this policy casts like a fake-CUDA forward under real CUDA autocast.
 """
@@ -22,6 +23,8 @@ import warnings
 from typing import Any, Callable, Iterator
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.utils._python_dispatch import _disable_current_modes
 
 from cadbench.errors import CadbenchError
 
@@ -144,7 +147,7 @@ def _kernel(name: str, cache: _CastCache) -> Callable:
     if name in PROMOTE:
         return _casting(op, cache, _widest_type)
     if name in FLOAT32_SET_DTYPE:
-        return _set_float32_dtype(op)
+        return _set_float32_dtype(op, name)
     if name in FLOAT32_APPEND_DTYPE:
         return _append_float32_dtype(getattr(torch.ops.aten.norm, FLOAT32_APPEND_DTYPE[name]))
     if name in BANNED:
@@ -212,7 +215,7 @@ def _first_tensor(args: tuple) -> torch.Tensor | None:
     return next((value for value in args if isinstance(value, torch.Tensor)), None)
 
 
-def _set_float32_dtype(op: torch._ops.OpOverload) -> Callable:
+def _set_float32_dtype(op: torch._ops.OpOverload, name: str) -> Callable:
     names = [argument.name for argument in op._schema.arguments]
     position = names.index("dtype")
 
@@ -224,8 +227,51 @@ def _set_float32_dtype(op: torch._ops.OpOverload) -> Callable:
                         args = (*args[:position], torch.float32, *args[position + 1:])
                 elif kwargs.get("dtype") is None:
                     kwargs = {**kwargs, "dtype": torch.float32}
+            dtype = args[position] if len(args) > position else kwargs.get("dtype")
+            if name in HALF_TO_FLOAT and args[0].dtype == torch.float16 and dtype == torch.float32:
+                return _half_to_float(args[0], args[1], log=name.startswith("log_"))
             return op(*args, **kwargs)
     return kernel
+
+
+# softmax and log_softmax of a float16 input asked for float32 (what autocast asks): CUDA's native `softmax` calls
+# `_softmax(input, dim, half_to_float=True)`, which reads the half input and writes the float32 result directly;
+# elsewhere the input is first copied to float32 (aten/src/ATen/native/SoftMax.cpp, `softmax` / `log_softmax`).
+HALF_TO_FLOAT = ("softmax.int", "log_softmax.int")
+
+
+def _half_to_float(tensor: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    """CUDA's half-to-float (log-)softmax: on fake tensors its own op (FakeTensorMode answers from the meta
+    function); on real CPU tensors, where PyTorch has no such kernel, the same allocations with values computed
+    outside every dispatch mode (`_HalfToFloatSoftmax`)."""
+    if isinstance(tensor, FakeTensor):
+        fused = torch.ops.aten._log_softmax.default if log else torch.ops.aten._softmax.default
+        return fused(tensor, dim, True)
+    return _HalfToFloatSoftmax.apply(tensor, dim, log)
+
+
+class _HalfToFloatSoftmax(torch.autograd.Function):
+    """Real CPU tensors: allocates as CUDA's `_softmax(half_to_float=True)` and its backward do (a float32 output,
+    saved; a float16 gradient), computing the values off the books."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+        with _disable_current_modes():
+            values = (torch.log_softmax if log else torch.softmax)(tensor.float(), dim)
+        output = torch.empty(tensor.shape, dtype=torch.float32, device=tensor.device).copy_(values)
+        ctx.save_for_backward(output)
+        ctx.dim, ctx.log = dim, log
+        return output
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (output,) = ctx.saved_tensors
+        with _disable_current_modes():
+            if ctx.log:
+                values = grad - output.exp() * grad.sum(ctx.dim, keepdim=True)
+            else:
+                values = output * (grad - (grad * output).sum(ctx.dim, keepdim=True))
+        return torch.empty(output.shape, dtype=torch.float16, device=output.device).copy_(values), None, None
 
 
 def _append_float32_dtype(typed_op: torch._ops.OpOverload) -> Callable:

@@ -31,7 +31,8 @@ TOP_MODULES = 10
 
 NOTES = (
     "Replayed on fake CPU tensors (FakeTensorMode): fake CUDA tensors cannot run backward without a CUDA driver. "
-    "CUDA behaviour is modelled where it differs: CUDA's autocast policy, AdamW's step counters in host memory.",
+    "CUDA behaviour is modelled where it differs: CUDA's autocast policy (bf16 and fp16), CUDA's fused-attention "
+    "kernel, AdamW's step counters in host memory.",
     "Allocator: each storage is rounded up to 512-byte blocks as the CUDA caching allocator does; a large cached block "
     "handed out whole (when the unused rest would be 1 MiB or less) can make a GPU's figure up to 1 MiB per such "
     "block higher, depending on allocation history.",
@@ -46,7 +47,14 @@ NOTES = (
     "workspaces and cuFFT work areas (transient, chosen per algorithm at run time), scratch buffers inside CUDA "
     "kernels (e.g. multi-block reductions), cuDNN BatchNorm reserve space, and the CUDA context (outside the "
     "allocator; see fit.DEFAULT_CUDA_CONTEXT_BYTES).",
-    "bf16: BatchNorm statistics saved for backward are bfloat16 in the replay, float32 on CUDA (a few KiB).",
+    "bf16/fp16: BatchNorm statistics saved for backward are in the half type in the replay, float32 on CUDA (a few "
+    "KiB). fp16: the loss scaler's own tensors (scale, growth tracker, found-inf flags, inverse scale) are counted; "
+    "the replayed step is one that does not overflow (an overflowing step skips the optimizer step).",
+    "Fused attention (scaled_dot_product_attention, used by the lean encoder) is modelled as CUDA's memory-efficient "
+    "kernel, which the lean encoder asks for on CUDA: the mask padded to a multiple of 16 keys where it is not, the "
+    "output and, when gradients are needed, the log-sum-exp; no scores or softmax (cuda_sdpa). The CPU kernel "
+    "allocates differently. Not modelled: the kernel's output accumulator for half-precision inputs in some "
+    "configurations.",
 )
 
 

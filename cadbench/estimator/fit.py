@@ -4,14 +4,20 @@ A batch size fits a capacity when `estimate.oom_capacity_bytes(cuda_context_byte
 memory the simulated caching allocator needs for setup, warm-up and the measured step to finish without OOM (its
 release-and-retry included, fragmentation and rounding counted), plus the CUDA context outside the allocator. It is a
 simulation of the allocator's algorithm on the estimator's trace (see reserved), not a measurement.
-The search assumes the line does not decrease with the batch size (true of every cell the estimator has measured):
-it doubles the batch size until it no longer fits, then bisects.
+
+The search: memory is close to affine in the batch size for these models, so the line through the last two
+replayed batch sizes predicts where the capacity is crossed, and the search replays that batch size and the one
+after it. A prediction only chooses what to replay next: the answer B is returned only once B was replayed and fits
+and B + 1 was replayed and does not (or B is `max_batch`), so no answer is ever extrapolated. The search keeps the
+largest size known to fit and the smallest known not to, and falls back to bisecting between them when a
+prediction lands outside; it assumes the line does not decrease with the batch size (true of every cell the
+estimator has measured).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Callable, Iterable
 
 from cadbench.errors import CadbenchError
 from cadbench.estimator.alloc_conf import AllocatorConfig
@@ -34,20 +40,61 @@ def largest_fitting_batch(cell: Cell, capacity_bytes: int, cuda_context_bytes: i
         raise CadbenchError(f"cannot tell what fits with allocator setting {', '.join(config.not_simulated)}: the "
                             f"caching-allocator simulation does not model it")
 
+    def needed(batch_size: int) -> int:
+        return estimate_cell(replace(cell, batch_size=batch_size), alloc_conf=config).oom_capacity_bytes(
+            cuda_context_bytes)
+
+    return search_largest(needed, capacity_bytes, max_batch)
+
+
+def search_largest(needed: Callable[[int], int], capacity_bytes: int, max_batch: int) -> int:
+    """The largest B <= max_batch with needed(B) <= capacity_bytes (0 if not even 1 fits), calling `needed` at B
+    and at B + 1 (unless B is max_batch) before answering; the affine prediction only picks what to try next."""
+    known: dict[int, int] = {}
+
     def fits(batch_size: int) -> bool:
-        estimate = estimate_cell(replace(cell, batch_size=batch_size), alloc_conf=config)
-        return estimate.oom_capacity_bytes(cuda_context_bytes) <= capacity_bytes
+        if batch_size not in known:
+            known[batch_size] = needed(batch_size)
+        return known[batch_size] <= capacity_bytes
 
     if not fits(1):
         return 0
-    low, high = 1, 2  # low fits; high is the next candidate
-    while high <= max_batch and fits(high):
-        low, high = high, high * 2
-    high = min(high, max_batch + 1)  # the smallest size known not to fit, or one past the limit
+    low, high = 1, max_batch + 1  # low fits; high does not (or is past the limit)
+    stalled = False  # the last prediction did not halve the interval (a curve far from a line): bisect next
     while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle)
+        guess = None if stalled else _predict(known, low, high, capacity_bytes)
+        predicted = guess is not None and len(known) >= 2
+        before = high - low
+        probe = min(max(guess, low + 1), high - 1) if guess is not None else (low + high) // 2
+        if fits(probe):
+            low = probe
+        else:
+            high = probe
+        neighbour = probe + 1 if low == probe else probe - 1
+        if predicted and low < neighbour < high:  # a predicted crossing: its neighbour usually settles it
+            if fits(neighbour):
+                low = neighbour
+            else:
+                high = neighbour
+        stalled = predicted and high - low > before / 2
     return low
+
+
+def _predict(known: dict[int, int], low: int, high: int, capacity_bytes: int) -> int | None:
+    """The batch size where the line through two replayed sizes reaches `capacity_bytes`: the two that bracket the
+    crossing when both were replayed, else the two largest that fit. None when there is no such line, or it does
+    not grow."""
+    if high in known:
+        points = [(low, known[low]), (high, known[high])]
+    else:
+        points = sorted((size, need) for size, need in known.items() if size <= low)[-2:]
+        if len(points) < 2:
+            return low + 1  # one point: its neighbour gives the slope
+    (b1, m1), (b2, m2) = points
+    slope = (m2 - m1) / (b2 - b1)
+    if slope <= 0:
+        return None
+    return int(b1 + (capacity_bytes - m1) // slope)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ never looks at which method it runs. Around every call it activates, in this ord
 
 * `FakeTensorMode` (fake replays only; fallback kernels off, so an op without a fake implementation fails instead of
   silently running for real on zero-filled tensors), with `FakeOpCache` answering repeated ops for it;
-* `cuda_autocast_policy()`, so bf16 casts as on CUDA (fake CUDA tensors cannot run backward without a driver,
-  so the replay models the GPU with CPU tensors);
+* `cuda_autocast_policy()`, so bf16 and fp16 cast as on CUDA (fake CUDA tensors cannot run backward without a
+  driver, so the replay models the GPU with CPU tensors), and `cuda_sdpa_model()`, so fused attention allocates as
+  CUDA's memory-efficient kernel;
 * the `MemoryTracker`, phase and module labels, and the garbage collector paused (no collection can free memory at a
   different moment in the fake and in the real replay).
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import torch
@@ -34,6 +35,7 @@ from torch._subclasses import fake_tensor
 from cadbench.errors import CadbenchError
 from cadbench.estimator.allocation_trace import StepTrace
 from cadbench.estimator.cuda_autocast import cuda_autocast_policy
+from cadbench.estimator.cuda_sdpa import cuda_sdpa_model
 from cadbench.estimator.fake_cache import FakeOpCache
 from cadbench.estimator.flops import FlopCounter
 from cadbench.estimator.tracker import Block, MemoryTracker
@@ -178,11 +180,14 @@ class Replay:
         start_with_own = start_bytes - sum(block.nbytes for block in previous) + own
         return self.tracker.peak_event > freed and self.tracker.peak_bytes >= start_with_own
 
-    def replace_batch(self, make_batch: Callable[[], object]) -> None:
-        """Swap in another batch (e.g. another batch size); the old one is freed as a GPU run would free it."""
+    def replace_batch(self, make_batch: Callable[[], object],
+                      make_plan: Callable[[TrainingSetup], object] | None = None) -> None:
+        """Swap in another batch (e.g. another batch size); the old one is freed as a GPU run would free it.
+        `make_plan(setup)`, if given, gives the step plan that goes with it (e.g. a micro-batch size)."""
         self._take_trace()
         with self.active():
-            self.setup = TrainingSetup(self.setup.trainee, make_batch(), self.setup.precision)
+            plan = self.setup.plan if make_plan is None else make_plan(self.setup)
+            self.setup = replace(self.setup, batch=make_batch(), plan=plan)
         self.batch_events = self._take_trace()
 
     @contextlib.contextmanager
@@ -199,6 +204,7 @@ class Replay:
                 if self._fake_mode is not None:
                     stack.enter_context(self._fake_mode)
                 stack.enter_context(cuda_autocast_policy())
+                stack.enter_context(cuda_sdpa_model())
                 stack.enter_context(torch.enable_grad())  # a training step, whatever the caller's grad mode
                 stack.enter_context(self.tracker)
                 yield

@@ -129,8 +129,9 @@ class MemoryTracker(TorchDispatchMode):
         return out
 
     def _track(self, tensor: torch.Tensor) -> Block | None:
-        if self.device_type is not None and tensor.device.type != self.device_type:
-            return None
+        device_type = tensor.device.type
+        if device_type == "meta" or (self.device_type is not None and device_type != self.device_type):
+            return None  # a meta tensor holds no memory anywhere (e.g. a fused attention kernel's host-side seed)
         storage = _storage(tensor)
         if storage is None:
             return None

@@ -9,13 +9,17 @@ appears as ``name=value`` only when it differs from its default, so results writ
 their keys and mean its default.
 
 A cell validates itself when it is made (`__post_init__`): this is where the user's names and numbers become a
-typed object, and inner code trusts it.
+typed object, and inner code trusts it. That includes the memory levers (`cadbench.training.levers`): each is a field
+with its default (the plain step), its values checked here, and combinations that make no sense for any method (a
+micro-batch that does not divide the batch size, an encoder chunk without the lean encoder) refused in one line
+naming the flag. Whether a lever applies to the cell's *method* is not decided here: a lever that cannot apply to a
+method makes a row saying why (status `not_applicable`), never a refusal of the whole grid.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from itertools import product
 from typing import Any, ClassVar, Iterable, Literal, Mapping, get_args
 
@@ -23,10 +27,14 @@ from cadbench.errors import CadbenchError, unknown_name_error
 from cadbench.method_spec import NAME_SEPARATOR, join_method_spec, split_method_spec
 from cadbench.method_spec import method_label as spec_label
 
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+Checkpointing = Literal["none", "encoder"]
+FrozenDtype = Literal["fp32", "bf16"]
+LeanEncoder = Literal["off", "on"]
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
 DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32",)
+NO_MICRO_BATCH = 0  # micro_batch's default: the whole batch in one forward and backward
 
 POSITIONAL = {"key": "positional"}  # field metadata: always part of the key, as a bare value
 
@@ -34,6 +42,12 @@ POSITIONAL = {"key": "positional"}  # field metadata: always part of the key, as
 def attached_to(field_name: str, separator: str) -> dict[str, str]:
     """Field metadata: appended to `field_name`'s part of the key, after `separator`, when not at its default."""
     return {"key": "attached", "to": field_name, "separator": separator}
+
+
+def lever(flag: str, label: str, values: tuple = ()) -> dict[str, Any]:
+    """Field metadata of a memory lever: its command-line flag, its label for people when not at its default
+    (`{value}` is replaced by the value), and its valid values (text levers; integer ones are checked in code)."""
+    return {"key": "named", "lever": True, "flag": flag, "label": label, "values": values}
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,21 @@ class Cell:
     precision: Precision = field(default="fp32", metadata=POSITIONAL)
     # The method's options, canonical: 'rank=16', only those that differ from their defaults, in declared order.
     method_options: str = field(default="", metadata=attached_to("method", NAME_SEPARATOR))
+    # Memory levers (cadbench.training.levers); at their defaults the cell is the plain step.
+    # Activation checkpointing around every image-encoder block ('encoder'), recomputed in backward.
+    checkpointing: Checkpointing = field(default="none", metadata=lever(
+        "--checkpointing", "checkpointed {value}", get_args(Checkpointing)))
+    # Storage dtype of the frozen parameters; trainable ones, gradients and optimizer states stay float32.
+    frozen_dtype: FrozenDtype = field(default="fp32", metadata=lever(
+        "--frozen-dtype", "frozen weights {value}", get_args(FrozenDtype)))
+    # Gradient accumulation: the batch (the effective batch) in micro-batches of this many images, one optimizer
+    # step; 0: the whole batch at once. Canonical: a micro-batch of the whole batch is 0.
+    micro_batch: int = field(default=NO_MICRO_BATCH, metadata=lever("--micro-batch", "micro-batch {value}"))
+    # The frozen encoder run first, apart from the trainable modules, K images at a time, with fused attention.
+    lean_encoder: LeanEncoder = field(default="off", metadata=lever(
+        "--lean-encoder", "lean encoder", get_args(LeanEncoder)))
+    # K of the lean encoder (images per encoder forward); canonical: at most the images of one forward.
+    encoder_chunk: int = field(default=1, metadata=lever("--encoder-chunk", "encoder chunk {value}"))
 
     KEY_SEPARATOR: ClassVar[str] = "/"
 
@@ -61,6 +90,60 @@ class Cell:
         check_batch_size(self.batch_size)
         if self.precision not in PRECISIONS:
             raise unknown_name_error("precision", self.precision, PRECISIONS)
+        for f in self.lever_fields():
+            if f.metadata["values"] and getattr(self, f.name) not in f.metadata["values"]:
+                raise CadbenchError(f"unknown {f.name} {getattr(self, f.name)!r} ({f.metadata['flag']}); valid: "
+                                    f"{', '.join(f.metadata['values'])}")
+        self._check_micro_batch()
+        self._check_encoder_chunk()
+
+    def _check_micro_batch(self) -> None:
+        micro = self.micro_batch
+        if isinstance(micro, bool) or not isinstance(micro, int) or micro < 0:
+            raise CadbenchError(f"--micro-batch must be a positive integer (or none), got {micro!r}")
+        if micro > self.batch_size:
+            raise CadbenchError(f"--micro-batch {micro} is larger than the batch size {self.batch_size}: a micro-batch "
+                                f"is a part of the batch; valid for batch size {self.batch_size}: "
+                                f"{', '.join(map(str, _divisors(self.batch_size)))}")
+        if micro and self.batch_size % micro:
+            raise CadbenchError(f"--micro-batch {micro} does not divide the batch size {self.batch_size}; valid for "
+                                f"batch size {self.batch_size}: {', '.join(map(str, _divisors(self.batch_size)))}")
+        if micro == self.batch_size:
+            object.__setattr__(self, "micro_batch", NO_MICRO_BATCH)  # one micro-batch of all: the plain step
+
+    def _check_encoder_chunk(self) -> None:
+        chunk = self.encoder_chunk
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise CadbenchError(f"--encoder-chunk must be a positive integer, got {chunk!r}")
+        if self.lean_encoder == "off" and chunk != 1:
+            raise CadbenchError(f"--encoder-chunk {chunk} needs --lean-encoder on: only the lean encoder runs the "
+                                f"encoder a chunk of images at a time")
+        object.__setattr__(self, "encoder_chunk", min(chunk, self.images_per_pass))  # more than there are: all
+
+    @property
+    def images_per_pass(self) -> int:
+        """Images in one forward and backward: the micro-batch, or the whole batch."""
+        return self.micro_batch or self.batch_size
+
+    @classmethod
+    def lever_fields(cls) -> tuple:
+        """The dataclass fields that are memory levers, in declared order."""
+        return tuple(f for f in fields(cls) if f.metadata.get("lever"))
+
+    @property
+    def levers(self) -> dict[str, Any]:
+        """The levers that differ from their defaults: {field: value}."""
+        return {f.name: getattr(self, f.name) for f in self.lever_fields() if getattr(self, f.name) != _default(f)}
+
+    @property
+    def plain(self) -> "Cell":
+        """The same cell with every lever at its default (its precision kept)."""
+        return replace(self, **{f.name: _default(f) for f in self.lever_fields()})
+
+    @property
+    def lever_label(self) -> str:
+        """The non-default levers for people: 'checkpointed encoder, micro-batch 2' ('' for none)."""
+        return lever_label(self.as_dict())
 
     # -- identity -----------------------------------------------------------------------------------------------
     @classmethod
@@ -119,12 +202,28 @@ class Cell:
         from cadbench.backbones import get_backbone
 
         parts = [self.method_label, get_backbone(self.backbone).label, f"batch {self.batch_size}", self.precision]
-        parts += [f"{f.name} {getattr(self, f.name)}" for f in fields(self)
+        parts += [_describe(f, getattr(self, f.name)) for f in fields(self)
                   if f.metadata.get("key") not in ("positional", "attached") and getattr(self, f.name) != _default(f)]
         return " · ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def lever_label(row: Mapping[str, Any]) -> str:
+    """A result row's non-default levers for people, 'checkpointed encoder, micro-batch 2' ('' for none); a column
+    missing from the row (written before that lever existed) means its default."""
+    return ", ".join(_describe(f, value) for f in Cell.lever_fields()
+                     if (value := _row_value(row, f)) != _default(f))
+
+
+def _describe(f, value: Any) -> str:
+    label = f.metadata.get("label")
+    return label.format(value=value) if label else f"{f.name} {value}"
+
+
+def _divisors(number: int) -> list[int]:
+    return [size for size in range(1, number + 1) if number % size == 0]
 
 
 def cell_key(row: Mapping[str, Any]) -> str:
@@ -140,16 +239,41 @@ def check_batch_size(value: object) -> int:
 
 def expand_grid(
     methods: Iterable[str], backbones: Iterable[str], batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
-    precisions: Iterable[str] = DEFAULT_PRECISIONS,
+    precisions: Iterable[str] = DEFAULT_PRECISIONS, levers: Mapping[str, Iterable[Any]] | None = None,
 ) -> list[Cell]:
     """All cells, backbone-major so that a sweep finishes the small backbones first. Raises on any bad value.
 
-    `methods` are method specs: 'cad', 'lora:rank=16' (see cadbench.method_spec).
+    `methods` are method specs: 'cad', 'lora:rank=16' (see cadbench.method_spec). `levers` maps lever fields of
+    `Cell` ('checkpointing', 'micro_batch', ...) to the values to cross (default: each at its default). An encoder
+    chunk is crossed with the lean encoder's 'on' only (it means nothing without it).
     """
     specs = [split_method_spec(method) for method in methods]
-    cells = [Cell(name, backbone, size, precision, method_options=options)
-             for backbone, size, precision, (name, options) in product(backbones, batch_sizes, precisions, specs)]
+    lever_values = _lever_values(levers or {})
+    names = list(lever_values)
+    cells = []
+    for backbone, size, precision, lever_combination, (name, options) in product(
+            backbones, batch_sizes, precisions, product(*lever_values.values()), specs):
+        chosen = dict(zip(names, lever_combination))
+        if chosen.get("lean_encoder", "off") == "off" and chosen.get("encoder_chunk", 1) != 1:
+            continue  # the chunk of an encoder that is not lean: that cell is the one with chunk 1
+        cells.append(Cell(name, backbone, size, precision, method_options=options, **chosen))
     return list(dict.fromkeys(cells))  # duplicates in the lists give each cell once
+
+
+def _lever_values(levers: Mapping[str, Iterable[Any]]) -> dict[str, list[Any]]:
+    known = {f.name: f for f in Cell.lever_fields()}
+    unknown = sorted(set(levers) - set(known))
+    if unknown:
+        raise ValueError(f"not lever fields of Cell: {', '.join(unknown)}; valid: {', '.join(known)}")
+    values = {name: list(dict.fromkeys(items)) for name, items in levers.items()}
+    for name, items in values.items():
+        if not items:
+            raise CadbenchError(f"{known[name].metadata['flag']}: no value given")
+    if ("encoder_chunk" in values and set(values["encoder_chunk"]) != {1}
+            and "on" not in values.get("lean_encoder", ["off"])):
+        raise CadbenchError(f"--encoder-chunk {','.join(map(str, values['encoder_chunk']))} needs --lean-encoder on: "
+                            f"only the lean encoder runs the encoder a chunk of images at a time")
+    return values
 
 
 def _default(f) -> Any:
@@ -166,6 +290,8 @@ def _row_value(row: Mapping[str, Any], f) -> Any:
         value = _default(f)
         if value is MISSING:
             raise KeyError(f"result row has no {f.name!r}")
+    if f.type in ("int", int) and isinstance(value, float) and value.is_integer():
+        value = int(value)  # a CSV column with empty cells is read as floats: 2.0 is the micro-batch 2
     return value
 
 

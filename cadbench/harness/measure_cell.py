@@ -31,14 +31,21 @@ if TYPE_CHECKING:
 
 
 def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict) -> dict:
-    """The cell's result row. Out-of-memory and any other failure become the row's status, never an exception.
+    """The cell's result row. Out-of-memory and any other failure become the row's status, never an exception; a
+    lever that cannot apply to the cell's method makes a `not_applicable` row saying why, measured in no mode.
 
     Side data for the report travels in keys starting with '_' (`_timeline`, `_loss_curve`).
     """
+    from cadbench.training.levers import not_applicable
+
     row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
     row["weights"] = options.weights.get(cell.backbone, "random")
     row["alloc_conf"] = options.alloc_conf or "default"  # the caching allocator's settings (real or simulated)
     row["protocol"] = options.protocol
+    reason = not_applicable(cell)
+    if reason:
+        row["status"], row["error"] = "not_applicable", reason
+        return explain_nulls(row, null_reasons(row, mode, options))
     if mode != "estimate":
         row["warmup_steps"], row["timed_steps"] = options.warmup, options.steps
     try:
@@ -138,7 +145,7 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
     from cadbench.training.finetune import TrainingPlan, fine_tune
     from cadbench.training.protocols import get_protocol
     from cadbench.training.quality import evaluate
-    from cadbench.training.step import prepare
+    from cadbench.training.step import prepare_cell
 
     protocol = get_protocol(options.protocol)
     elsewhere = protocol.trains_cell(cell.batch_size, cell.precision)
@@ -150,11 +157,11 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
     plan = TrainingPlan.resolve(protocol, cell.batch_size, cell.precision, options.epochs, options.train_steps,
                                 options.seed)
     torch.manual_seed(options.seed)
-    trainee = prepare(cell.method_spec, cell.backbone, checkpoint=options.checkpoints.get(cell.backbone), device=device)
+    trainee, step_plan = prepare_cell(cell, checkpoint=options.checkpoints.get(cell.backbone), device=device)
     state = _fine_tune_state(cell, options)
     validating_on_test = splits.validation is splits.test
     history = fine_tune(trainee.method, splits.train, plan, validation=splits.validation,
-                        checkpoint=state, fingerprint=_fingerprint(cell, options),
+                        checkpoint=state, fingerprint=_fingerprint(cell, options), step=step_plan,
                         workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0,
                         validate_last_epoch=not validating_on_test)
     scores = evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry)

@@ -18,7 +18,8 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
     """Why each column of a measured row may be null, given how the cell was measured (see results.explain_nulls)."""
     reasons = {"error": "no error"}
     if row["status"] != "ok":
-        why = f"cell did not finish ({row['status']}: {row['error']})"
+        why = (f"not measured: {row['error']}" if row["status"] == "not_applicable"
+               else f"cell did not finish ({row['status']}: {row['error']})")
         reasons.update({column: why for column in (
             "peak_memory_bytes", "memory_source", "throughput_img_s", "throughput_source", "step_time_*",
             "flops_per_step", "breakdown_*", "reserved_memory_bytes", *NVML_COLUMNS, "device",

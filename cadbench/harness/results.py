@@ -45,8 +45,10 @@ from cadbench.harness.grid import Cell
 from cadbench.harness.journal import append_line, read_journal, rewrite_repaired
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "oom", "error")
-FINISHED_STATUSES = ("ok", "oom")  # error cells are retried on resume
+STATUSES = ("ok", "oom", "error", "not_applicable")
+# error cells are retried on resume; not_applicable: a lever of the cell cannot apply to its method (the row's
+# `error` says why), decided before anything runs, so there is nothing to retry
+FINISHED_STATUSES = ("ok", "oom", "not_applicable")
 
 # Columns every row has; those that may be null need a reason in `null_reasons` when they are. The identity columns
 # are the cell's fields (cadbench.harness.grid.Cell), each its own column.

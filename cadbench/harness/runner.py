@@ -12,7 +12,7 @@ from typing import Callable
 
 from cadbench.harness.grid import Cell
 from cadbench.harness.launchers import launcher_for
-from cadbench.harness.launchers.base import CellRun, Launcher, Progress
+from cadbench.harness.launchers.base import CellRun, Launcher, Progress, measure_here
 from cadbench.harness.options import Mode, RunOptions
 from cadbench.harness.results import ResultStore
 
@@ -28,6 +28,12 @@ class SweepOutcome:
     @property
     def errored(self) -> list[dict]:
         return [row for row in self.rows if row["status"] == "error"]
+
+
+def _lever_not_applicable(cell: Cell) -> bool:
+    from cadbench.training.levers import not_applicable
+
+    return not_applicable(cell) is not None
 
 
 def sweep(
@@ -52,8 +58,14 @@ def sweep(
         if cell.key in finished:
             on_progress("skipped", cell)
     runs = [CellRun(cell, mode_of(cell)) for cell in todo]
-    launcher.check_folder(store.out_dir, runs)
     ran = 0
+    for run in [run for run in runs if _lever_not_applicable(run.cell)]:  # a row saying why; no device, no job
+        on_progress("start", run.cell)
+        store.append(measure_here(run, options, environment))
+        ran += 1
+        on_progress("done", run.cell)
+    runs = [run for run in runs if not _lever_not_applicable(run.cell)]
+    launcher.check_folder(store.out_dir, runs)
     finishing = launcher.launch(runs, options, environment, store.out_dir, on_progress)
     try:
         for cell, row in finishing:

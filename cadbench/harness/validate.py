@@ -112,6 +112,7 @@ def compare_cell(row: Mapping[str, Any], estimate: Mapping[str, Any] | None,
 
 def validate(methods: Iterable[str], backbones: Iterable[str], batch_sizes: Iterable[int],
              precisions: Iterable[str] = DEFAULT_PRECISIONS, out: str | Path | None = None, *,
+             levers: Mapping[str, Iterable[Any]] | None = None,
              estimate: Callable[[Cell], Mapping[str, Any]] = estimate_fields, show_progress: bool = False,
              **options: Any) -> pd.DataFrame:
     """Measure every cell on CUDA (each in a fresh process), estimate it, and write the comparison to
@@ -121,16 +122,19 @@ def validate(methods: Iterable[str], backbones: Iterable[str], batch_sizes: Iter
     from cadbench.api import default_out_dir, run
 
     out = Path(out or default_out_dir())
-    measured = run(methods=methods, backbones=backbones, batch_sizes=batch_sizes, precisions=precisions,
+    measured = run(methods=methods, backbones=backbones, batch_sizes=batch_sizes, precisions=precisions, levers=levers,
                    device="cuda", dataset=None, out=out, print_summary=False, show_progress=show_progress,
                    **options)
     lines = []
     for row in measured.to_dict("records"):
         row["null_reasons"] = json.loads(row["null_reasons"]) if isinstance(row["null_reasons"], str) else {}
-        try:
-            fields, failure = estimate(Cell.from_row(row)), None
-        except CadbenchError as exc:
-            fields, failure = None, str(exc)
+        if row["status"] == "not_applicable":  # nothing ran, nothing to estimate: the row says why
+            fields, failure = None, row["error"]
+        else:
+            try:
+                fields, failure = estimate(Cell.from_row(row)), None
+            except CadbenchError as exc:
+                fields, failure = None, str(exc)
         lines.append(compare_cell(row, fields, failure))
     table = pd.DataFrame(lines)
     table.attrs["out_dir"] = out

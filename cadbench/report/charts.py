@@ -10,8 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from cadbench.cards import GPU_CAPACITIES_GB  # noqa: E402  (the cards `cadbench fit` answers for, too)
+
 GB = 1e9
-GPU_CAPACITIES_GB = (24, 40, 48, 80)
 METHOD_COLORS = {"decoder_only": "#7f7f7f", "cad": "#2a9d8f", "sam_adapter": "#e76f51", "lora": "#457b9d",
                  "full": "#1d1d1d", "peft": "#9b5de5"}
 BREAKDOWN = (("breakdown_parameters_bytes", "parameters", "#264653"),

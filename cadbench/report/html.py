@@ -72,11 +72,13 @@ def _table(rows: pd.DataFrame, baseline: str | None,
             ratio = f"{row['peak_memory_bytes'] / base['peak_memory_bytes'].iloc[0]:.2f}×"
         status_css = "oom" if row["status"] == "oom" else "error" if row["status"] == "error" else ""
         peak = "OOM" if row["status"] == "oom" else _fmt_bytes(row["peak_memory_bytes"])
+        status = {"error": f"error: {row['error']}",
+                  "not_applicable": f"not applicable: {row['error']}"}.get(row["status"], row["status"])
         throughput = _fmt(row["throughput_img_s"])
         if throughput != "—" and row["throughput_source"] == "cpu":
             throughput += " (cpu)"
         values = [row["method"], str(row["batch_size"]), row["precision"],
-                  row["status"] if row["status"] != "error" else f"error: {row['error']}", peak,
+                  status, peak,
                   row["memory_source"] or "—", *[reference.error_of(row) or "—" for reference in references],
                   ratio, _fmt_bytes(row["reserved_memory_bytes"]), throughput,
                   _fmt(row["flops_per_step"], "{:.3g}"), *_quality_cells(row),
@@ -182,13 +184,15 @@ def _protocol_summary(name: str) -> str:
 
 
 def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[list[str]]]:
+    """Largest batch in the results that fits each card, per method with its levers (the label names them:
+    'sam_adapter + checkpointed encoder'), backbone and precision, in the results' order."""
     capacities = charts.GPU_CAPACITIES_GB
-    columns = ["method", "backbone"] + [f"{capacity} GB" for capacity in capacities]
+    columns = ["method + levers", "backbone", "precision"] + [f"{capacity} GB" for capacity in capacities]
     lines = []
     needed = charts.card_needed_gb(rows, context_gb)
-    ok = rows[(rows["status"] == "ok") & needed.notna() & (rows["precision"] == "fp32")]
-    for (method, backbone), group in ok.groupby(["method", "backbone"], sort=False):
-        line = [method, _label(backbone)]
+    ok = rows[(rows["status"] == "ok") & needed.notna()]
+    for (method, backbone, precision), group in ok.groupby(["method", "backbone", "precision"], sort=False):
+        line = [method, _label(backbone), precision]
         for capacity in capacities:
             fitting = group[needed[group.index] <= capacity]["batch_size"]
             line.append(str(int(fitting.max())) if not fitting.empty else "—")

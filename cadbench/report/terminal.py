@@ -1,6 +1,7 @@
 """The comparison table printed at the end of a sweep: methods side by side, memory as a ratio of a baseline.
 
-Methods are shown by their labels: a method with options is its own column, 'lora (rank 16)' beside 'lora'.
+Methods are shown by their labels: a method with options is its own column, 'lora (rank 16)' beside 'lora', and so
+is a method with memory levers, 'sam_adapter + checkpointed encoder' beside 'sam_adapter'.
 """
 
 from __future__ import annotations
@@ -8,21 +9,27 @@ from __future__ import annotations
 import pandas as pd
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import Cell
+from cadbench.harness.grid import Cell, lever_label
 from cadbench.method_spec import method_label, split_method_spec
 
 GB = 10**9  # decimal gigabytes, as GPU capacities and the report state them
 SHORT_NAMES = {"batch_size": "batch"}
-METHOD_COLUMNS = ("method", "method_options")  # what a method label is made of (see Cell.method_label)
+# What a method label is made of: the method spec (see Cell.method_label) and its levers (see Cell.lever_label).
+METHOD_COLUMNS = ("method", "method_options", *(f.name for f in Cell.lever_fields()))
+LEVER_SEPARATOR = " + "
 DEFAULT_BASELINE = "sam_adapter"
 
 
 def method_labels(rows: pd.DataFrame) -> list[str]:
     """Each row's method label: 'lora (rank 16)', or the bare name at the method's defaults (and in rows written
-    before methods had options)."""
+    before methods had options), followed by its non-default levers: 'sam_adapter + checkpointed encoder'."""
     options = rows["method_options"] if "method_options" in rows else [""] * len(rows)
-    return [method_label(name, option if isinstance(option, str) else "")
-            for name, option in zip(rows["method"], options)]
+    labels = []
+    for (_, row), option in zip(rows.iterrows(), options):
+        label = method_label(row["method"], option if isinstance(option, str) else "")
+        levers = lever_label(row)
+        labels.append(f"{label}{LEVER_SEPARATOR}{levers}" if levers else label)
+    return labels
 
 
 def baseline_label(spec: str) -> str:
@@ -73,6 +80,8 @@ def _memory_cell(row, base_peak) -> str:
         return "OOM"
     if row["status"] == "error":
         return "error"
+    if row["status"] == "not_applicable":
+        return "not applicable"
     peak = row["peak_memory_bytes"]
     if pd.isna(peak):
         return "n/a"

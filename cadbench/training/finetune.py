@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +31,7 @@ from cadbench.harness.grid import Precision
 from cadbench.methods import Method
 from cadbench.training.protocols import Protocol
 from cadbench.training.quality import check_image_size, evaluate
-from cadbench.training.step import training_step
+from cadbench.training.step import StepPlan, training_step
 from cadbench.training.weights import load_trainable_state, trainable_state
 
 CHECKPOINT_FORMAT = 1
@@ -152,7 +152,7 @@ def _load_checkpoint(path: Path | None, fingerprint: str) -> dict[str, Any] | No
 def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
               validation: SegmentationDataset | None = None, checkpoint: str | Path | None = None,
               fingerprint: str = "", on_step: Callable[[int, float], None] | None = None,
-              workers: int = 0, validate_last_epoch: bool = True) -> History:
+              workers: int = 0, validate_last_epoch: bool = True, step: StepPlan | None = None) -> History:
     """Train `method` on `train` as `plan` says; score `validation` (IoU, Dice) after every epoch.
 
     `checkpoint`: where the state after each epoch is kept; if it holds a state with the same `fingerprint`, the
@@ -161,6 +161,8 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
     `NonFiniteLossError`. `workers`: DataLoader worker processes reading and augmenting the data.
     `validate_last_epoch=False` leaves the last epoch's validation to the caller (who scores the same weights on the
     same data anyway when the validation data is the test split; see `History.set_last_validation`).
+    `step`: how each training step runs under the cell's memory levers (micro-batches, contexts such as activation
+    checkpointing; see cadbench.training.levers), at the plan's precision; None: the plain step.
     """
     check_image_size(method, train)
     device = next(method.parameters()).device
@@ -168,6 +170,7 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
     protocol = plan.protocol
     epochs = plan.schedule(len(train))
     optimizer = protocol.optimizer.build(method.trainable_parameters())
+    step_plan = plan.precision if step is None else replace(step, precision=plan.precision)
     scheduler = protocol.schedule.build(optimizer, plan.batches_per_epoch(len(train)), len(epochs))
     history = History()
     saved = _load_checkpoint(checkpoint, fingerprint)
@@ -188,7 +191,7 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
         loader = DataLoader(view, batch_sampler=batches, collate_fn=collate, num_workers=workers)
         for data in loader:
             data = data.to(device)
-            loss = float(training_step(method, optimizer, data.training_batch(), plan.precision, boxes=data.boxes))
+            loss = float(training_step(method, optimizer, data.training_batch(), step_plan, boxes=data.boxes))
             step = len(history.losses) + 1
             if not math.isfinite(loss):
                 raise NonFiniteLossError(step, loss)

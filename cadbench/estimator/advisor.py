@@ -1,0 +1,188 @@
+"""The fit advisor: per method, backbone and GPU card, the largest batch with no levers, and the cheapest lever
+combination that reaches a target effective batch.
+
+"Cheapest" is the least extra compute first, then the least numerical change, then the least serialisation:
+
+1. the FLOPs ratio against the plain step at the target batch (the estimator's FLOPs). Only the levers that change
+   which ops run change it: activation checkpointing re-runs the encoder's forward; the lean encoder runs the same
+   attention fused. Precision, frozen-weight dtype and micro-batching run the same ops (micro-batches: the same ops
+   on fewer images at a time), so candidates are ranked by the measured ratio of their structure (checkpointing and
+   lean encoder alone, in fp32), and each answer shows its own measured ratio;
+2. the numerical change: fp32 before bf16 before fp16, then frozen weights kept in fp32 before bf16;
+3. the number of micro-batches (accumulation costs nothing in FLOPs but runs them one after the other), then the
+   number of levers.
+
+Every candidate reported as the answer was replayed exactly at the target batch (the cell's effective batch, its
+micro-batches as set) and fits the card. To keep the search short, a candidate is skipped for a card when one
+already replayed with the same precision and every other lever at least as strong (checkpointing or lean encoder
+on, frozen weights in bf16, micro-batches no larger) did not fit it: each of those levers only ever removes memory
+from the step (an assumption, not a proof; precision is left out of it, since bf16 autocast can need more memory
+than fp32). So the strongest combination of each precision is replayed before the first other combination of that
+precision (the plain step itself is tried first, with nothing before it). The rule never makes an answer that was
+not replayed; it can only make a "nothing fits" or the skipping of a cheaper combination rest on it, which the
+answer's `pruned` count says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from itertools import product
+from typing import Callable, Iterable
+
+from cadbench.estimator.alloc_conf import AllocatorConfig
+from cadbench.estimator.cells import estimate_cell
+from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
+from cadbench.estimator.estimate import MemoryEstimate
+from cadbench.estimator.fit import DEFAULT_MAX_BATCH, largest_fitting_batch
+from cadbench.harness.grid import NO_MICRO_BATCH, PRECISIONS, Cell, lever_label
+
+DEFAULT_TARGET_BATCH = 4
+NUMERIC_RANK = {precision: rank for rank, precision in enumerate(PRECISIONS)}  # fp32, bf16, fp16
+
+
+@dataclass(frozen=True)
+class Advice:
+    """One method x backbone x card answer."""
+
+    method: str
+    method_options: str
+    backbone: str
+    capacity_bytes: int
+    cuda_context_bytes: int
+    largest_plain_batch: int  # the plain step (fp32, no levers); 0: not even batch 1 fits
+    target_batch: int
+    cell: Cell | None  # the cheapest combination at the target batch; None: nothing fits
+    needed_bytes: int | None  # its OOM line (card needed), context included
+    peak_bytes: int | None  # its estimated max_memory_allocated
+    flops_ratio: float | None  # its FLOPs against the plain step at the target batch
+    candidates: int  # lever combinations that apply to the method
+    replayed: int  # of those, replayed at the target batch for this card's answer
+    pruned: int  # skipped because a stronger one with the same precision did not fit
+
+    @property
+    def levers(self) -> str:
+        """'bf16, checkpointed encoder, micro-batch 2'; 'none' for the plain step; '' when nothing fits."""
+        if self.cell is None:
+            return ""
+        parts = [self.cell.precision] if self.cell.precision != "fp32" else []
+        label = lever_label(self.cell.as_dict())
+        return ", ".join([*parts, label] if label else parts) or "none"
+
+    def as_dict(self) -> dict:
+        cell = self.cell
+        return {"method": self.method, "method_options": self.method_options, "backbone": self.backbone,
+                "capacity_bytes": self.capacity_bytes, "cuda_context_bytes": self.cuda_context_bytes,
+                "largest_plain_batch": self.largest_plain_batch, "target_batch": self.target_batch,
+                "fits_target": cell is not None, "levers": self.levers,
+                "cell": None if cell is None else cell.key,
+                "lever_settings": None if cell is None else {"precision": cell.precision, **cell.levers},
+                "needed_bytes": self.needed_bytes, "peak_bytes": self.peak_bytes, "flops_ratio": self.flops_ratio,
+                "candidates": self.candidates, "replayed": self.replayed, "pruned": self.pruned}
+
+
+def candidates(plain: Cell) -> list[Cell]:
+    """Every lever combination that applies to the plain cell's method at its batch size (the effective batch):
+    each precision, checkpointing, frozen dtype, micro-batch (each divisor of the batch) and lean encoder (one
+    image at a time: a larger chunk only adds memory). The plain cell itself is the first."""
+    from cadbench.training.levers import not_applicable
+
+    divisors = [size for size in range(1, plain.batch_size) if plain.batch_size % size == 0]
+    cells = []
+    for precision, checkpointing, frozen, micro, lean in product(
+            PRECISIONS, ("none", "encoder"), ("fp32", "bf16"), (NO_MICRO_BATCH, *reversed(divisors)), ("off", "on")):
+        cell = replace(plain, precision=precision, checkpointing=checkpointing, frozen_dtype=frozen,
+                       micro_batch=micro, lean_encoder=lean, encoder_chunk=1)
+        if not_applicable(cell) is None:
+            cells.append(cell)
+    return cells
+
+
+def _structure(cell: Cell) -> Cell:
+    """The cell with only the levers that change which ops run (checkpointing, lean encoder), in fp32."""
+    return replace(cell, precision="fp32", frozen_dtype="fp32", micro_batch=NO_MICRO_BATCH)
+
+
+def _passes(cell: Cell) -> int:
+    return cell.batch_size // (cell.micro_batch or cell.batch_size)
+
+
+def _stronger_or_equal(strong: Cell, weak: Cell) -> bool:
+    """Same precision, and every memory lever of `strong` at least as strong as `weak`'s."""
+    return (strong.precision == weak.precision
+            and (strong.checkpointing == "encoder" or weak.checkpointing == "none")
+            and (strong.lean_encoder == "on" or weak.lean_encoder == "off")
+            and (strong.frozen_dtype == "bf16" or weak.frozen_dtype == "fp32")
+            and strong.images_per_pass <= weak.images_per_pass)
+
+
+def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacities_bytes: Iterable[int],
+           target_batch: int = DEFAULT_TARGET_BATCH, cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
+           max_batch: int = DEFAULT_MAX_BATCH, alloc_conf: AllocatorConfig | None = None,
+           precisions: Iterable[str] = PRECISIONS,
+           on_progress: Callable[[str], None] = lambda label: None) -> list[Advice]:
+    """Advice for every (method name, method options) x backbone x capacity, the levers using only `precisions`.
+    `on_progress(label)` is called before each method x backbone is searched."""
+    precisions = tuple(precisions)
+    capacities = sorted(set(capacities_bytes))
+    config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
+    answers = []
+    for backbone, (name, options) in product(list(backbones), list(specs)):
+        plain = Cell(name, backbone, target_batch, method_options=options)
+        on_progress(f"{plain.method_label} on {backbone}")
+        answers += _advise_one(plain, capacities, cuda_context_bytes, max_batch, config, precisions)
+    return answers
+
+
+def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int, config: AllocatorConfig,
+                precisions: tuple[str, ...]) -> list[Advice]:
+    estimates: dict[Cell, MemoryEstimate] = {}
+
+    def estimate(cell: Cell) -> MemoryEstimate:
+        if cell not in estimates:
+            estimates[cell] = estimate_cell(cell, alloc_conf=config)
+        return estimates[cell]
+
+    def needed(cell: Cell) -> int:
+        return estimate(cell).oom_capacity_bytes(context)
+
+    options = [cell for cell in candidates(plain) if cell.precision in precisions]
+    base_flops = estimate(plain).flops_per_step
+    structure_ratio = {structure: estimate(structure).flops_per_step / base_flops
+                       for structure in dict.fromkeys(_structure(cell) for cell in options)}
+    options.sort(key=lambda cell: (round(structure_ratio[_structure(cell)], 3), NUMERIC_RANK[cell.precision],
+                                   cell.frozen_dtype != "fp32", _passes(cell), len(cell.levers)))
+    strongest = {cell.precision: cell for cell in options
+                 if not any(other != cell and _stronger_or_equal(other, cell) for other in options)}
+    answers = []
+    for capacity in capacities:
+        largest = largest_fitting_batch(replace(plain, batch_size=1), capacity, context, max_batch, config)
+        chosen, replayed, pruned = None, set(), 0
+        failed: list[Cell] = []
+        checked: set[str] = set()
+        for index, cell in enumerate(options):
+            if index and cell.precision not in checked:
+                # before the first combination of a precision beyond the plain step: the strongest of that
+                # precision; where it does not fit, none of that precision does
+                checked.add(cell.precision)
+                top = strongest[cell.precision]
+                if top != cell:
+                    replayed.add(top)
+                    if needed(top) > capacity:
+                        failed.append(top)
+            if cell in failed:
+                continue  # the strongest of its precision, replayed above
+            if any(_stronger_or_equal(other, cell) for other in failed):
+                pruned += 1
+                continue
+            replayed.add(cell)
+            if needed(cell) <= capacity:
+                chosen = cell
+                break
+            failed.append(cell)
+        found = estimate(chosen) if chosen is not None else None
+        answers.append(Advice(
+            plain.method, plain.method_options, plain.backbone, capacity, context, largest, plain.batch_size,
+            chosen, None if found is None else found.oom_capacity_bytes(context),
+            None if found is None else found.peak_bytes,
+            None if found is None else found.flops_per_step / base_flops, len(options), len(replayed), pruned))
+    return answers

@@ -1,0 +1,97 @@
+"""Memory levers: the ways users make SAM fine-tuning fit, applied by the shared training setup to any method.
+
+    levers_of(cell) -> list[Lever]          the cell's levers that differ from the plain step, in the order applied
+    not_applicable(cell) -> str | None      why one of them cannot apply to the cell's method (the row's reason)
+    apply_levers(cell, trainee) -> StepPlan  apply them to a built method (make_training_setup does this)
+    rebatch(cell, trainee, plan) -> StepPlan  the cell's per-batch settings on a model built for another batch size
+    available_levers() / get_lever(name)    the registry: Cell field -> lever class
+
+Each lever is a frozen dataclass (`base.Lever`) with `applies_to(method_cls)` and `apply(trainee, plan)`, in a
+module of its own: `precision` (bf16/fp16 autocast, loss scaling), `checkpointing` (the encoder's blocks),
+`frozen_dtype` (frozen weights in bf16), `micro_batch` (gradient accumulation), `lean_encoder` (the frozen encoder
+first, in chunks, with fused attention: `fused_attention`). Methods never implement a lever; they declare
+capabilities (`encoder_under_no_grad`, `backward_through_encoder`) that `applies_to` reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from cadbench.errors import unknown_name_error
+from cadbench.harness.grid import NO_MICRO_BATCH
+from cadbench.training.levers.base import Lever, LeverNotApplicable
+from cadbench.training.levers.checkpointing import CheckpointedBlock, EncoderCheckpointing
+from cadbench.training.levers.frozen_dtype import FrozenWeightsDtype
+from cadbench.training.levers.lean_encoder import LeanFrozenEncoder
+from cadbench.training.levers.micro_batch import MicroBatching
+from cadbench.training.levers.precision import HalfPrecision
+
+if TYPE_CHECKING:
+    from cadbench.harness.grid import Cell
+    from cadbench.training.step import StepPlan, Trainee
+
+# In the order they are applied: the lean encoder swaps the attention modules' class before frozen_dtype
+# parametrizes their weights (which gives them a class of its own), and checkpointing wraps the blocks last.
+_LEVERS: tuple[type[Lever], ...] = (LeanFrozenEncoder, FrozenWeightsDtype, EncoderCheckpointing, HalfPrecision,
+                                    MicroBatching)
+
+
+def available_levers() -> dict[str, type[Lever]]:
+    """Cell field -> lever class."""
+    return {lever.field: lever for lever in _LEVERS}
+
+
+def get_lever(name: str) -> type[Lever]:
+    levers = available_levers()
+    if name not in levers:
+        raise unknown_name_error("lever", name, levers)
+    return levers[name]
+
+
+def levers_of(cell: "Cell") -> list[Lever]:
+    """The levers the cell sets (those not at their defaults), in the order they are applied."""
+    return [lever for lever in (cls.from_cell(cell) for cls in _LEVERS) if lever is not None]
+
+
+def not_applicable(cell: "Cell") -> str | None:
+    """Why the cell's levers cannot all apply to its method ('checkpointed encoder does not apply to cad: ...'), or
+    None when they can."""
+    from cadbench.registry import get_method
+    from cadbench.harness.grid import lever_label
+
+    method_cls = get_method(cell.method)
+    for lever in levers_of(cell):
+        reason = lever.applies_to(method_cls)
+        if reason:
+            shown = lever_label({**cell.plain.as_dict(), lever.field: getattr(cell, lever.field)}) or lever.field
+            return f"{shown} does not apply to {cell.method_label}: {reason}"
+    return None
+
+
+def apply_levers(cell: "Cell", trainee: "Trainee") -> "StepPlan":
+    """Apply the cell's levers to the built method (in place) and return its step's plan. Raises
+    LeverNotApplicable for a lever the method cannot take."""
+    from cadbench.training.step import StepPlan
+
+    reason = not_applicable(cell)
+    if reason:
+        raise LeverNotApplicable(reason)
+    plan = StepPlan(cell.precision)
+    for lever in levers_of(cell):
+        plan = lever.apply(trainee, plan)
+    return plan
+
+
+def rebatch(cell: "Cell", trainee: "Trainee", plan: "StepPlan") -> "StepPlan":
+    """`cell`'s per-batch settings (micro-batch, encoder chunk) on a model built with the same levers for another
+    batch size: what the estimator needs to measure several batch sizes on one built model."""
+    plan = replace(plan, micro_batch=NO_MICRO_BATCH)
+    for lever in levers_of(cell):
+        plan = lever.rebatch(trainee, plan)
+    return plan
+
+
+__all__ = ["CheckpointedBlock", "EncoderCheckpointing", "FrozenWeightsDtype", "HalfPrecision", "LeanFrozenEncoder",
+           "Lever", "LeverNotApplicable", "MicroBatching", "apply_levers", "available_levers", "get_lever",
+           "levers_of", "not_applicable", "rebatch"]

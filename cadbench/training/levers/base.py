@@ -1,0 +1,51 @@
+"""What a memory lever is: a typed setting that changes the model or the step of any method that allows it.
+
+A lever never lives in a method. The method declares capabilities (`Method.encoder_under_no_grad`,
+`Method.backward_through_encoder`); the lever reads them in `applies_to` and, where it applies, changes the built
+model or the step's plan in `apply`, the same way for every method. `cadbench.training.step.make_training_setup`
+applies the cell's levers, so CUDA runs, CPU runs and the estimator's replay all get them from this code.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from cadbench.errors import CadbenchError
+
+if TYPE_CHECKING:
+    from cadbench.harness.grid import Cell
+    from cadbench.methods import Method
+    from cadbench.training.step import StepPlan, Trainee
+
+
+class LeverNotApplicable(CadbenchError):
+    """A lever was asked of a method it cannot apply to (the harness records such a cell as not applicable)."""
+
+
+@dataclass(frozen=True)
+class Lever(ABC):
+    """One lever, as set in a cell. Subclasses are frozen dataclasses of their settings."""
+
+    field: ClassVar[str]  # the Cell field holding it (its flag and label are that field's metadata)
+
+    @classmethod
+    @abstractmethod
+    def from_cell(cls, cell: "Cell") -> "Lever | None":
+        """The lever as the cell sets it; None when the cell leaves it at its default (the plain step)."""
+
+    def applies_to(self, method_cls: type["Method"]) -> str | None:
+        """Why the lever cannot apply to methods of this class (one sentence), or None when it can."""
+        return None
+
+    @abstractmethod
+    def apply(self, trainee: "Trainee", plan: "StepPlan") -> "StepPlan":
+        """Change the built model in place and/or return the step's plan changed; called before the batch exists.
+
+        `trainee` holds the method (its levers applied so far) and the optimizer over its trainable parameters."""
+
+    def rebatch(self, trainee: "Trainee", plan: "StepPlan") -> "StepPlan":
+        """Set what depends on the batch (a micro-batch, a chunk) on a model this lever was applied to, as set up
+        for another batch size (the estimator reuses one built model for every batch size). Default: nothing."""
+        return plan

@@ -1,0 +1,56 @@
+"""Activation checkpointing of the image encoder: every block's activations recomputed in backward, not kept.
+
+Each module in `image_encoder.blocks` is wrapped, in place, by a `CheckpointedBlock` that runs it under
+`torch.utils.checkpoint.checkpoint(..., use_reentrant=False)` (PyTorch's recommended, non-reentrant form). So any
+code that walks the blocks, Meta's `ImageEncoderViT.forward` or SAM Adapter's own loop, gets it unchanged. Each
+block keeps only its input for backward; its inside is recomputed when backward reaches it, which costs one more
+forward pass of the encoder (the FLOPs ratio shows it).
+
+Applies to methods whose backward runs through the encoder (`backward_through_encoder`); where the encoder runs
+under `no_grad` there is nothing to recompute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from cadbench.training.levers.base import Lever
+
+
+class CheckpointedBlock(nn.Module):
+    """A block whose forward runs under non-reentrant activation checkpointing; same inputs and outputs."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return checkpoint(self.block, *args, use_reentrant=False)
+
+
+@dataclass(frozen=True)
+class EncoderCheckpointing(Lever):
+    field = "checkpointing"
+
+    @classmethod
+    def from_cell(cls, cell) -> "EncoderCheckpointing | None":
+        return cls() if cell.checkpointing == "encoder" else None
+
+    def applies_to(self, method_cls) -> str | None:
+        if method_cls.encoder_under_no_grad:
+            return ("its image encoder runs under no_grad and keeps no activations for backward: there is nothing "
+                    "to recompute")
+        if not method_cls.backward_through_encoder:
+            return "gradients do not flow through its image encoder: there is nothing to recompute"
+        return None
+
+    def apply(self, trainee, plan):
+        blocks = trainee.method.sam.image_encoder.blocks
+        for index, block in enumerate(blocks):
+            if not isinstance(block, CheckpointedBlock):
+                blocks[index] = CheckpointedBlock(block)
+        return plan

@@ -1,0 +1,122 @@
+"""The fit advisor and its search: every reported batch replayed exactly at B and B + 1, the cheapest levers found
+in the stated order, and each answer replayed at the target batch."""
+
+import pytest
+
+from cadbench.estimator import AllocatorConfig, advisor, estimate_cell, fit
+from cadbench.estimator.advisor import advise, candidates
+from cadbench.estimator.fit import largest_fitting_batch, search_largest
+from cadbench.harness.grid import Cell
+
+CONTEXT = 0
+DEFAULT_ALLOCATOR = AllocatorConfig()
+
+
+def _curves():
+    """Memory curves the search must answer exactly: affine, convex, concave, with a kink, with a plateau."""
+    return {
+        "affine": lambda b: 1000 + 300 * b,
+        "convex": lambda b: 1000 + 10 * b * b,
+        "concave": lambda b: 1000 + int(2000 * b ** 0.5),
+        "kinked": lambda b: 1000 + 100 * b + (5000 if b > 9 else 0),
+        "plateau": lambda b: 1000 + 300 * min(b, 7) + 300 * max(b - 20, 0),
+    }
+
+
+@pytest.mark.parametrize("curve", list(_curves()))
+@pytest.mark.parametrize("capacity", [900, 1000, 1300, 3000, 4321, 7000, 9000, 30000])
+def test_the_largest_batch_is_replayed_at_b_and_b_plus_one_and_equals_a_full_scan(curve, capacity):
+    needed, calls = _curves()[curve], []
+
+    def replay(batch_size: int) -> int:
+        calls.append(batch_size)
+        return needed(batch_size)
+
+    largest = search_largest(replay, capacity, max_batch=64)
+    assert largest == max([b for b in range(1, 65) if all(needed(c) <= capacity for c in range(1, b + 1))],
+                          default=0)
+    if largest:
+        assert largest in calls and needed(largest) <= capacity
+    if largest < 64:
+        assert largest + 1 in calls and needed(largest + 1) > capacity  # never extrapolated
+    assert len(calls) == len(set(calls)) and len(calls) <= 16  # about two bisections at worst, far from a line
+
+
+def test_an_affine_curve_takes_at_most_four_replays_whatever_the_answer():
+    """Two to draw the line, then the predicted B and B + 1."""
+    for capacity, largest in ((1700, 2), (5000, 13), (15000, 46)):
+        calls = []
+        assert search_largest(lambda b: calls.append(b) or 1000 + 300 * b, capacity, max_batch=64) == largest
+        assert len(calls) <= 4 and calls[-2:] in ([largest, largest + 1], [largest + 1, largest]), calls
+
+
+def test_a_real_cell_is_answered_from_exact_replays_at_b_and_b_plus_one(monkeypatch):
+    replayed = []
+
+    def spy(cell, *args, **kwargs):
+        replayed.append(cell.batch_size)
+        return estimate_cell(cell, *args, **kwargs)
+
+    monkeypatch.setattr(fit, "estimate_cell", spy)
+    cell = Cell("cad", "test_scale", 1)
+    needed = {b: estimate_cell(Cell("cad", "test_scale", b), alloc_conf=DEFAULT_ALLOCATOR).oom_capacity_bytes(CONTEXT)
+              for b in range(1, 8)}
+    capacity = (needed[4] + needed[5]) // 2
+    largest = largest_fitting_batch(cell, capacity, CONTEXT, max_batch=32, alloc_conf=DEFAULT_ALLOCATOR)
+    assert largest == 4 and {4, 5} <= set(replayed)
+
+
+def test_candidates_are_the_lever_combinations_that_apply_plain_first():
+    through = candidates(Cell("sam_adapter", "test_scale", 4))
+    assert through[0] == Cell("sam_adapter", "test_scale", 4)
+    assert len(through) == 3 * 2 * 2 * 3  # precision x checkpointing x frozen dtype x micro-batch (none, 2, 1)
+    assert all(cell.lean_encoder == "off" for cell in through)
+    no_grad = candidates(Cell("cad", "test_scale", 4))
+    assert len(no_grad) == 36 and all(cell.checkpointing == "none" for cell in no_grad)
+
+
+@pytest.fixture(scope="module")
+def sam_adapter_needs():
+    return {name: estimate_cell(cell, alloc_conf=DEFAULT_ALLOCATOR).oom_capacity_bytes(CONTEXT) for name, cell in {
+        "plain": Cell("sam_adapter", "test_scale", 4),
+        "micro 2": Cell("sam_adapter", "test_scale", 4, micro_batch=2),
+    }.items()}
+
+
+def test_the_cheapest_combination_is_accumulation_before_half_precision_or_recomputation(sam_adapter_needs,
+                                                                                          monkeypatch):
+    replayed = []
+
+    def spy(cell, *args, **kwargs):
+        replayed.append(cell)
+        return estimate_cell(cell, *args, **kwargs)
+
+    monkeypatch.setattr(advisor, "estimate_cell", spy)
+    roomy = sam_adapter_needs["plain"]
+    tight = (sam_adapter_needs["micro 2"] + sam_adapter_needs["plain"]) // 2
+    assert tight < roomy
+    answers = advise([("sam_adapter", "")], ["test_scale"], [tight, roomy], target_batch=4,
+                     cuda_context_bytes=CONTEXT, max_batch=8, alloc_conf=DEFAULT_ALLOCATOR)
+    by_capacity = {answer.capacity_bytes: answer for answer in answers}
+    assert by_capacity[roomy].levers == "none" and by_capacity[roomy].flops_ratio == 1.0
+    # the plain step at 4 does not fit the tight card; micro-batches of 2 run the same FLOPs in full precision
+    chosen = by_capacity[tight]
+    assert chosen.cell == Cell("sam_adapter", "test_scale", 4, micro_batch=2) and chosen.levers == "micro-batch 2"
+    assert chosen.cell in replayed and chosen.needed_bytes <= tight  # the answer was replayed at the target
+    assert chosen.largest_plain_batch < 4 <= by_capacity[roomy].largest_plain_batch
+    assert abs(chosen.flops_ratio - 1) < 0.01
+
+
+def test_where_nothing_fits_it_says_so():
+    [answer] = advise([("decoder_only", "")], ["test_scale"], [10**6], target_batch=2, cuda_context_bytes=CONTEXT,
+                      max_batch=4, alloc_conf=DEFAULT_ALLOCATOR)
+    assert answer.cell is None and answer.largest_plain_batch == 0 and answer.as_dict()["fits_target"] is False
+    # the plain step, then the strongest of each precision; every other combination is pruned by one of those
+    assert (answer.replayed, answer.pruned) == (4, answer.candidates - 4)
+
+
+def test_a_combination_is_pruned_only_by_a_stronger_one_of_the_same_precision():
+    weak = Cell("sam_adapter", "vit_b", 4, micro_batch=2)
+    assert advisor._stronger_or_equal(Cell("sam_adapter", "vit_b", 4, checkpointing="encoder", micro_batch=1), weak)
+    assert not advisor._stronger_or_equal(Cell("sam_adapter", "vit_b", 4, checkpointing="encoder"), weak)
+    assert not advisor._stronger_or_equal(Cell("sam_adapter", "vit_b", 4, "bf16", micro_batch=1), weak)
