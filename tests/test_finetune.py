@@ -162,3 +162,16 @@ def test_the_last_validation_can_be_left_to_the_caller_and_gives_the_same_scores
     fine_tune(method, data(count=4), plan("quick", epochs=2))
     history.set_last_validation(evaluate(method, validation, batch_size=2))
     assert history.epochs[1] == both.epochs[1]
+
+
+def test_micro_batches_of_a_cells_levers_train_like_the_whole_batch_even_a_short_last_one():
+    """The quality fine-tune runs under the cell's levers: with micro-batches of 3 out of cad-paper's batches of 4
+    (and an epoch's last batch of 2), the accumulated gradients are the whole batch's, so the losses match the
+    plain step's; a last micro-batch of 1 counts a quarter, not as much as the first of 3."""
+    from cadbench.training.step import StepPlan
+
+    train = data(count=10)  # batch 4: batches of 4, 4 and 2 per epoch
+    plain = fine_tune(fresh(), train, plan("cad-paper", epochs=2)).losses
+    micro = fine_tune(fresh(), train, plan("cad-paper", epochs=2), step=StepPlan(micro_batch=3)).losses
+    assert len(micro) == len(plain) == 6
+    assert micro == pytest.approx(plain, rel=1e-4)
