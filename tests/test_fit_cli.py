@@ -23,7 +23,20 @@ def test_fit_is_monotone_in_capacity_and_respects_the_context(capsys):
     assert main(["fit", "--backbone", "test_scale", "--methods", "cad", "--gpu-memory", "900MB",
                  "--cuda-context", "1GB", "--precision", "fp32", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
+    assert row["largest_plain_batch"] == 0 and row["fits_target"] is None and row["levers"] is None  # none asked
+    assert main(["fit", "--backbone", "test_scale", "--methods", "cad", "--gpu-memory", "900MB",
+                 "--cuda-context", "1GB", "--precision", "fp32", "--target-batch", "4", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
     assert row["largest_plain_batch"] == 0 and row["fits_target"] is False and row["levers"] == ""
+
+
+def test_without_a_target_batch_fit_names_the_largest_plain_batch_and_how_to_ask_for_levers(capsys):
+    argv = ["fit", "--backbone", "test_scale", "--methods", "sam_adapter", "--gpu-memory", "0.08GB,1GB",
+            "--cuda-context", "0", "--max-batch", "8", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Largest batch with no levers" in out and "8+" in out
+    assert "Cheapest levers" not in out and "Add --target-batch B for the cheapest memory levers" in out
 
 
 def test_fit_bad_input_is_one_line(capsys):

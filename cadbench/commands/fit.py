@@ -21,8 +21,10 @@ def register(commands) -> None:
                                              "levers that reach a target batch")
     parser.add_argument("--gpu-memory", default=DEFAULT_GPU_MEMORY,
                         help=f"comma-separated capacities, e.g. 24GB,40GB,80GiB (default: {DEFAULT_GPU_MEMORY})")
-    parser.add_argument("--target-batch", type=int, default=DEFAULT_TARGET_BATCH,
-                        help=f"the effective batch the levers must reach (default: {DEFAULT_TARGET_BATCH})")
+    parser.add_argument("--target-batch", type=int, default=None,
+                        help=f"also name the cheapest memory levers that reach this effective batch (e.g. "
+                             f"{DEFAULT_TARGET_BATCH}); each method x backbone then replays every lever combination, "
+                             f"minutes per pair on a CPU")
     add_cell_selection(parser)
     add_precision(parser, default=list(PRECISIONS), help=" the levers may use")
     parser.add_argument("--cuda-context", type=memory_size, default=None,
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise CadbenchError(f"--gpu-memory: {exc}") from None
     if args.max_batch < 1:
         raise CadbenchError(f"--max-batch must be at least 1, got {args.max_batch}")
-    if not 1 <= args.target_batch <= args.max_batch:
+    if args.target_batch is not None and not 1 <= args.target_batch <= args.max_batch:
         raise CadbenchError(f"--target-batch must be between 1 and --max-batch ({args.max_batch}), got "
                             f"{args.target_batch}")
     for precision in args.precision:
@@ -84,7 +86,7 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
     def largest(batch: int) -> str:
         return "none" if batch == 0 else f"{batch}+" if batch >= max_batch else str(batch)
 
-    target = advice[0].target_batch if advice else 0
+    target = advice[0].target_batch if advice else None
     rows = []
     for answer in advice:
         rows.append({"method": method_label(answer.method, answer.method_options), "backbone": answer.backbone,
@@ -99,10 +101,15 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
     plain = table.pivot_table(index=["method", "backbone"], columns="GPU", values="plain", aggfunc="first",
                               sort=False)[cards] if rows else table
     levers = table.rename(columns={"levers": f"cheapest levers for batch {target}"}).drop(columns="plain")
+    heading = (f"Largest batch with no levers (fp32; estimated: simulated caching-allocator OOM line, allocator "
+               f"settings {alloc_label}, + {context / 1e9:.2f} GB CUDA context; searched up to {max_batch}, each "
+               f"answer B replayed at B and B+1):")
+    if target is None:
+        return "\n".join([heading, plain.to_string(), "",
+                          "Add --target-batch B for the cheapest memory levers (precision, activation checkpointing, "
+                          "bf16 frozen weights, micro-batches, lean encoder) that reach an effective batch B."])
     return "\n".join([
-        f"Largest batch with no levers (fp32; estimated: simulated caching-allocator OOM line, allocator settings "
-        f"{alloc_label}, + {context / 1e9:.2f} GB CUDA context; searched up to {max_batch}, each answer B replayed "
-        f"at B and B+1):",
+        heading,
         plain.to_string(),
         "",
         f"Cheapest levers that reach an effective batch of {target} (least extra FLOPs, then least numerical change, "

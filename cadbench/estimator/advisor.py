@@ -50,8 +50,8 @@ class Advice:
     capacity_bytes: int
     cuda_context_bytes: int
     largest_plain_batch: int  # the plain step (fp32, no levers); 0: not even batch 1 fits
-    target_batch: int
-    cell: Cell | None  # the cheapest combination at the target batch; None: nothing fits
+    target_batch: int | None  # None: no lever advice was asked for (only the largest plain batch)
+    cell: Cell | None  # the cheapest combination at the target batch; None: nothing fits (or none asked for)
     needed_bytes: int | None  # its OOM line (card needed), context included
     peak_bytes: int | None  # its estimated max_memory_allocated
     flops_ratio: float | None  # its FLOPs against the plain step at the target batch
@@ -73,7 +73,8 @@ class Advice:
         return {"method": self.method, "method_options": self.method_options, "backbone": self.backbone,
                 "capacity_bytes": self.capacity_bytes, "cuda_context_bytes": self.cuda_context_bytes,
                 "largest_plain_batch": self.largest_plain_batch, "target_batch": self.target_batch,
-                "fits_target": cell is not None, "levers": self.levers,
+                "fits_target": None if self.target_batch is None else cell is not None,
+                "levers": None if self.target_batch is None else self.levers,
                 "cell": None if cell is None else cell.key,
                 "lever_settings": None if cell is None else {"precision": cell.precision, **cell.levers},
                 "needed_bytes": self.needed_bytes, "peak_bytes": self.peak_bytes, "flops_ratio": self.flops_ratio,
@@ -116,20 +117,27 @@ def _stronger_or_equal(strong: Cell, weak: Cell) -> bool:
 
 
 def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacities_bytes: Iterable[int],
-           target_batch: int = DEFAULT_TARGET_BATCH, cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
+           target_batch: int | None = DEFAULT_TARGET_BATCH, cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
            max_batch: int = DEFAULT_MAX_BATCH, alloc_conf: AllocatorConfig | None = None,
            precisions: Iterable[str] = PRECISIONS,
            on_progress: Callable[[str], None] = lambda label: None) -> list[Advice]:
     """Advice for every (method name, method options) x backbone x capacity, the levers using only `precisions`.
-    `on_progress(label)` is called before each method x backbone is searched."""
+    `target_batch=None` asks only for the largest plain batch (no lever search: that replays every lever combination
+    at the target batch, which takes minutes per method x backbone on a CPU). `on_progress(label)` is called before
+    each method x backbone is searched."""
     precisions = tuple(precisions)
     capacities = sorted(set(capacities_bytes))
     config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
     answers = []
     for backbone, (name, options) in product(list(backbones), list(specs)):
-        plain = Cell(name, backbone, target_batch, method_options=options)
+        plain = Cell(name, backbone, target_batch or 1, method_options=options)
         on_progress(f"{plain.method_label} on {backbone}")
-        answers += _advise_one(plain, capacities, cuda_context_bytes, max_batch, config, precisions)
+        if target_batch is None:
+            answers += [Advice(name, options, backbone, capacity, cuda_context_bytes,
+                               largest_fitting_batch(plain, capacity, cuda_context_bytes, max_batch, config), None,
+                               None, None, None, None, 0, 0, 0) for capacity in capacities]
+        else:
+            answers += _advise_one(plain, capacities, cuda_context_bytes, max_batch, config, precisions)
     return answers
 
 
