@@ -18,7 +18,7 @@ from cadbench.harness.environment import collect_environment
 from cadbench.harness.grid import DEFAULT_BATCH_SIZES, DEFAULT_PRECISIONS, Cell, cell_key, expand_grid
 from cadbench.harness.launchers import launcher_for
 from cadbench.harness.options import Device, Mode, RunOptions
-from cadbench.harness.progress import SweepProgress
+from cadbench.harness.progress import sweep_progress
 from cadbench.harness.results import ResultStore, rows_to_frame
 from cadbench.harness.runner import SweepOutcome, sweep
 from cadbench.registry import default_methods, parse_method_spec, unavailable_methods
@@ -197,7 +197,7 @@ def run(
     options = replace(options, state_dir=str(store.out_dir))
     environment = collect_environment()
     with store.open(options.resume_config(), environment):  # the folder is this run's until the block ends
-        with SweepProgress(len(cells), enabled=show_progress) as progress:
+        with sweep_progress(len(cells), enabled=show_progress) as progress:
             outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update,
                             launcher=launcher)
         if store.rows():  # a detached Slurm run may have no row yet

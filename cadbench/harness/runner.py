@@ -24,6 +24,7 @@ class SweepOutcome:
     skipped: int  # cells already finished in --out
     in_flight: list[str] = field(default_factory=list)  # left running elsewhere (detached Slurm jobs)
     notes: list[str] = field(default_factory=list)  # the launcher's closing lines
+    ran_cells: list[Cell] = field(default_factory=list)  # the cells this invocation measured, as they finished
 
     @property
     def errored(self) -> list[dict]:
@@ -53,16 +54,16 @@ def sweep(
             on_progress("skipped", cell)
     runs = [CellRun(cell, mode_of(cell)) for cell in todo]
     launcher.check_folder(store.out_dir, runs)
-    ran = 0
+    ran: list[Cell] = []
     finishing = launcher.launch(runs, options, environment, store.out_dir, on_progress)
     try:
         for cell, row in finishing:
             store.append(row)
-            ran += 1
-            on_progress("done", cell)
+            ran.append(cell)
+            on_progress("done", cell, row=row)
     finally:
         finishing.close()  # on a stop, the launcher's clean-up runs now, before the exception goes on
     wanted = {cell.key for cell in cells}
     rows = [row for row in store.rows() if store.key_of(row) in wanted]
-    return SweepOutcome(rows=rows, ran=ran, skipped=len(cells) - len(todo), in_flight=list(launcher.in_flight),
+    return SweepOutcome(rows=rows, ran=len(ran), ran_cells=ran, skipped=len(cells) - len(todo), in_flight=list(launcher.in_flight),
                         notes=launcher.summary_lines())
