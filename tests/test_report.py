@@ -1,5 +1,6 @@
 """The HTML report: self-contained, escaped, complete — and checked in a real headless Chromium."""
 
+import itertools
 import json
 import os
 import re
@@ -19,21 +20,20 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 GB = 10**9
 
 
-def _fake_results(folder: Path, methods=("sam_adapter", "cad", "decoder_only")) -> Path:
+def _fake_results(folder: Path, methods=("sam_adapter", "cad", "decoder_only"), backbones=("vit_b",)) -> Path:
     store = ResultStore(folder)
     store.open({"mode": "estimate"}, {"torch_version": "test"})
-    for batch in (1, 2):
-        for index, method in enumerate(methods):
-            row = new_row({"method": method, "backbone": "vit_b", "test_scale": False, "batch_size": batch,
-                           "precision": "fp32"}, {"torch_version": "test"})
-            peak = (index + 1) * batch * GB
-            row.update(status="ok", peak_memory_bytes=peak, memory_source="estimated",
-                       reserved_memory_bytes=int(peak * 1.06), fragmentation_ratio=1.06, alloc_conf="default",
-                       oom_capacity_bytes=int(peak * 1.05) + 2**30,
-                       breakdown_parameters_bytes=GB // 2, breakdown_gradients_bytes=GB // 100,
-                       breakdown_optimizer_states_bytes=GB // 50, breakdown_activations_bytes=GB,
-                       breakdown_temporaries_bytes=GB // 3, trainable_params=1000, weights="random")
-            store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    for backbone, batch, (index, method) in itertools.product(backbones, (1, 2), enumerate(methods)):
+        row = new_row({"method": method, "backbone": backbone, "test_scale": backbone == "test_scale",
+                       "batch_size": batch, "precision": "fp32"}, {"torch_version": "test"})
+        peak = (index + 1) * batch * GB
+        row.update(status="ok", peak_memory_bytes=peak, memory_source="estimated",
+                   reserved_memory_bytes=int(peak * 1.06), fragmentation_ratio=1.06, alloc_conf="default",
+                   oom_capacity_bytes=int(peak * 1.05) + 2**30,
+                   breakdown_parameters_bytes=GB // 2, breakdown_gradients_bytes=GB // 100,
+                   breakdown_optimizer_states_bytes=GB // 50, breakdown_activations_bytes=GB,
+                   breakdown_temporaries_bytes=GB // 3, trainable_params=1000, weights="random")
+        store.append(explain_nulls(row, {"*": "not measured in this test"}))
     (folder / "timelines.json").write_text(json.dumps(
         {f"{m}/vit_b/2/fp32": [["forward", i * GB // 10] for i in range(20)] for m in methods}))
     return folder
@@ -89,7 +89,7 @@ def test_report_of_a_real_run_in_headless_chromium(tmp_path):
         assert tables.count() == 1
         methods = len(default_methods())
         assert page.locator("table.results tbody tr").count() == methods * 2  # every method x 2 batch sizes
-        assert page.locator("table.fit tbody tr").count() == methods
+        assert page.locator("table.fit").count() == 0  # test scale only: nothing to choose a GPU by
         assert page.locator("figure svg").count() >= 3
         for index in range(page.locator("img").count()):  # any <img> must have decoded
             assert page.locator("img").nth(index).evaluate("i => i.complete && i.naturalWidth > 0")
@@ -209,3 +209,12 @@ def test_folders_of_two_protocols_keep_their_quality_rows_apart(tmp_path):
     for protocol in ("quick", "cad-paper", "sam-adapter-paper"):
         assert f'<h3 class="protocol">protocol {protocol}</h3>' in html
     assert "fine-tuning loss, protocol sam-adapter-paper" in html and "fine-tuning loss, protocol quick" in html
+
+
+def test_the_fit_table_lists_full_size_models_only_since_a_test_scale_one_says_nothing_about_a_gpu(tmp_path):
+    folder = _fake_results(tmp_path / "run", backbones=("vit_b", "test_scale"))
+    html = build_report([folder]).read_text()
+    fit = html[html.index('<table class="fit">'):]
+    fit = fit[:fit.index("</table>")]
+    assert fit.count("<tr>") == 1 + 3  # the header and one line per method, vit_b only
+    assert fit.count(">vit_b<") == 3 and "test" not in fit.lower()

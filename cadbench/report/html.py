@@ -182,11 +182,13 @@ def _protocol_summary(name: str) -> str:
 
 
 def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[list[str]]]:
+    """Largest batch per full-size model and GPU card; a test-scale model says nothing about which GPU to rent."""
     capacities = charts.GPU_CAPACITIES_GB
     columns = ["method", "backbone"] + [f"{capacity} GB" for capacity in capacities]
     lines = []
     needed = charts.card_needed_gb(rows, context_gb)
-    ok = rows[(rows["status"] == "ok") & needed.notna() & (rows["precision"] == "fp32")]
+    full_size = ~rows["backbone"].map(lambda name: bool(BACKBONES.get(name) and BACKBONES[name].test_scale))
+    ok = rows[(rows["status"] == "ok") & needed.notna() & (rows["precision"] == "fp32") & full_size]
     for (method, backbone), group in ok.groupby(["method", "backbone"], sort=False):
         line = [method, _label(backbone)]
         for capacity in capacities:
