@@ -218,3 +218,17 @@ def test_the_fit_table_lists_full_size_models_only_since_a_test_scale_one_says_n
     fit = fit[:fit.index("</table>")]
     assert fit.count("<tr>") == 1 + 3  # the header and one line per method, vit_b only
     assert fit.count(">vit_b<") == 3 and "test" not in fit.lower()
+
+
+def test_a_noisy_timing_is_marked_in_the_table_and_explained_under_it(tmp_path):
+    store = ResultStore(tmp_path / "run")
+    store.open({"mode": "cpu"}, {"torch_version": "test"})
+    for batch, img_s, noisy in ((1, 25.0, False), (2, 0.96, True), (4, 27.0, False)):
+        row = new_row({"method": "cad", "backbone": "test_scale", "test_scale": True, "batch_size": batch,
+                       "precision": "fp32"}, {"torch_version": "test"})
+        row.update(status="ok", peak_memory_bytes=GB // 10, memory_source="estimated", throughput_img_s=img_s,
+                   throughput_source="cpu", step_time_noisy=noisy, step_time_retimed=noisy, weights="random")
+        store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    html = build_report([tmp_path / "run"]).read_text()
+    assert ">0.96 (cpu) noisy<" in html and ">25.00 (cpu)<" in html and ">27.00 (cpu)<" in html
+    assert "images/s marked “noisy”: the slowest steps (p90) took over 2×" in html
