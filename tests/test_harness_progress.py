@@ -82,3 +82,16 @@ def test_a_run_whose_output_goes_to_a_pipe_prints_a_line_per_cell_as_it_finishes
     assert [line.split(":")[0] for line in lines] == ["[1/2] cad/test_scale/1/fp32", "[2/2] cad/test_scale/2/fp32"]
     assert all(" ok, peak " in line and "(estimated)" in line for line in lines)
     assert "ETA" in lines[0] and "all done in" in lines[1]
+
+
+def test_the_eta_goes_by_the_pace_of_the_last_few_cells_not_of_the_whole_run():
+    stream, clock = io.StringIO(), FakeClock()
+    cells = [Cell("cad", "vit_b", batch) for batch in range(1, 12)]
+    with PlainProgress(len(cells), stream=stream, clock=clock) as progress:
+        for cell in cells[:5]:  # estimates: a second each
+            clock.now += 1
+            progress.update("done", cell, row={"status": "ok"})
+        for cell in cells[5:10]:  # cells that train: a minute each
+            clock.now += 60
+            progress.update("done", cell, row={"status": "ok"})
+    assert stream.getvalue().splitlines()[-1].endswith("ETA 1 min 00 s")  # one cell left, at a minute a cell

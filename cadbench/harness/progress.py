@@ -81,7 +81,10 @@ class PlainProgress:
     """One line per finished cell on `stream` (default: stdout), flushed at once: its place in the count, key,
     status, peak memory (and where it came from), throughput, and the ETA. Where cells run side by side, a line
     also says where each one starts and when a Slurm job changes state. Cells finished in an earlier run are left
-    out of the count, as on the bar."""
+    out of the count, as on the bar. The ETA goes by the last few cells, not all: estimates take seconds and cells
+    that train take minutes, and a grid has runs of each."""
+
+    RECENT = 5  # cells the ETA's pace is taken over
 
     def __init__(self, total: int, stream: TextIO | None = None, clock=time.monotonic) -> None:
         self.total = total
@@ -89,6 +92,7 @@ class PlainProgress:
         self._stream = stream
         self._clock = clock
         self._started = clock()
+        self._finished: list[float] = []  # when each cell finished
 
     def __enter__(self) -> "PlainProgress":
         self._started = self._clock()
@@ -104,13 +108,15 @@ class PlainProgress:
             self._print(f"{cell.key}: {detail}")
         elif event == "done" and cell is not None:
             self.done += 1
+            self._finished.append(self._clock())
             self._print(f"[{self.done}/{self.total}] {cell.key}: {finished_cell_summary(row)}; {self._eta()}")
 
     def _eta(self) -> str:
         left = self.total - self.done
         if left <= 0:
             return f"all done in {_duration(self._clock() - self._started)}"
-        per_cell = (self._clock() - self._started) / self.done
+        recent = [self._started, *self._finished][-(self.RECENT + 1):]
+        per_cell = (recent[-1] - recent[0]) / (len(recent) - 1)
         return f"ETA {_duration(per_cell * left)}"
 
     def _print(self, line: str) -> None:
