@@ -101,7 +101,7 @@ def throughput_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str) ->
     figure, axes, _ = _lines_over_batch_size(data, "throughput_img_s", 1.0, 3.4)
     axes.set_ylabel(f"images / s ({source_label})")
     axes.set_title(f"{backbone}: training throughput")
-    axes.legend(frameon=False)
+    _legend_below(axes)
     return to_svg(figure)
 
 

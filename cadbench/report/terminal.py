@@ -89,10 +89,12 @@ def throughput_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_text(table: pd.DataFrame) -> str:
-    """A table as text no wider than the terminal: pandas wraps columns that do not fit into further blocks."""
+    """A table as text no wider than the terminal (or $COLUMNS): pandas wraps columns that do not fit into further
+    blocks. Off a terminal (a log) the lines are left whole."""
     import shutil
 
-    return table.to_string(index=False, line_width=shutil.get_terminal_size().columns)
+    width = shutil.get_terminal_size((0, 0)).columns
+    return table.to_string(index=False, line_width=width or None)
 
 
 def _memory_cell(row, base_peak) -> str:
