@@ -245,7 +245,7 @@ MODE_WORDS = {"estimate": "estimated", "cpu": "run on the CPU", "cuda": "run on 
 
 
 def cells_sentence(ran: Iterable[Mode], skipped: int) -> str:
-    """'36 cells estimated, 12 run on the CPU, 0 already finished': how this invocation measured its cells."""
+    """'36 cells estimated, 12 cells run on the CPU, 0 already finished': how this invocation measured its cells."""
     counts = {mode: 0 for mode in MODE_WORDS}
     for mode in ran:
         counts[mode] += 1
