@@ -18,11 +18,12 @@ from cadbench.harness.environment import collect_environment
 from cadbench.harness.grid import DEFAULT_BATCH_SIZES, DEFAULT_PRECISIONS, Cell, cell_key, expand_grid
 from cadbench.harness.launchers import launcher_for
 from cadbench.harness.options import Device, Mode, RunOptions
-from cadbench.harness.progress import SweepProgress
+from cadbench.harness.progress import sweep_progress
 from cadbench.harness.results import ResultStore, rows_to_frame
 from cadbench.harness.runner import SweepOutcome, sweep
+from cadbench.measure.timing import NOISY_SPREAD
 from cadbench.registry import default_methods, parse_method_spec, unavailable_methods
-from cadbench.report.terminal import choose_baseline, comparison_table, method_labels
+from cadbench.report.terminal import choose_baseline, comparison_table, method_labels, throughput_table, to_text
 
 
 DERIVED_OPTIONS = {"checkpoints", "weights", "state_dir"}  # filled in from `checkpoint` and `out`, never passed
@@ -202,7 +203,7 @@ def run(
     options = replace(options, state_dir=str(store.out_dir))
     environment = collect_environment()
     with store.open(options.resume_config(), environment):  # the folder is this run's until the block ends
-        with SweepProgress(len(cells), enabled=show_progress) as progress:
+        with sweep_progress(len(cells), enabled=show_progress) as progress:
             outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update,
                             launcher=launcher)
         if store.rows():  # a detached Slurm run may have no row yet
@@ -213,7 +214,8 @@ def run(
                        in_flight=outcome.in_flight)
     if print_summary:
         _print_summary(frame, outcome, list(dict.fromkeys(cell.method_label for cell in cells)), baseline_method,
-                       mode, store)
+                       mode, store, [mode_of(cell) for cell in outcome.ran_cells],
+                       blanks_explained(cells, mode_of, options))
     return frame
 
 
@@ -229,17 +231,54 @@ def _build_report(store: ResultStore, baseline_method: str | None) -> None:
              f"builds it again")
 
 
+def blanks_explained(cells: list[Cell], mode_of: Callable[[Cell], Mode], options: RunOptions) -> str | None:
+    """One line on why estimated cells have no throughput or quality, and what gives them (None when no cell was
+    estimated, or when only memory was asked for)."""
+    estimated = [cell for cell in cells if mode_of(cell) == "estimate"]
+    if options.estimate_only or not estimated:
+        return None
+    line = (f"Why throughput and quality are blank: {len(estimated)} of {len(cells)} cells were estimated (peak "
+            f"memory only: no CUDA GPU here), and timing or fine-tuning them needs one.")
+    if any(mode_of(cell) == "cpu" for cell in cells):
+        return line + " The test_scale cells ran for real on this CPU (CPU timings, a pipeline check of fine-tuning)."
+    methods = ",".join(dict.fromkeys(cell.method_spec for cell in cells))
+    return line + (f" On this CPU, `cadbench run --methods {methods} --backbone test_scale` gives CPU timings and a "
+                   "test-scale quality check (`--device cpu` times full-size cells, slowly).")
+
+
+MODE_WORDS = {"estimate": "estimated", "cpu": "run on the CPU", "cuda": "run on CUDA"}
+
+
+def cells_sentence(ran: Iterable[Mode], skipped: int) -> str:
+    """'36 cells estimated, 12 cells run on the CPU, 0 already finished': how this invocation measured its cells."""
+    counts = {mode: 0 for mode in MODE_WORDS}
+    for mode in ran:
+        counts[mode] += 1
+    parts = [f"{count} {'cell' if count == 1 else 'cells'} {MODE_WORDS[mode]}" for mode, count in counts.items()
+             if count]
+    return ", ".join(parts or ["no cell measured"]) + f", {skipped} already finished"
+
+
 def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, labels: list[str], baseline_method: str | None,
-                   mode: str, store: ResultStore) -> None:
+                   mode: str, store: ResultStore, modes: list[Mode], blanks: str | None = None) -> None:
     baseline = choose_baseline(labels, baseline_method)
     source = ("measured on CUDA (max_memory_allocated)" if mode == "cuda" else
               "estimated (fake-tensor replay of the training step; no GPU used)")
     table = comparison_table(frame, baseline)
     print(f"\nPeak training memory, {source}" + (f"; ratios to {baseline}" if baseline else "") + ":")
     if not table.empty:
-        print(table.to_string(index=False))
-    if "cpu" in mode:
-        print("Throughput of cpu cells is timed on this machine's CPU (not comparable to GPU figures).")
+        print(to_text(table))
+    throughput = throughput_table(frame)
+    if not throughput.empty:
+        where = sorted(set(frame["throughput_source"].dropna()))
+        print(f"\nTraining throughput, images/s ({'/'.join(where)}"
+              + ("; CPU timings are not comparable to GPU figures" if "cpu" in where else "") + "):")
+        print(to_text(throughput))
+        if frame["step_time_noisy"].eq(True).any():
+            print(f"noisy: the slowest steps took over {NOISY_SPREAD:g}× the median even after timing the cell a "
+                  "second time (outside load?): not a trend.")
+    if blanks:
+        print(blanks)
     if any(get_backbone(b).test_scale for b in frame["backbone"]):
         print("test_scale: a tiny SAM (128 px, 4 blocks) made of Meta's classes, for CPU demos. Its IoU/Dice are a "
               "pipeline check (fine-tuning and scoring ran end to end), not a quality result: with random weights "
@@ -256,7 +295,7 @@ def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, labels: list[str]
         print("Weights: random (no --checkpoint); memory and speed do not depend on them.")
     for row in outcome.errored:
         print(f"error in {cell_key(row)}: {row['error']}", file=sys.stderr)
-    print(f"{outcome.ran} cells measured, {outcome.skipped} already finished; results in {store.out_dir}/ "
-          f"(results.json, results.csv, index.html)")
+    print(f"{cells_sentence(modes, outcome.skipped)}; results in {store.out_dir}/ (results.jsonl, results.json, "
+          f"results.csv, index.html)")
     for line in outcome.notes:
         print(line)

@@ -121,6 +121,16 @@ def test_parsing_arguments_and_help_import_no_heavy_module():
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
+def test_list_imports_only_what_counting_on_the_meta_device_needs():
+    """`cadbench list` needs torch and segment-anything (it builds each model on the meta device), not the result
+    table or report libraries."""
+    probe = ("import io, sys, contextlib; from cadbench.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()): main(['list', '--methods', 'cad', '--backbone', 'vit_b'])\n"
+             "print(sorted(m for m in ('pandas', 'matplotlib', 'jinja2', 'peft') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
 def test_list_counts_a_method_with_its_options_and_shows_what_it_declares(capsys):
     assert main(["list", "--json", "--methods", "lora:rank=16,lora", "--backbone", "vit_b"]) == 0
     rows = json.loads(capsys.readouterr().out)

@@ -80,7 +80,7 @@ def test_a_killed_sweep_keeps_finished_cells_and_resumes(tmp_path):
 
     resumed = cadbench_cli(*args, env={"CADBENCH_TEST_SLOW": "0"})
     assert resumed.returncode == 0, resumed.stderr
-    assert "1 cells measured, 1 already finished" in resumed.stdout
+    assert "1 cell estimated, 1 already finished" in resumed.stdout
     rows = read_rows(out)
     assert set(rows) == {"decoder_only", "slow"} and rows["decoder_only"] == first
     assert rows["slow"]["status"] == "ok"
@@ -200,7 +200,7 @@ def test_a_sweep_killed_mid_write_resumes_from_a_torn_journal_and_loses_no_row(t
 
     resumed = cadbench_cli(*args, env={"CADBENCH_TEST_SLOW": "0"})
     assert resumed.returncode == 0, resumed.stderr
-    assert "2 cells measured, 1 already finished" in resumed.stdout
+    assert "2 cells estimated, 1 already finished" in resumed.stdout
     assert "results.jsonl ended in a line cut short" in resumed.stderr and "Traceback" not in resumed.stderr
     journal = _journal_rows(out)  # every line parses: nothing was appended onto the fragment
     assert [row["method"] for row in journal] == ["decoder_only", "slow", "cad"] and journal[0] == first

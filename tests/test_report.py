@@ -1,5 +1,6 @@
 """The HTML report: self-contained, escaped, complete — and checked in a real headless Chromium."""
 
+import itertools
 import json
 import os
 import re
@@ -19,21 +20,20 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 GB = 10**9
 
 
-def _fake_results(folder: Path, methods=("sam_adapter", "cad", "decoder_only")) -> Path:
+def _fake_results(folder: Path, methods=("sam_adapter", "cad", "decoder_only"), backbones=("vit_b",)) -> Path:
     store = ResultStore(folder)
     store.open({"mode": "estimate"}, {"torch_version": "test"})
-    for batch in (1, 2):
-        for index, method in enumerate(methods):
-            row = new_row({"method": method, "backbone": "vit_b", "test_scale": False, "batch_size": batch,
-                           "precision": "fp32"}, {"torch_version": "test"})
-            peak = (index + 1) * batch * GB
-            row.update(status="ok", peak_memory_bytes=peak, memory_source="estimated",
-                       reserved_memory_bytes=int(peak * 1.06), fragmentation_ratio=1.06, alloc_conf="default",
-                       oom_capacity_bytes=int(peak * 1.05) + 2**30,
-                       breakdown_parameters_bytes=GB // 2, breakdown_gradients_bytes=GB // 100,
-                       breakdown_optimizer_states_bytes=GB // 50, breakdown_activations_bytes=GB,
-                       breakdown_temporaries_bytes=GB // 3, trainable_params=1000, weights="random")
-            store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    for backbone, batch, (index, method) in itertools.product(backbones, (1, 2), enumerate(methods)):
+        row = new_row({"method": method, "backbone": backbone, "test_scale": backbone == "test_scale",
+                       "batch_size": batch, "precision": "fp32"}, {"torch_version": "test"})
+        peak = (index + 1) * batch * GB
+        row.update(status="ok", peak_memory_bytes=peak, memory_source="estimated",
+                   reserved_memory_bytes=int(peak * 1.06), fragmentation_ratio=1.06, alloc_conf="default",
+                   oom_capacity_bytes=int(peak * 1.05) + 2**30,
+                   breakdown_parameters_bytes=GB // 2, breakdown_gradients_bytes=GB // 100,
+                   breakdown_optimizer_states_bytes=GB // 50, breakdown_activations_bytes=GB,
+                   breakdown_temporaries_bytes=GB // 3, trainable_params=1000, weights="random")
+        store.append(explain_nulls(row, {"*": "not measured in this test"}))
     (folder / "timelines.json").write_text(json.dumps(
         {f"{m}/vit_b/2/fp32": [["forward", i * GB // 10] for i in range(20)] for m in methods}))
     return folder
@@ -89,7 +89,7 @@ def test_report_of_a_real_run_in_headless_chromium(tmp_path):
         assert tables.count() == 1
         methods = len(default_methods())
         assert page.locator("table.results tbody tr").count() == methods * 2  # every method x 2 batch sizes
-        assert page.locator("table.fit tbody tr").count() == methods
+        assert page.locator("table.fit").count() == 0  # test scale only: nothing to choose a GPU by
         assert page.locator("figure svg").count() >= 3
         for index in range(page.locator("img").count()):  # any <img> must have decoded
             assert page.locator("img").nth(index).evaluate("i => i.complete && i.naturalWidth > 0")
@@ -231,3 +231,26 @@ def test_report_names_levers_in_the_fit_table_and_shows_not_applicable_rows(tmp_
     assert "<th>8 GB</th>" in fit.replace(' class=""', "")
     assert "sam_adapter + checkpointed encoder" in fit and "cad + checkpointed encoder" not in fit
     assert "not applicable: checkpointed encoder does not apply to cad" in html
+
+
+def test_the_fit_table_lists_full_size_models_only_since_a_test_scale_one_says_nothing_about_a_gpu(tmp_path):
+    folder = _fake_results(tmp_path / "run", backbones=("vit_b", "test_scale"))
+    html = build_report([folder]).read_text()
+    fit = html[html.index('<table class="fit">'):]
+    fit = fit[:fit.index("</table>")]
+    assert fit.count("<tr>") == 1 + 3  # the header and one line per method, vit_b only
+    assert fit.count(">vit_b<") == 3 and "test" not in fit.lower()
+
+
+def test_a_noisy_timing_is_marked_in_the_table_and_explained_under_it(tmp_path):
+    store = ResultStore(tmp_path / "run")
+    store.open({"mode": "cpu"}, {"torch_version": "test"})
+    for batch, img_s, noisy in ((1, 25.0, False), (2, 0.96, True), (4, 27.0, False)):
+        row = new_row({"method": "cad", "backbone": "test_scale", "test_scale": True, "batch_size": batch,
+                       "precision": "fp32"}, {"torch_version": "test"})
+        row.update(status="ok", peak_memory_bytes=GB // 10, memory_source="estimated", throughput_img_s=img_s,
+                   throughput_source="cpu", step_time_noisy=noisy, step_time_retimed=noisy, weights="random")
+        store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    html = build_report([tmp_path / "run"]).read_text()
+    assert ">0.96 (cpu) noisy<" in html and ">25.00 (cpu)<" in html and ">27.00 (cpu)<" in html
+    assert "images/s marked “noisy”: the slowest steps (p90) took over 2×" in html

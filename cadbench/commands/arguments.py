@@ -81,7 +81,8 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default: reports/<timestamp>/); rerun with it to resume")
     parser.add_argument("--baseline-method",
                         help="memory ratios relative to this method spec, e.g. lora:rank=16 (default: sam_adapter)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (on a terminal) and no progress lines (off one: logs, pipes)")
 
 
 ALLOC_CONF_HELP = ("CUDA caching-allocator settings for the simulated reserved memory and OOM line, in "

@@ -36,8 +36,6 @@ def resolve_backbones(names: list[str] | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from cadbench.backbones import BACKBONES
     from cadbench.method_spec import method_label
     from cadbench.params import count_parameters
@@ -68,12 +66,18 @@ def run(args: argparse.Namespace) -> int:
         spec = BACKBONES[name]
         print(f"  {spec.label:<22} embed {spec.embed_dim}, depth {spec.depth}, heads {spec.num_heads}, "
               f"global attention in blocks {', '.join(map(str, spec.global_attn_indexes))}, input {spec.image_size} px")
-    table = pd.DataFrame([count.as_dict() for count in counts])
-    table.insert(0, "method", [method_label(name, options)
-                               for name, options in zip(table.pop("method"), table.pop("method_options"))])
-    table["backbone"] = [BACKBONES[name].label for name in table["backbone"]]
-    table["trainable_%"] = (100 * table["trainable_params"] / table["total_params"]).round(2)
     print("\nParameters (counted on the meta device, nothing allocated):")
-    print(table.drop(columns="test_scale").to_string(index=False, formatters={
-        "trainable_params": "{:,}".format, "total_params": "{:,}".format}))
+    print(_aligned([("method", "backbone", "trainable_params", "total_params", "trainable_%")] + [
+        (method_label(count.method, count.method_options), BACKBONES[count.backbone].label,
+         f"{count.trainable_params:,}", f"{count.total_params:,}",
+         f"{100 * count.trainable_params / count.total_params:.2f}") for count in counts]))
     return 0
+
+
+def _aligned(lines: list[tuple[str, ...]]) -> str:
+    """Text columns, the first two left-aligned and the numbers right-aligned (pandas is not imported for this: it
+    would add to every `cadbench list`'s start)."""
+    widths = [max(len(line[column]) for line in lines) for column in range(len(lines[0]))]
+    return "\n".join(" ".join(text.ljust(width) if column < 2 else text.rjust(width)
+                              for column, (text, width) in enumerate(zip(line, widths))).rstrip()
+                     for line in lines)

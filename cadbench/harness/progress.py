@@ -1,9 +1,13 @@
-"""A progress bar over cells (rich), with ETA and the name of the cell being measured; where cells run side by side
-(one per GPU, or as Slurm jobs), one line per running cell saying where it runs or its job's state."""
+"""Progress over cells. On a terminal: a bar (rich), with ETA and the name of the cell being measured; where cells
+run side by side (one per GPU, or as Slurm jobs), one line per running cell saying where it runs or its job's state.
+Off a terminal (CI logs, nohup, `| tee`), where a bar draws nothing until the end: one plain line per finished cell
+(`PlainProgress`)."""
 
 from __future__ import annotations
 
 import sys
+import time
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
@@ -47,7 +51,7 @@ class SweepProgress:
         self._lines.clear()
         self._progress.stop()
 
-    def update(self, event: str, cell: Cell | None, detail: str | None = None) -> None:
+    def update(self, event: str, cell: Cell | None, detail: str | None = None, row: dict | None = None) -> None:
         if event == "start" and cell is not None:
             if detail is None:  # one cell at a time: the bar names it
                 self._progress.update(self._task, description=cell.label)
@@ -71,3 +75,85 @@ class SweepProgress:
         else:
             self._lines[cell.key] = self._progress.add_task(text, total=None, start=False,
                                                              cell_line=True)
+
+
+class PlainProgress:
+    """One line per finished cell on `stream` (default: stdout), flushed at once: its place in the count, key,
+    status, peak memory (and where it came from), throughput, and the ETA. Where cells run side by side, a line
+    also says where each one starts and when a Slurm job changes state. Cells finished in an earlier run are left
+    out of the count, as on the bar. The ETA goes by the last few cells, not all: estimates take seconds and cells
+    that train take minutes, and a grid has runs of each."""
+
+    RECENT = 5  # cells the ETA's pace is taken over
+
+    def __init__(self, total: int, stream: TextIO | None = None, clock=time.monotonic) -> None:
+        self.total = total
+        self.done = 0
+        self._stream = stream
+        self._clock = clock
+        self._started = clock()
+        self._finished: list[float] = []  # when each cell finished
+
+    def __enter__(self) -> "PlainProgress":
+        self._started = self._clock()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def update(self, event: str, cell: Cell | None, detail: str | None = None, row: dict | None = None) -> None:
+        if event == "skipped":
+            self.total = max(self.total - 1, 0)
+        elif event in ("start", "state") and cell is not None and detail is not None:
+            self._print(f"{cell.key}: {detail}")
+        elif event == "done" and cell is not None:
+            self.done += 1
+            self._finished.append(self._clock())
+            self._print(f"[{self.done}/{self.total}] {cell.key}: {finished_cell_summary(row)}; {self._eta()}")
+
+    def _eta(self) -> str:
+        left = self.total - self.done
+        if left <= 0:
+            return f"all done in {_duration(self._clock() - self._started)}"
+        recent = [self._started, *self._finished][-(self.RECENT + 1):]
+        per_cell = (recent[-1] - recent[0]) / (len(recent) - 1)
+        return f"ETA {_duration(per_cell * left)}"
+
+    def _print(self, line: str) -> None:
+        print(line, file=self._stream or sys.stdout, flush=True)
+
+
+def finished_cell_summary(row: dict | None) -> str:
+    """'ok, peak 5.21 GB (estimated), 3.20 img/s (cpu)', 'oom', or 'error: <message>' (a row's fields that a log
+    reader needs, no more)."""
+    if row is None:
+        return "finished"
+    status = row.get("status")
+    if status == "error":
+        return f"error: {row.get('error')}"
+    parts = [str(status)]
+    if row.get("peak_memory_bytes") is not None:
+        parts.append(f"peak {row['peak_memory_bytes'] / 1e9:.2f} GB ({row.get('memory_source')})")
+    if row.get("throughput_img_s") is not None:
+        parts.append(f"{row['throughput_img_s']:.2f} img/s ({row.get('throughput_source')})"
+                     + (", noisy" if row.get("step_time_noisy") else ""))
+    return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def sweep_progress(total: int, enabled: bool = True) -> SweepProgress | PlainProgress:
+    """The bar where both stdout and stderr are a terminal; else plain lines on stdout (with the summary, so that a
+    log of stdout has both). `enabled` False (--no-progress): neither."""
+    if enabled and not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return PlainProgress(total)
+    return SweepProgress(total, enabled=enabled)

@@ -24,6 +24,7 @@ class SweepOutcome:
     skipped: int  # cells already finished in --out
     in_flight: list[str] = field(default_factory=list)  # left running elsewhere (detached Slurm jobs)
     notes: list[str] = field(default_factory=list)  # the launcher's closing lines
+    ran_cells: list[Cell] = field(default_factory=list)  # the cells this invocation measured, as they finished
 
     @property
     def errored(self) -> list[dict]:
@@ -58,23 +59,24 @@ def sweep(
         if cell.key in finished:
             on_progress("skipped", cell)
     runs = [CellRun(cell, mode_of(cell)) for cell in todo]
-    ran = 0
+    ran: list[Cell] = []
     for run in [run for run in runs if _lever_not_applicable(run.cell)]:  # a row saying why; no device, no job
         on_progress("start", run.cell)
-        store.append(measure_here(run, options, environment))
-        ran += 1
-        on_progress("done", run.cell)
+        row = measure_here(run, options, environment)
+        store.append(row)
+        ran.append(run.cell)
+        on_progress("done", run.cell, row=row)
     runs = [run for run in runs if not _lever_not_applicable(run.cell)]
     launcher.check_folder(store.out_dir, runs)
     finishing = launcher.launch(runs, options, environment, store.out_dir, on_progress)
     try:
         for cell, row in finishing:
             store.append(row)
-            ran += 1
-            on_progress("done", cell)
+            ran.append(cell)
+            on_progress("done", cell, row=row)
     finally:
         finishing.close()  # on a stop, the launcher's clean-up runs now, before the exception goes on
     wanted = {cell.key for cell in cells}
     rows = [row for row in store.rows() if store.key_of(row) in wanted]
-    return SweepOutcome(rows=rows, ran=ran, skipped=len(cells) - len(todo), in_flight=list(launcher.in_flight),
-                        notes=launcher.summary_lines())
+    return SweepOutcome(rows=rows, ran=len(ran), ran_cells=ran, skipped=len(cells) - len(todo),
+                        in_flight=list(launcher.in_flight), notes=launcher.summary_lines())

@@ -84,8 +84,15 @@ def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str, contex
                       xytext=(3, 0), textcoords="offset points", va="center", fontsize=8, color="#555")
     axes.set_ylabel(f"GB, {source_label} (solid: peak; dashed: card needed)")
     axes.set_title(f"{backbone}: peak training memory")
-    axes.legend(frameon=False)
+    _legend_below(axes)  # inside the axes it covers the GPU capacity lines and their labels
     return to_svg(figure)
+
+
+def _legend_below(axes, **options) -> None:
+    """The legend under the x axis, clear of the data and of labels at the axes' edges."""
+    count = len(axes.get_legend_handles_labels()[1])
+    axes.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=min(count, 4), fontsize=8,
+                **options)
 
 
 def throughput_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str) -> str | None:
@@ -95,7 +102,7 @@ def throughput_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str) ->
     figure, axes, _ = _lines_over_batch_size(data, "throughput_img_s", 1.0, 3.4)
     axes.set_ylabel(f"images / s ({source_label})")
     axes.set_title(f"{backbone}: training throughput")
-    axes.legend(frameon=False)
+    _legend_below(axes)
     return to_svg(figure)
 
 
@@ -118,23 +125,45 @@ def breakdown_bars(rows: pd.DataFrame, backbone: str, batch_size: int) -> str | 
     return to_svg(figure)
 
 
+PHASE_MARKERS = {"backward": "v", "optimizer": "D"}  # where each phase after the forward begins, on every line
+
+
+def phase_starts(points: list) -> dict[str, int]:
+    """The index of the first point of each phase after the first ('backward', 'optimizer'); points are (phase,
+    live bytes) or (event number, phase, live bytes), as the estimator writes them."""
+    starts: dict[str, int] = {}
+    for position, point in enumerate(points):
+        phase = point[-2]
+        if phase in PHASE_MARKERS and phase not in starts:
+            starts[phase] = position
+    return starts
+
+
 def timelines(series: dict[str, list[tuple[str, int]]], title: str) -> str | None:
-    """Live memory over one training step, one line per method."""
+    """Live memory over one training step, one line per method; on each line a marker where its backward pass and
+    its optimizer step begin (the forward pass begins at 0)."""
     if not series:
         return None
-    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    figure, axes = plt.subplots(figsize=(6.4, 3.8))
     for index, (method, points) in enumerate(series.items()):
         if not points:
             continue
-        # points are (phase, live bytes) or (event number, phase, live bytes); x is the share of the step done
+        # x is the share of the step done
         xs = [position / max(len(points) - 1, 1) for position in range(len(points))]
-        axes.plot(xs, [point[-1] / GB for point in points], label=method, color=color(method, index),
-                  linewidth=1.2)
-    axes.set_xlabel("progress through one training step (forward → backward → optimizer)")
+        ys = [point[-1] / GB for point in points]
+        shade = color(method, index)
+        axes.plot(xs, ys, label=method, color=shade, linewidth=1.2)
+        for phase, position in phase_starts(points).items():
+            axes.plot(xs[position], ys[position], marker=PHASE_MARKERS[phase], markersize=6, color=shade,
+                      markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
+    for phase, marker in PHASE_MARKERS.items():  # legend entries for the marks, drawn in no method's colour
+        axes.plot([], [], marker=marker, color="white", markeredgecolor="black", linestyle="none",
+                  label=f"{phase} begins" if phase == "backward" else "optimizer step begins")
+    axes.set_xlabel("progress through one training step (from the forward pass)")
     axes.set_ylabel("live memory (GB, estimated)")
     axes.set_title(title)
     axes.set_ylim(bottom=0)
-    axes.legend(frameon=False)
+    _legend_below(axes)
     axes.grid(alpha=0.3)
     return to_svg(figure)
 
@@ -199,14 +228,52 @@ def memory_vs_dice(rows: pd.DataFrame) -> str | None:
 
 
 def loss_curves(curves: dict[str, list[float]], title: str = "fine-tuning loss") -> str | None:
+    """Loss per training step: one small panel per method (shared axes), one line per cell of that method, so that
+    no method's curves hide another's. `curves` is keyed by cell key ('cad/vit_b/4/fp32'); a line is labelled by
+    the parts of its key that differ between the cells ('batch 4')."""
+    curves = {key: losses for key, losses in curves.items() if losses}
     if not curves:
         return None
-    figure, axes = plt.subplots(figsize=(6.4, 3.2))
-    for index, (label, losses) in enumerate(curves.items()):
-        axes.plot(range(1, len(losses) + 1), losses, label=label, color=color(label.split(" ")[0], index))
-    axes.set_xlabel("training step")
-    axes.set_ylabel("loss (BCE + soft IoU)")
-    axes.set_title(title)
-    axes.legend(frameon=False, fontsize=8)
-    axes.grid(alpha=0.3)
+    labels = _varying_parts(list(curves))
+    panels: dict[str, dict[str, list[float]]] = {}
+    for key, losses in curves.items():
+        panels.setdefault(key.split("/")[0], {})[labels[key]] = losses
+    line_labels = list(dict.fromkeys(labels.values()))
+    shades = {label: plt.get_cmap("viridis")(position / max(len(line_labels) - 1, 1) * 0.85)
+              for position, label in enumerate(line_labels)}
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(6.4, 0.9 + 1.7 * rows), sharex=True, sharey=True,
+                                squeeze=False)
+    for axes, (method, lines) in zip(grid.flat, panels.items()):
+        for label, losses in lines.items():
+            axes.plot(range(1, len(losses) + 1), losses, color=shades[label], linewidth=1.0, label=label or method)
+        axes.set_title(method, fontsize=9)
+        axes.tick_params(labelsize=7)
+        axes.grid(alpha=0.3)
+    for axes in grid.flat[len(panels):]:
+        axes.set_visible(False)
+    for axes in grid[-1]:
+        axes.set_xlabel("training step", fontsize=8)
+    for axes in grid[:, 0]:
+        axes.set_ylabel("loss", fontsize=8)
+    figure.suptitle(f"{title} (BCE + soft IoU)", fontsize=10)
+    if len(line_labels) > 1 or line_labels[0]:
+        handles = [plt.Line2D([], [], color=shades[label]) for label in line_labels]
+        figure.legend(handles, line_labels, frameon=False, fontsize=8, loc="lower center",
+                      ncol=min(len(line_labels), 6), bbox_to_anchor=(0.5, -0.02))
+        figure.tight_layout(rect=(0, 0.07, 1, 1))
+    else:
+        figure.tight_layout()
     return to_svg(figure)
+
+
+def _varying_parts(keys: list[str]) -> dict[str, str]:
+    """For cell keys, the parts after the method that differ between them: 'batch 4', 'vit_b batch 4', or ''."""
+    split = {key: key.split("/")[1:] for key in keys}
+    width = max(len(parts) for parts in split.values())
+    varying = [position for position in range(width)
+               if len({parts[position] if position < len(parts) else "" for parts in split.values()}) > 1]
+    return {key: " ".join(f"batch {parts[position]}" if position == 1 else parts[position]
+                          for position in varying if position < len(parts))
+            for key, parts in split.items()}

@@ -17,6 +17,7 @@ from cadbench.report import charts
 from cadbench.report.reference import DEFAULT_REFERENCE_ROOT, Reference, choose_references, load_references
 from cadbench.harness.files import warn
 from cadbench.harness.results import load_results, write_atomically
+from cadbench.measure.timing import NOISY_SPREAD
 from cadbench.report.terminal import choose_baseline, method_labels
 
 GB = 1e9
@@ -77,6 +78,8 @@ def _table(rows: pd.DataFrame, baseline: str | None,
         throughput = _fmt(row["throughput_img_s"])
         if throughput != "—" and row["throughput_source"] == "cpu":
             throughput += " (cpu)"
+        if throughput != "—" and row.get("step_time_noisy") is True:
+            throughput += " noisy"
         values = [row["method"], str(row["batch_size"]), row["precision"],
                   status, peak,
                   row["memory_source"] or "—", *[reference.error_of(row) or "—" for reference in references],
@@ -184,13 +187,15 @@ def _protocol_summary(name: str) -> str:
 
 
 def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[list[str]]]:
-    """Largest batch in the results that fits each card, per method with its levers (the label names them:
-    'sam_adapter + checkpointed encoder'), backbone and precision, in the results' order."""
+    """Largest batch in the results that fits each card, per full-size method with its levers (the label names them:
+    'sam_adapter + checkpointed encoder'), backbone and precision, in the results' order; a test-scale model says
+    nothing about which GPU to rent."""
     capacities = charts.GPU_CAPACITIES_GB
     columns = ["method + levers", "backbone", "precision"] + [f"{capacity} GB" for capacity in capacities]
     lines = []
     needed = charts.card_needed_gb(rows, context_gb)
-    ok = rows[(rows["status"] == "ok") & needed.notna()]
+    full_size = ~rows["backbone"].map(lambda name: bool(BACKBONES.get(name) and BACKBONES[name].test_scale))
+    ok = rows[(rows["status"] == "ok") & needed.notna() & full_size]
     for (method, backbone, precision), group in ok.groupby(["method", "backbone", "precision"], sort=False):
         line = [method, _label(backbone), precision]
         for capacity in capacities:
@@ -265,7 +270,8 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         section_charts.append(charts.timelines(step_series, f"{backbone}, batch {largest}: live memory over one step"))
         checked = any(_is_pipeline_check(row) and not pd.isna(row["iou"]) for _, row in subset.iterrows())
         sections.append({"name": backbone, "label": _label(backbone), "columns": columns, "rows": lines,
-                         "charts": [chart for chart in section_charts if chart], "pipeline_check": checked})
+                         "charts": [chart for chart in section_charts if chart], "pipeline_check": checked,
+                         "noisy": bool(subset["step_time_noisy"].eq(True).any())})
 
     fit_columns, fit_rows = _fit_table(rows, context_gb)
     quality_sections, pipeline = _quality_sections(*_quality_inputs(folders))
@@ -283,6 +289,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         weights=", ".join(sorted(set(rows["weights"].dropna()))) or "unknown",
         backbones=sections, fit_columns=fit_columns, fit_rows=fit_rows, context_gb=context_gb,
         quality_sections=quality_sections, pipeline=pipeline, null_notes=notes, references=references,
+        noisy_spread=NOISY_SPREAD,
     )
     target = Path(out_file) if out_file else folders[0] / "index.html"
     write_atomically(target, html)

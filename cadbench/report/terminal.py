@@ -66,11 +66,42 @@ def comparison_table(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
                 for column, value in zip(identity, values)}
         for method in methods:
             line[method] = _memory_cell(by_method.get(method), base_peak)
-        throughput = {m: r["throughput_img_s"] for m, r in by_method.items() if pd.notna(r["throughput_img_s"])}
-        if throughput:
-            line["img/s"] = ", ".join(f"{m} {v:.2f}" for m, v in throughput.items())
         lines.append(line)
-    return pd.DataFrame(lines).fillna("—")  # e.g. no img/s for cells that were only estimated
+    return pd.DataFrame(lines).fillna("—")
+
+
+def throughput_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Images/s, laid out like `comparison_table` (one column per method label), for the cells that were timed
+    only; '—' where a method was not timed, and a timing whose steps were too uneven to trust marked 'noisy'
+    (see `cadbench.measure.timing.NOISY_SPREAD`). Empty when no cell was timed."""
+    if rows.empty or rows["throughput_img_s"].isna().all():
+        return pd.DataFrame()
+    rows = rows.assign(method=method_labels(rows))
+    methods = list(dict.fromkeys(rows.loc[rows["throughput_img_s"].notna(), "method"]))
+    identity = [column for column in Cell.key_columns() if column not in METHOD_COLUMNS and column in rows]
+    lines = []
+    for values, group in rows.groupby(identity, sort=False, dropna=False):
+        timed = group[group["throughput_img_s"].notna()]
+        if timed.empty:
+            continue
+        line = {SHORT_NAMES.get(column, column): int(value) if column == "batch_size" else value
+                for column, value in zip(identity, values)}
+        by_method = {row["method"]: row for _, row in timed.iterrows()}
+        for method in methods:
+            row = by_method.get(method)
+            line[method] = "—" if row is None else f"{row['throughput_img_s']:.2f}" + (
+                " noisy" if row.get("step_time_noisy") is True else "")
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def to_text(table: pd.DataFrame) -> str:
+    """A table as text no wider than the terminal (or $COLUMNS): pandas wraps columns that do not fit into further
+    blocks. Off a terminal (a log) the lines are left whole."""
+    import shutil
+
+    width = shutil.get_terminal_size((0, 0)).columns
+    return table.to_string(index=False, line_width=width or None)
 
 
 def _memory_cell(row, base_peak) -> str:

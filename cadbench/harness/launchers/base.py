@@ -12,7 +12,8 @@ from cadbench.errors import CadbenchError, summarize_names
 from cadbench.harness.grid import Cell
 from cadbench.harness.options import Mode, RunOptions
 
-# on_progress(event, cell, detail=None): "skipped" | "start" | "state" (detail: where it runs, a job's state) | "done"
+# on_progress(event, cell, detail=None, row=None): "skipped" | "start" | "state" (detail: where it runs, a job's
+# state) | "done" (row: the cell's row, from the sweep)
 Progress = Callable[..., None]
 LAUNCHER_COLUMNS = ("gpu_index", "slurm_job_id", "slurm_state", "slurm_log")
 

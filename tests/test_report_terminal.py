@@ -1,0 +1,43 @@
+"""The tables printed at the end of a sweep: memory per method, and throughput in a table of its own."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from cadbench.harness.results import CONTRACT_COLUMNS, new_row
+from cadbench.report.terminal import comparison_table, throughput_table, to_text
+
+
+def _row(method: str, backbone: str, batch_size: int, img_s: float | None = None, noisy: bool | None = None) -> dict:
+    row = new_row({"method": method, "backbone": backbone, "test_scale": backbone == "test_scale",
+                   "batch_size": batch_size, "precision": "fp32"}, {})
+    row.update(status="ok", peak_memory_bytes=batch_size * 10**9, memory_source="estimated",
+               throughput_img_s=img_s, throughput_source="cpu" if img_s is not None else None,
+               step_time_noisy=noisy)
+    return row
+
+
+ROWS = pd.DataFrame([_row("cad", "vit_b", 8), _row("sam_adapter", "vit_b", 8),
+                     _row("cad", "test_scale", 1, 25.0, False), _row("sam_adapter", "test_scale", 1, 27.5, False),
+                     _row("cad", "test_scale", 8, 0.96, True), _row("sam_adapter", "test_scale", 8, 31.25, False)],
+                    columns=list(CONTRACT_COLUMNS))
+
+
+def test_throughput_has_its_own_table_with_one_column_per_method_and_only_the_timed_cells():
+    table = throughput_table(ROWS)
+    assert list(table.columns) == ["backbone", "batch", "precision", "cad", "sam_adapter"]
+    assert table.to_dict("records") == [
+        {"backbone": "test_scale", "batch": 1, "precision": "fp32", "cad": "25.00", "sam_adapter": "27.50"},
+        {"backbone": "test_scale", "batch": 8, "precision": "fp32", "cad": "0.96 noisy", "sam_adapter": "31.25"},
+    ]
+
+
+def test_the_memory_table_keeps_memory_only_and_nothing_is_printed_for_throughput_without_timings():
+    assert "img/s" not in comparison_table(ROWS, "sam_adapter").columns
+    assert throughput_table(ROWS[ROWS["backbone"] == "vit_b"]).empty
+
+
+def test_a_table_wider_than_the_terminal_is_wrapped_into_blocks_that_fit(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "40")
+    lines = to_text(comparison_table(ROWS, "sam_adapter")).splitlines()
+    assert max(map(len, lines)) <= 40 and len(lines) > 5
