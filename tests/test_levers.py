@@ -92,7 +92,7 @@ def test_a_lever_that_cannot_apply_to_one_method_is_a_row_with_the_reason_not_a_
     printed = capsys.readouterr().out
     assert "not applicable" in printed and "sam_adapter + checkpointed encoder" in printed
     assert main(argv) == 0  # resume: a not_applicable row is finished, not retried
-    assert "0 cells measured, 2 already finished" in capsys.readouterr().out
+    assert "no cell measured, 2 already finished" in capsys.readouterr().out
 
 
 def test_the_grid_crosses_levers_and_an_encoder_chunk_only_with_the_lean_encoder():
