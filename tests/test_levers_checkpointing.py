@@ -42,3 +42,16 @@ def test_checkpointing_removes_the_encoders_saved_activations_and_costs_one_more
     assert checkpointed.breakdown.parameters == plain.breakdown.parameters
     # the encoder's forward runs twice: more FLOPs, but less than two whole forwards and backwards
     assert 1.1 < checkpointed.flops_per_step / plain.flops_per_step < 1.5
+
+
+def test_the_recomputed_attention_is_fused_so_sam_adapter_vit_h_fits_24_gb_at_batch_4():
+    """Issue 11's target: the recomputed global attention no longer materialises scores, biased scores and softmax
+    (16.6 GB of temporaries at vit_h batch 4, estimated, before the attention was fused)."""
+    from cadbench.training.levers.fused_attention import FusedAttention
+
+    cell = Cell("sam_adapter", "test_scale", 2, checkpointing="encoder")
+    encoder = make_training_setup(cell).trainee.method.sam.image_encoder
+    assert all(isinstance(block.block.attn, FusedAttention) for block in encoder.blocks)
+    full_size = Cell("sam_adapter", "vit_h", 4, checkpointing="encoder")
+    assert estimate_cell(full_size).oom_capacity_bytes() <= 24 * 10**9
+    assert estimate_cell(full_size.plain).oom_capacity_bytes() > 24 * 10**9

@@ -50,10 +50,11 @@ NOTES = (
     "bf16/fp16: BatchNorm statistics saved for backward are in the half type in the replay, float32 on CUDA (a few "
     "KiB). fp16: the loss scaler's own tensors (scale, growth tracker, found-inf flags, inverse scale) are counted; "
     "the replayed step is one that does not overflow (an overflowing step skips the optimizer step).",
-    "Fused attention (scaled_dot_product_attention, used by the lean encoder) is modelled as CUDA's memory-efficient "
-    "kernel, which the lean encoder asks for on CUDA: the mask padded to a multiple of 16 keys where it is not, the "
-    "output and, when gradients are needed, the log-sum-exp; no scores or softmax (cuda_sdpa). The CPU kernel "
-    "allocates differently. Not modelled: the kernel's output accumulator for half-precision inputs in some "
+    "Fused attention (scaled_dot_product_attention, used by the lean encoder and the checkpointed encoder) is "
+    "modelled as CUDA's memory-efficient kernel, which both ask for on CUDA: the mask padded to a multiple of 16 keys "
+    "where it is not, the output and, when gradients are needed, the log-sum-exp; in backward the gradients of q, k "
+    "and v and, when the mask trains (the relative positions), of the mask; no scores or softmax (cuda_sdpa). The "
+    "CPU kernel allocates differently. Not modelled: the kernel's output accumulator for half-precision inputs in some "
     "configurations.",
 )
 
