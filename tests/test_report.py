@@ -254,3 +254,25 @@ def test_a_noisy_timing_is_marked_in_the_table_and_explained_under_it(tmp_path):
     html = build_report([tmp_path / "run"]).read_text()
     assert ">0.96 (cpu) noisy<" in html and ">25.00 (cpu)<" in html and ">27.00 (cpu)<" in html
     assert "images/s marked “noisy”: the slowest steps (p90) took over 2×" in html
+
+
+def test_the_lever_table_names_the_cheapest_combination_in_the_results_that_fits_each_card(tmp_path):
+    store = ResultStore(tmp_path / "run")
+    store.open({"mode": "estimate"}, {"torch_version": "test"})
+    combinations = [  # (levers, card needed in GB, FLOPs)
+        ({}, 70, 100), ({"checkpointing": "encoder"}, 20, 136), ({"precision": "bf16"}, 60, 100),
+        ({"precision": "bf16", "checkpointing": "encoder"}, 12, 136), ({"micro_batch": 1}, 22, 100)]
+    for method, (levers, needed, flops) in [("sam_adapter", c) for c in combinations] + [("cad", ({}, 30, 50))]:
+        row = new_row({"method": method, "backbone": "vit_h", "test_scale": False, "batch_size": 4,
+                       "precision": "fp32", **levers}, {"torch_version": "test"})
+        row.update(status="ok", peak_memory_bytes=(needed - 2) * GB, memory_source="estimated",
+                   oom_capacity_bytes=needed * GB, reserved_memory_bytes=(needed - 1) * GB, flops_per_step=flops,
+                   weights="random")
+        store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    html = build_report([tmp_path / "run"]).read_text()
+    table = html[html.index("Cheapest levers that fit"):]
+    table = table[table.index("<tbody>"):table.index("</tbody>")]
+    cells = [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td[^>]*>.*?</td>", table)]
+    # one line: cad holds a single combination, nothing to choose between
+    assert cells == ["sam_adapter", "vit_h", "4", "—", "micro-batch 1 (22.0 GB)", "micro-batch 1 (22.0 GB)",
+                     "micro-batch 1 (22.0 GB)", "none (70.0 GB)"], cells

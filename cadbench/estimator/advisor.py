@@ -1,16 +1,12 @@
 """The fit advisor: per method, backbone and GPU card, the largest batch with no levers, and the cheapest lever
 combination that reaches a target effective batch.
 
-"Cheapest" is the least extra compute first, then the least numerical change, then the least serialisation:
-
-1. the FLOPs ratio against the plain step at the target batch (the estimator's FLOPs). Only the levers that change
-   which ops run change it: activation checkpointing re-runs the encoder's forward; the lean encoder runs the same
-   attention fused. Precision, frozen-weight dtype and micro-batching run the same ops (micro-batches: the same ops
-   on fewer images at a time), so candidates are ranked by the measured ratio of their structure (checkpointing and
-   lean encoder alone, in fp32), and each answer shows its own measured ratio;
-2. the numerical change: fp32 before bf16 before fp16, then frozen weights kept in fp32 before bf16;
-3. the number of micro-batches (accumulation costs nothing in FLOPs but runs them one after the other), then the
-   number of levers.
+"Cheapest" is the order of `cadbench.estimator.cheapest` (least extra compute, then least numerical change, then
+least serialisation). Only the levers that change which ops run change the FLOPs (activation checkpointing re-runs
+the encoder's forward; the lean encoder runs the same attention fused); precision, frozen-weight dtype and
+micro-batching run the same ops (micro-batches: the same ops on fewer images at a time), so candidates are ranked by
+the measured ratio of their structure (checkpointing and lean encoder alone, in fp32), and each answer shows its own
+measured ratio.
 
 Every candidate reported as the answer was replayed exactly at the target batch (the cell's effective batch, its
 micro-batches as set) and fits the card. To keep the search short, a candidate is skipped for a card when one
@@ -31,13 +27,13 @@ from typing import Callable, Iterable
 
 from cadbench.estimator.alloc_conf import AllocatorConfig
 from cadbench.estimator.cells import estimate_cell
+from cadbench.estimator.cheapest import cheapness, describe_levers
 from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
 from cadbench.estimator.estimate import MemoryEstimate
 from cadbench.estimator.fit import DEFAULT_MAX_BATCH, largest_fitting_batch
-from cadbench.harness.grid import NO_MICRO_BATCH, PRECISIONS, Cell, lever_label
+from cadbench.harness.grid import NO_MICRO_BATCH, PRECISIONS, Cell
 
 DEFAULT_TARGET_BATCH = 4
-NUMERIC_RANK = {precision: rank for rank, precision in enumerate(PRECISIONS)}  # fp32, bf16, fp16
 
 
 @dataclass(frozen=True)
@@ -62,11 +58,7 @@ class Advice:
     @property
     def levers(self) -> str:
         """'bf16, checkpointed encoder, micro-batch 2'; 'none' for the plain step; '' when nothing fits."""
-        if self.cell is None:
-            return ""
-        parts = [self.cell.precision] if self.cell.precision != "fp32" else []
-        label = lever_label(self.cell.as_dict())
-        return ", ".join([*parts, label] if label else parts) or "none"
+        return "" if self.cell is None else describe_levers(self.cell)
 
     def as_dict(self) -> dict:
         cell = self.cell
@@ -101,10 +93,6 @@ def candidates(plain: Cell) -> list[Cell]:
 def _structure(cell: Cell) -> Cell:
     """The cell with only the levers that change which ops run (checkpointing, lean encoder), in fp32."""
     return replace(cell, precision="fp32", frozen_dtype="fp32", micro_batch=NO_MICRO_BATCH)
-
-
-def _passes(cell: Cell) -> int:
-    return cell.batch_size // (cell.micro_batch or cell.batch_size)
 
 
 def _stronger_or_equal(strong: Cell, weak: Cell) -> bool:
@@ -157,8 +145,7 @@ def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int
     base_flops = estimate(plain).flops_per_step
     structure_ratio = {structure: estimate(structure).flops_per_step / base_flops
                        for structure in dict.fromkeys(_structure(cell) for cell in options)}
-    options.sort(key=lambda cell: (round(structure_ratio[_structure(cell)], 3), NUMERIC_RANK[cell.precision],
-                                   cell.frozen_dtype != "fp32", _passes(cell), len(cell.levers)))
+    options.sort(key=lambda cell: cheapness(cell, structure_ratio[_structure(cell)]))
     strongest = {cell.precision: cell for cell in options
                  if not any(other != cell and _stronger_or_equal(other, cell) for other in options)}
     answers = []

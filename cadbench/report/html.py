@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import jinja2
@@ -205,12 +206,49 @@ def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[l
     return columns, lines
 
 
+def _lever_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[list[str]]]:
+    """For each full-size method, backbone and batch size the results hold in more than one lever combination: the
+    cheapest of those combinations (the advisor's order, cadbench.estimator.cheapest) that fits each card, named,
+    with the card it needs. Takes the rows before their method column becomes a label."""
+    from cadbench.estimator.cheapest import cheapness, describe_levers
+    from cadbench.method_spec import method_label
+
+    capacities = charts.GPU_CAPACITIES_GB
+    columns = ["method", "backbone", "batch"] + [f"{capacity} GB" for capacity in capacities]
+    needed = charts.card_needed_gb(rows, context_gb)
+    full_size = ~rows["backbone"].map(lambda name: bool(BACKBONES.get(name) and BACKBONES[name].test_scale))
+    groups: dict[tuple, dict[Cell, tuple[float, float | None]]] = {}
+    for index, row in rows[(rows["status"] == "ok") & needed.notna() & full_size].iterrows():
+        try:
+            cell = Cell.from_row(row)
+        except CadbenchError:  # a method or value this cadbench does not know: no advice from it
+            continue
+        flops = row.get("flops_per_step")
+        groups.setdefault((cell.method, cell.method_options, cell.backbone, cell.batch_size), {})[cell] = (
+            float(needed[index]), None if flops is None or pd.isna(flops) else float(flops))
+    lines = []
+    for (method, options, backbone, batch), found in groups.items():
+        if len(found) < 2:
+            continue
+        plain = next(iter(found)).plain
+        base = found.get(replace(plain, precision="fp32"), (None, None))[1]
+        known = base is not None and all(flops is not None for _, flops in found.values())
+        order = sorted(found, key=lambda cell: cheapness(cell, found[cell][1] / base if known else None))
+        line = [method_label(method, options), _label(backbone), str(batch)]
+        for capacity in capacities:
+            cell = next((cell for cell in order if found[cell][0] <= capacity), None)
+            line.append("—" if cell is None else f"{describe_levers(cell)} ({found[cell][0]:.1f} GB)")
+        lines.append(line)
+    return columns, lines
+
+
 def _headlines(rows: pd.DataFrame, baseline: str | None) -> list[str]:
     if not baseline:
         return []
     lines = []
     ok = rows[(rows["status"] == "ok") & rows["peak_memory_bytes"].notna()]
-    for backbone, group in ok.groupby("backbone", sort=False):
+    several_precisions = ok["precision"].nunique() > 1
+    for (backbone, precision), group in ok.groupby(["backbone", "precision"], sort=False):
         if BACKBONES.get(backbone) and BACKBONES[backbone].test_scale:
             continue  # a demo model's ratios are no headline
         with_baseline = group[group["method"] == baseline]["batch_size"]
@@ -221,7 +259,8 @@ def _headlines(rows: pd.DataFrame, baseline: str | None) -> list[str]:
         others = [f"{method} needs {at[method] / at[baseline]:.2f}×" for method in at.index if method != baseline]
         if others:
             source = ", ".join(sorted(set(group["memory_source"].dropna())))
-            lines.append(f"{_label(backbone)}, batch {largest}: {baseline} peaks at {at[baseline] / GB:.1f} GB; "
+            where = f"{_label(backbone)}, batch {largest}" + (f", {precision}" if several_precisions else "")
+            lines.append(f"{where}: {baseline} peaks at {at[baseline] / GB:.1f} GB; "
                          f"{'; '.join(others)} of that ({source}).")
     return lines
 
@@ -243,6 +282,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
     rows["cell"] = [Cell.key_of(row) for _, row in rows.iterrows()]
     # the same cell in several folders: the folder named last wins
     rows = rows.drop_duplicates(subset="cell", keep="last")
+    lever_columns, lever_rows = _lever_table(rows, context_gb)
     rows["method"] = method_labels(rows)  # shown as 'lora (rank 16)': a method with options is a method of its own
     if rows.empty:
         raise CadbenchError(f"{', '.join(map(str, folders))}: the results hold no rows")
@@ -288,6 +328,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         memory_sources=", ".join(sorted(set(rows["memory_source"].dropna()))) or "none",
         weights=", ".join(sorted(set(rows["weights"].dropna()))) or "unknown",
         backbones=sections, fit_columns=fit_columns, fit_rows=fit_rows, context_gb=context_gb,
+        lever_columns=lever_columns, lever_rows=lever_rows,
         quality_sections=quality_sections, pipeline=pipeline, null_notes=notes, references=references,
         noisy_spread=NOISY_SPREAD,
     )
