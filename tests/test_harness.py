@@ -14,6 +14,7 @@ import torch
 
 import cadbench
 from cadbench.harness.results import CONTRACT_COLUMNS, load_results
+from proc_table import alive, children
 
 PLUGINS = Path(__file__).parent / "plugins"
 
@@ -233,27 +234,6 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_folder_and_the_pid(t
     assert not (out / ".cadbench.lock").exists()
 
 
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(entry))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the cell process through /proc")
 @pytest.mark.parametrize("signal_number, exit_code, name", [(signal.SIGTERM, 143, "SIGTERM"),
                                                             (signal.SIGINT, 130, "SIGINT")])
@@ -267,9 +247,9 @@ def test_a_stop_signal_kills_the_cell_process_records_nothing_and_leaves_no_temp
                                stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(PLUGINS), "TMPDIR": str(temporary)})
     try:
-        _wait_for(lambda: any(temporary.glob("cadbench-cell-*")) and _children(process.pid), process,
+        _wait_for(lambda: any(temporary.glob("cadbench-cell-*")) and children(process.pid), process,
                   "the cell process")
-        cell_process = _children(process.pid)[0]
+        cell_process = children(process.pid)[0]
         time.sleep(1)
         process.send_signal(signal_number)
         _, stderr = process.communicate(timeout=60)
@@ -279,7 +259,7 @@ def test_a_stop_signal_kills_the_cell_process_records_nothing_and_leaves_no_temp
             process.wait()
     assert process.returncode == exit_code, stderr
     assert stderr.count("\n") == 1 and name in stderr and "Traceback" not in stderr
-    assert not _alive(cell_process)
+    assert not alive(cell_process)
     assert [path.name for path in temporary.iterdir() if path.name.startswith("cadbench-")] == []  # torch may
     # leave its own (empty) torchinductor cache folder there; the cell's folder must be gone
     assert not (out / "results.jsonl").exists() or (out / "results.jsonl").read_text() == ""

@@ -16,6 +16,7 @@ import pytest
 from cadbench.errors import CadbenchError
 from cadbench.harness.launchers import GpusConfig, available_launchers, get_launcher
 from cadbench_fakecuda import MiB, FakeCudaConfig, StepProfile, gpus
+from proc_table import alive, children
 
 TESTS = Path(__file__).parent
 NAMES = ["NVIDIA Fake A100 40GB", "NVIDIA Fake H100 80GB", "NVIDIA Fake L4", "NVIDIA Fake H200"]
@@ -132,10 +133,10 @@ def test_a_stop_kills_every_running_cell_process_and_records_nothing_half_done(t
         fake=FakeCudaConfig(gpus=FOUR_GPUS), env={"TMPDIR": str(temporary)}, popen=True)
     try:
         deadline = time.monotonic() + 240
-        while len(_children(process.pid)) < 2 or len(list(temporary.glob("cadbench-cell-*"))) < 2:
+        while len(children(process.pid)) < 2 or len(list(temporary.glob("cadbench-cell-*"))) < 2:
             assert time.monotonic() < deadline and process.poll() is None, "two cell processes never ran"
             time.sleep(0.2)
-        cells = _children(process.pid)
+        cells = children(process.pid)
         time.sleep(1)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
@@ -145,27 +146,8 @@ def test_a_stop_kills_every_running_cell_process_and_records_nothing_half_done(t
             process.wait()
     assert process.returncode == 143, stderr
     assert stderr.count("\n") == 1 and "SIGTERM" in stderr
-    assert not any(_alive(pid) for pid in cells)
+    assert not any(alive(pid) for pid in cells)
     assert not list(temporary.glob("cadbench-cell-*"))
     assert not (out / "results.jsonl").exists() or (out / "results.jsonl").read_text() == ""
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

@@ -127,6 +127,14 @@ class SlurmLauncher(Launcher):
                 following[record.job_id] = _Followed(record, by_key[record.key].cell, job)
                 on_progress("start", by_key[record.key].cell, f"job {record.job_id} (submitted before)")
 
+        def collect(followed: _Followed, outcome: dict) -> Iterator[tuple[Cell, dict]]:
+            """Hand the job's row over (the caller journals it), then drop the job from jobs.json."""
+            nonlocal records
+            records = records.without({followed.record.job_id})
+            del following[followed.record.job_id]
+            yield followed.cell, outcome
+            records.write(out_dir)
+
         # what earlier runs submitted: collect what finished; what died becomes an error row and is resubmitted
         resubmit: list[CellRun] = []
         collected: set[str] = set()
@@ -136,10 +144,7 @@ class SlurmLauncher(Launcher):
             for followed in list(following.values()):
                 outcome = self._outcome(followed)
                 if outcome is not None:
-                    records = records.without({followed.record.job_id})
-                    del following[followed.record.job_id]
-                    yield followed.cell, outcome
-                    records.write(out_dir)
+                    yield from collect(followed, outcome)
                     if outcome["status"] == "error":
                         resubmit.append(by_key[followed.record.key])
                     else:
@@ -188,10 +193,7 @@ class SlurmLauncher(Launcher):
                     on_progress("state", followed.cell, f"job {followed.record.job_id} {state}")
                 outcome = self._outcome(followed)
                 if outcome is not None:
-                    records = records.without({followed.record.job_id})
-                    del following[followed.record.job_id]
-                    yield followed.cell, outcome
-                    records.write(out_dir)
+                    yield from collect(followed, outcome)
             if following:
                 time.sleep(1.0)
 
