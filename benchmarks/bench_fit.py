@@ -2,7 +2,8 @@
 
 Run: python benchmarks/bench_fit.py [any `cadbench fit` arguments]. With none: the default fit, every registered
 method x vit_b, vit_l, vit_h x the default cards (cadbench.cards), largest plain batch searched to 64. Add
-`--target-batch 4` for the lever search too (every lever combination at batch 4).
+`--target-batch 4` for the lever search too (every lever combination at batch 4), `--jobs 1` to search the
+method x backbone pairs one after another in one process (default: one process per core).
 
 Prints the wall time of the whole command (process start, imports and the search), then, from the command's --json
 answer, how many lever combinations each method x backbone had, how many were replayed and how many were skipped by

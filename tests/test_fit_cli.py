@@ -51,7 +51,8 @@ def test_fit_bad_input_is_one_line(capsys):
 
 def test_fit_names_the_cheapest_levers_per_card_and_shows_plain_progress_off_a_terminal(capsys):
     argv = ["fit", "--backbone", "test_scale", "--methods", "sam_adapter,decoder_only", "--gpu-memory",
-            "0.08GB,1GB", "--cuda-context", "0", "--max-batch", "8", "--target-batch", "4", "--precision", "fp32"]
+            "0.08GB,1GB", "--cuda-context", "0", "--max-batch", "8", "--target-batch", "4", "--precision", "fp32",
+            "--jobs", "1"]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert captured.err.splitlines() == ["fit [1/2] sam_adapter on test_scale", "fit [2/2] decoder_only on test_scale"]
@@ -70,3 +71,23 @@ def test_fit_takes_allocator_settings_and_refuses_what_it_cannot_simulate(capsys
     assert "backend:cudaMallocAsync: the caching-allocator simulation does not model it" in err[0]
     assert err[1].startswith("cadbench: error: --alloc-conf: allocator setting max_split_size_mb") or \
         "--alloc-conf: allocator setting max_split_size_mb" in err[1]
+
+
+def test_pairs_searched_by_several_processes_give_the_same_answers_in_the_same_order(capsys):
+    argv = ["fit", "--backbone", "test_scale", "--methods", "sam_adapter,cad,lora", "--gpu-memory", "0.08GB,1GB",
+            "--cuda-context", "0", "--max-batch", "8", "--json"]
+    assert main([*argv, "--jobs", "1"]) == 0
+    alone = capsys.readouterr()
+    assert main([*argv, "--jobs", "2"]) == 0
+    together = capsys.readouterr()
+    assert json.loads(together.out) == json.loads(alone.out) and len(json.loads(alone.out)) == 6
+    # progress as each pair finishes, in whatever order they finish
+    lines = together.err.splitlines()
+    assert [line.split("] ")[0] for line in lines] == ["fit [1/3", "fit [2/3", "fit [3/3"]
+    assert sorted(line.split("] ")[1] for line in lines) == ["cad on test_scale", "lora on test_scale",
+                                                              "sam_adapter on test_scale"]
+
+
+def test_jobs_below_one_is_refused_in_one_line(capsys):
+    assert main(["fit", "--backbone", "test_scale", "--jobs", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "cadbench: error: --jobs must be at least 1, got 0"

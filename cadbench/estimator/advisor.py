@@ -22,6 +22,7 @@ answer's `pruned` count says.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from itertools import product
 from typing import Callable, Iterable
 
@@ -107,26 +108,79 @@ def _stronger_or_equal(strong: Cell, weak: Cell) -> bool:
 def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacities_bytes: Iterable[int],
            target_batch: int | None = DEFAULT_TARGET_BATCH, cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
            max_batch: int = DEFAULT_MAX_BATCH, alloc_conf: AllocatorConfig | None = None,
-           precisions: Iterable[str] = PRECISIONS,
-           on_progress: Callable[[str], None] = lambda label: None) -> list[Advice]:
+           precisions: Iterable[str] = PRECISIONS, on_progress: Callable[[str], None] = lambda label: None,
+           workers: int = 1) -> list[Advice]:
     """Advice for every (method name, method options) x backbone x capacity, the levers using only `precisions`.
     `target_batch=None` asks only for the largest plain batch (no lever search: that replays every lever combination
-    at the target batch, which takes minutes per method x backbone on a CPU). `on_progress(label)` is called before
-    each method x backbone is searched."""
-    precisions = tuple(precisions)
-    capacities = sorted(set(capacities_bytes))
+    at the target batch, which takes minutes per method x backbone on a CPU).
+
+    Each method x backbone is searched on its own (estimates are shared within it, never between pairs), so with
+    `workers` > 1 the pairs are searched by that many processes at once; the answers are the same, in the same
+    order. `on_progress(label)` is called before each pair is searched (one process), or as each is finished."""
     config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
-    answers = []
-    for backbone, (name, options) in product(list(backbones), list(specs)):
-        plain = Cell(name, backbone, target_batch or 1, method_options=options)
-        on_progress(f"{plain.method_label} on {backbone}")
-        if target_batch is None:
-            answers += [Advice(name, options, backbone, capacity, cuda_context_bytes,
-                               largest_fitting_batch(plain, capacity, cuda_context_bytes, max_batch, config), None,
-                               None, None, None, None, 0, 0, 0) for capacity in capacities]
-        else:
-            answers += _advise_one(plain, capacities, cuda_context_bytes, max_batch, config, precisions)
-    return answers
+    search = partial(_advise_pair, target_batch=target_batch, capacities=sorted(set(capacities_bytes)),
+                     context=cuda_context_bytes, max_batch=max_batch, config=config, precisions=tuple(precisions))
+    plains = [Cell(name, backbone, target_batch or 1, method_options=options)
+              for backbone, (name, options) in product(list(backbones), list(specs))]
+    if workers <= 1 or len(plains) <= 1:
+        answers = []
+        for plain in plains:
+            on_progress(_pair_label(plain))
+            answers += search(plain)
+        return answers
+    return _in_processes(search, plains, workers, on_progress)
+
+
+def _pair_label(plain: Cell) -> str:
+    return f"{plain.method_label} on {plain.backbone}"
+
+
+def _advise_pair(plain: Cell, target_batch: int | None, capacities: list[int], context: int, max_batch: int,
+                 config: AllocatorConfig, precisions: tuple[str, ...]) -> list[Advice]:
+    if target_batch is not None:
+        return _advise_one(plain, capacities, context, max_batch, config, precisions)
+    return [Advice(plain.method, plain.method_options, plain.backbone, capacity, context,
+                   largest_fitting_batch(plain, capacity, context, max_batch, config), None, None, None, None, None,
+                   0, 0, 0) for capacity in capacities]
+
+
+def _in_processes(search: Callable[[Cell], list[Advice]], plains: list[Cell], workers: int,
+                  on_progress: Callable[[str], None]) -> list[Advice]:
+    """`search` over the pairs in `workers` fresh processes (spawned: forking a process that already ran torch ops is
+    unsafe), the largest backbones first so that no long search starts last. The workers ignore Ctrl-C; the caller
+    gets it, and the pool is terminated whatever ends the search."""
+    import multiprocessing
+
+    order = sorted(range(len(plains)), key=lambda index: -_backbone_size(plains[index].backbone))
+    results: dict[int, list[Advice]] = {}
+    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(plains)), initializer=_ignore_interrupts)
+    try:
+        for index, answers in pool.imap_unordered(partial(_indexed, search), [(i, plains[i]) for i in order]):
+            results[index] = answers
+            on_progress(_pair_label(plains[index]))
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+    return [answer for index in range(len(plains)) for answer in results[index]]
+
+
+def _indexed(search: Callable[[Cell], list[Advice]], item: tuple[int, Cell]) -> tuple[int, list[Advice]]:
+    index, plain = item
+    return index, search(plain)
+
+
+def _ignore_interrupts() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _backbone_size(name: str) -> int:
+    from cadbench.backbones import get_backbone
+
+    spec = get_backbone(name)
+    return spec.embed_dim * spec.depth
 
 
 def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int, config: AllocatorConfig,
