@@ -21,7 +21,8 @@ that path allocates is, from `scaled_dot_product_attention` in aten/src/ATen/nat
 
 Nothing quadratic beyond the mask (and its gradient): no scores, no softmax. Not modelled: the kernel's
 output-accumulator buffer (`kNeedsOutputAccumulatorBuffer`, for half-precision inputs in some kernel configurations),
-its backward's float32 `delta` per query, and any scratch the kernel uses internally. Inputs the fused kernels refuse (not 4-D) go to the math path, as on CUDA.
+its backward's float32 `delta` per query, and any scratch the kernel uses internally. Inputs the fused kernels
+refuse (not 4-D) go to the math path, as on CUDA.
 
 `cuda_sdpa_model()` overrides the op's AutogradCPU kernel while active (the override is removed on exit). On fake
 tensors it calls the efficient kernel's own op, which FakeTensorMode answers with the meta function above. On real
