@@ -234,6 +234,13 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_folder_and_the_pid(t
     assert not (out / ".cadbench.lock").exists()
 
 
+def _take_sigint_as_a_terminal_would() -> None:
+    """In the run's process before exec: SIGINT handled by default, as for a command started in a terminal. Tests
+    started from a background job (`pytest ... &` in a script) inherit SIGINT ignored, as POSIX shells make it for
+    background jobs; Python then installs no KeyboardInterrupt handler, and the run rightly ignores the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the cell process through /proc")
 @pytest.mark.parametrize("signal_number, exit_code, name", [(signal.SIGTERM, 143, "SIGTERM"),
                                                             (signal.SIGINT, 130, "SIGINT")])
@@ -244,7 +251,7 @@ def test_a_stop_signal_kills_the_cell_process_records_nothing_and_leaves_no_temp
     args = ("run", "--methods", "slow", "--backbone", "test_scale", "--batch-sizes", "1", "--device", "cpu",
             "--steps", "1", "--warmup", "0", "--no-quality", "--no-progress", "--out", str(out))
     process = subprocess.Popen([sys.executable, "-m", "cadbench", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=_take_sigint_as_a_terminal_would,
                                env={**os.environ, "PYTHONPATH": str(PLUGINS), "TMPDIR": str(temporary)})
     try:
         _wait_for(lambda: any(temporary.glob("cadbench-cell-*")) and children(process.pid), process,
