@@ -206,10 +206,10 @@ def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[l
     return columns, lines
 
 
-def _lever_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[list[str]]]:
+def _lever_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[list]]:
     """For each full-size method, backbone and batch size the results hold in more than one lever combination: the
-    cheapest of those combinations (the advisor's order, cadbench.estimator.cheapest) that fits each card, named,
-    with the card it needs. Takes the rows before their method column becomes a label."""
+    cheapest of those combinations (the advisor's order, cadbench.estimator.cheapest) that fits each card, as
+    (levers, card needed), or "—". Takes the rows before their method column becomes a label."""
     from cadbench.estimator.cheapest import cheapness, describe_levers
     from cadbench.method_spec import method_label
 
@@ -237,7 +237,7 @@ def _lever_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list
         line = [method_label(method, options), _label(backbone), str(batch)]
         for capacity in capacities:
             cell = next((cell for cell in order if found[cell][0] <= capacity), None)
-            line.append("—" if cell is None else f"{describe_levers(cell)} ({found[cell][0]:.1f} GB)")
+            line.append("—" if cell is None else (describe_levers(cell), f"{found[cell][0]:.1f} GB"))
         lines.append(line)
     return columns, lines
 
