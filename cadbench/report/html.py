@@ -187,6 +187,11 @@ def _protocol_summary(name: str) -> str:
     return protocol.summary if protocol else f"protocol {name!r} (not known to this cadbench)"
 
 
+def _full_size(rows: pd.DataFrame) -> pd.Series:
+    """Which rows are of a full-size model (a test-scale one says nothing about which GPU to rent)."""
+    return ~rows["backbone"].map(lambda name: bool(BACKBONES.get(name) and BACKBONES[name].test_scale))
+
+
 def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[list[str]]]:
     """Largest batch in the results that fits each card, per full-size method with its levers (the label names them:
     'sam_adapter + checkpointed encoder'), backbone and precision, in the results' order; a test-scale model says
@@ -195,7 +200,7 @@ def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[l
     columns = ["method + levers", "backbone", "precision"] + [f"{capacity} GB" for capacity in capacities]
     lines = []
     needed = charts.card_needed_gb(rows, context_gb)
-    full_size = ~rows["backbone"].map(lambda name: bool(BACKBONES.get(name) and BACKBONES[name].test_scale))
+    full_size = _full_size(rows)
     ok = rows[(rows["status"] == "ok") & needed.notna() & full_size]
     for (method, backbone, precision), group in ok.groupby(["method", "backbone", "precision"], sort=False):
         line = [method, _label(backbone), precision]
@@ -216,7 +221,7 @@ def _lever_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list
     capacities = charts.GPU_CAPACITIES_GB
     columns = ["method", "backbone", "batch"] + [f"{capacity} GB" for capacity in capacities]
     needed = charts.card_needed_gb(rows, context_gb)
-    full_size = ~rows["backbone"].map(lambda name: bool(BACKBONES.get(name) and BACKBONES[name].test_scale))
+    full_size = _full_size(rows)
     groups: dict[tuple, dict[Cell, tuple[float, float | None]]] = {}
     for index, row in rows[(rows["status"] == "ok") & needed.notna() & full_size].iterrows():
         try:

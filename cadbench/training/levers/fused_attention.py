@@ -9,11 +9,11 @@ the mask (Meta's `get_rel_pos` and the same einsums as `add_decomposed_rel_pos`)
 the scores.
 
 Used by the lean encoder (under no_grad) and by the checkpointed encoder (with gradients, through the mask to the
-relative-position tables too). On CUDA it asks for the memory-efficient kernel (`SDPBackend.EFFICIENT_ATTENTION`, the fused kernel that takes an
-arbitrary additive mask; flash attention takes none): it allocates the output (and, when gradients are needed, the
-log-sum-exp per query; in backward the gradients of q, k, v and the mask), nothing quadratic beyond the mask and
-its gradient. That is what the estimator models
-(`cadbench.estimator.cuda_sdpa`). On the CPU PyTorch picks its own kernel. The result equals Meta's to float32
+relative-position tables too). On CUDA it asks for the memory-efficient kernel (`SDPBackend.EFFICIENT_ATTENTION`,
+the fused kernel that takes an arbitrary additive mask; flash attention takes none): it allocates the output (and,
+when gradients are needed, the log-sum-exp per query; in backward the gradients of q, k, v and the mask), nothing
+quadratic beyond the mask and its gradient. That is what the estimator models (`cadbench.estimator.cuda_sdpa`). On
+the CPU PyTorch picks its own kernel. The result equals Meta's to float32
 tolerance (the sum is grouped differently: scores + (rel_h + rel_w) instead of (scores + rel_h) + rel_w).
 """
 
