@@ -20,8 +20,8 @@ from cadbench.estimator import AllocatorConfig, estimate_cell
 from cadbench.estimator import cells as cells_module
 from cadbench.estimator import estimate as estimate_module
 from cadbench.harness.grid import expand_grid
-from cadbench.method_spec import split_method_list
 from cadbench.registry import default_methods
+from cadbench.vocabulary.method_spec import split_method_list
 
 GIB = 2**30
 

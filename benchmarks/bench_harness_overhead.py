@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from cadbench.measure.timing import time_cpu_steps
-from cadbench.harness.grid import Cell
 from cadbench.training.step import make_training_setup
+from cadbench.vocabulary.cell import Cell
 
 
 def bare_loop_images_per_second(setup, steps: int) -> float:

@@ -43,7 +43,7 @@ def test_fft_high_pass_of_a_1024_image(benchmark):
 @pytest.mark.parametrize("method", ["sam_adapter", "cad"])
 def test_estimator_vit_h_cell(benchmark, method):
     from cadbench.estimator import clear_cache, estimate_cell
-    from cadbench.harness.grid import Cell
+    from cadbench.vocabulary.cell import Cell
 
     def fresh_estimate():
         clear_cache()

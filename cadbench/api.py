@@ -11,20 +11,22 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from cadbench.backbones import BACKBONES, FULL_SIZE_BACKBONES, RANDOM_WEIGHTS, build_sam, check_state_dict_matches, \
-    file_sha256, get_backbone, load_state_dict
+from cadbench.backbones import (BACKBONES, FULL_SIZE_BACKBONES, RANDOM_WEIGHTS, build_sam, check_state_dict_matches,
+    file_sha256, get_backbone, load_state_dict)
 from cadbench.errors import CadbenchError
 from cadbench.harness.environment import collect_environment
-from cadbench.harness.grid import DEFAULT_BATCH_SIZES, DEFAULT_PRECISIONS, Cell, cell_key, expand_grid
+from cadbench.harness.grid import DEFAULT_BATCH_SIZES, expand_grid
 from cadbench.harness.launchers import launcher_for
-from cadbench.harness.options import Device, Mode, RunOptions
+from cadbench.harness.options import RunOptions
 from cadbench.harness.progress import sweep_progress
 from cadbench.harness.results import ResultStore, rows_to_frame
 from cadbench.harness.runner import SweepOutcome, sweep
 from cadbench.measure.timing import NOISY_SPREAD
 from cadbench.registry import default_methods, parse_method_spec, unavailable_methods
 from cadbench.report.terminal import choose_baseline, comparison_table, method_labels, throughput_table, to_text
-
+from cadbench.vocabulary.cell import Cell, cell_key
+from cadbench.vocabulary.modes import Device, Mode
+from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
 
 DERIVED_OPTIONS = {"checkpoints", "weights", "state_dir"}  # filled in from `checkpoint` and `out`, never passed
 

@@ -13,7 +13,7 @@ from cadbench.registry import parse_method_spec
 @dataclass(frozen=True)
 class ParameterCount:
     method: str
-    method_options: str  # canonical, '' at the method's defaults (see cadbench.harness.grid.Cell)
+    method_options: str  # canonical, '' at the method's defaults (see cadbench.vocabulary.cell.Cell)
     backbone: str
     test_scale: bool
     trainable_params: int

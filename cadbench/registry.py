@@ -1,7 +1,7 @@
 """Method lookup: the built-in methods plus any registered by other packages under the `cadbench.methods`
 entry-point group (the entry point names a `cadbench.methods.Method` subclass).
 
-A method spec (`lora`, `lora:rank=16`; the text form is in `cadbench.method_spec`) becomes an object here, once:
+A method spec (`lora`, `lora:rank=16`; the text form is in `cadbench.vocabulary.method_spec`) becomes an object here, once:
 `resolve_method` finds the method, checks it can run here, and parses its options through the method's `Options`,
 as timm's registry splits `arch.tag`. Everything after this trusts a `MethodSpec`.
 """
@@ -16,8 +16,8 @@ from importlib.metadata import entry_points
 from segment_anything.modeling import Sam
 
 from cadbench.errors import CadbenchError, unknown_name_error
-from cadbench.method_spec import join_method_spec, method_label, option_items, split_method_spec
 from cadbench.methods import BUILTIN_METHODS, Method, MethodOptions
+from cadbench.vocabulary.method_spec import join_method_spec, method_label, option_items, split_method_spec
 
 ENTRY_POINT_GROUP = "cadbench.methods"
 

@@ -7,7 +7,7 @@ A method with options subclasses `MethodOptions` and declares each option with `
         rank: int = option(4, "rank r of the q and v branches")
 
 and sets ``Options = LoraOptions`` on the method class. The user writes ``lora:rank=16`` (see
-`cadbench.method_spec` for the text form); `parse` turns the text into a typed, validated instance and `canonical`
+`cadbench.vocabulary.method_spec` for the text form); `parse` turns the text into a typed, validated instance and `canonical`
 gives it back as text: only the options that differ from their defaults, in declared order. That canonical text is
 what a cell records (`Cell.method_options`), so ``lora`` and ``lora:rank=4`` are the same cell.
 
@@ -24,7 +24,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, ClassVar, Literal, Mapping
 
 from cadbench.errors import CadbenchError
-from cadbench.method_spec import LIST_SEPARATOR, join_option_items
+from cadbench.vocabulary.method_spec import LIST_SEPARATOR, join_option_items
 
 NONE_TEXT = "none"
 TRUE_TEXTS, FALSE_TEXTS = ("true", "yes", "1", "on"), ("false", "no", "0", "off")

@@ -45,9 +45,9 @@ import torch
 from segment_anything.modeling import Sam
 
 from cadbench.errors import CadbenchError
-from cadbench.method_spec import join_option_items
 from cadbench.methods.base import Method
 from cadbench.methods.options import MethodOptions, OptionError, OptionInfo, format_value, parse_value, type_text
+from cadbench.vocabulary.method_spec import join_option_items
 
 EXTRA = 'pip install "cadbench[peft]"'
 DEFAULT_TYPE = "lora"

@@ -9,12 +9,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cadbench.backbones import build_sam
 from cadbench.errors import CadbenchError
-from cadbench.estimator import (MemoryEstimate, estimate_cell, estimate_setup, fit_table, largest_fitting_batch)
+from cadbench.estimator import MemoryEstimate, estimate_cell, estimate_setup, fit_table, largest_fitting_batch
 from cadbench.estimator.cuda_runtime import allocator_bytes, training_step_workspace_bytes
 from cadbench.methods import BUILTIN_METHODS, Method
 from cadbench.training.protocol import build_optimizer
-from cadbench.harness.grid import Cell
 from cadbench.training.step import Trainee, TrainingSetup, make_training_setup, random_batch
+from cadbench.vocabulary.cell import Cell
 
 METHODS = tuple(BUILTIN_METHODS)
 ROW_KEYS = {"peak_memory_bytes", "flops_per_step", "breakdown_parameters_bytes", "breakdown_gradients_bytes",

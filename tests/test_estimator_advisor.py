@@ -6,7 +6,7 @@ import pytest
 from cadbench.estimator import AllocatorConfig, advisor, estimate_cell, fit
 from cadbench.estimator.advisor import advise, candidates
 from cadbench.estimator.fit import largest_fitting_batch, search_largest
-from cadbench.harness.grid import Cell
+from cadbench.vocabulary.cell import Cell
 
 CONTEXT = 0
 DEFAULT_ALLOCATOR = AllocatorConfig()

@@ -7,9 +7,9 @@ from cadbench.estimator.cells import cell_allocation_trace
 from cadbench.estimator.cuda_runtime import allocator_bytes, cublas_workspace_bytes
 from cadbench.estimator.estimate import allocation_trace, summarize
 from cadbench.estimator.replay import Replay
-from cadbench.harness.grid import Cell
 from cadbench.methods import BUILTIN_METHODS
 from cadbench.training.step import make_training_setup
+from cadbench.vocabulary.cell import Cell
 
 METHODS = tuple(BUILTIN_METHODS)
 

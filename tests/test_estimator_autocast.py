@@ -13,11 +13,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cadbench.estimator.cuda_autocast import check_policy_matches_torch, cuda_autocast_policy
-from cadbench.training.protocol import segmentation_loss, upsample_logits
-from cadbench.training.step import prepare, random_batch
-from cadbench.harness.grid import Cell
 from cadbench.methods import BUILTIN_METHODS
 from cadbench.training.levers import apply_levers
+from cadbench.training.protocol import segmentation_loss, upsample_logits
+from cadbench.training.step import prepare, random_batch
+from cadbench.vocabulary.cell import Cell
 
 METHODS = tuple(BUILTIN_METHODS)
 

@@ -7,10 +7,11 @@ import pytest
 from cadbench.cli import build_parser
 from cadbench.commands.arguments import run_options
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import Cell, cell_key, expand_grid
+from cadbench.harness.grid import expand_grid
 from cadbench.harness.options import DEFAULTS, RunOptions
 from cadbench.harness.results import CONTRACT_COLUMNS, ResultStore, explain_nulls, new_row
 from cadbench.report.check import compare
+from cadbench.vocabulary.cell import Cell, cell_key
 
 
 @dataclass(frozen=True)

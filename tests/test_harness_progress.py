@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from cadbench.harness import progress as progress_module
-from cadbench.harness.grid import Cell
 from cadbench.harness.progress import PlainProgress, SweepProgress, sweep_progress
+from cadbench.vocabulary.cell import Cell
 
 
 class FakeClock:

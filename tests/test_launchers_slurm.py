@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from cadbench.harness.launchers.slurm.config import SlurmConfig, slurm_time_minutes
-from cadbench.errors import CadbenchError
 from local_slurm import LocalSlurm, SlurmUnavailable, why_unavailable
+
+from cadbench.errors import CadbenchError
+from cadbench.harness.launchers.slurm.config import SlurmConfig, slurm_time_minutes
 
 TESTS = Path(__file__).parent
 GRID = ("--device", "cpu", "--backbone", "test_scale", "--batch-sizes", "1", "--steps", "1", "--warmup", "0",
@@ -282,10 +282,10 @@ def test_an_error_row_from_a_job_slurm_killed_waits_for_and_names_slurms_state(t
     """Slurm's cancel may kill the cell's process first: the job then returns the cell's own error row. That row is
     held back while the job runs, and recorded as the Slurm death it is once Slurm says so; a job that completed
     keeps its cell's error."""
-    from cadbench.harness.grid import Cell
     from cadbench.harness.launchers.local import dead_cell_row
     from cadbench.harness.launchers.slurm.launcher import SlurmLauncher, _Followed
     from cadbench.harness.launchers.slurm.state import JobRecord
+    from cadbench.vocabulary.cell import Cell
 
     cell = Cell("decoder_only", "test_scale", 1, "fp32")
     own = dead_cell_row(cell, {}, "cell process died with signal 15")

@@ -8,10 +8,11 @@ import pytest
 from cadbench.cli import main
 from cadbench.errors import CadbenchError
 from cadbench.estimator import estimate_setup
-from cadbench.harness.grid import Cell, expand_grid
+from cadbench.harness.grid import expand_grid
 from cadbench.methods import BUILTIN_METHODS
 from cadbench.training.levers import LeverNotApplicable, apply_levers, levers_of, not_applicable
 from cadbench.training.step import make_training_setup, prepare
+from cadbench.vocabulary.cell import Cell
 
 NO_GRAD_METHODS = ("decoder_only", "cad")
 THROUGH_ENCODER = tuple(m for m in BUILTIN_METHODS if m not in NO_GRAD_METHODS)

@@ -3,9 +3,9 @@
 import torch
 
 from cadbench.estimator import estimate_cell
-from cadbench.harness.grid import Cell
 from cadbench.training.levers import CheckpointedBlock
 from cadbench.training.step import make_training_setup, training_step
+from cadbench.vocabulary.cell import Cell
 
 
 def _gradients(cell: Cell) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -4,8 +4,8 @@ import torch
 
 from cadbench.estimator import estimate_cell
 from cadbench.estimator.cuda_runtime import allocator_bytes
-from cadbench.harness.grid import Cell
 from cadbench.training.step import make_training_setup, training_step
+from cadbench.vocabulary.cell import Cell
 
 
 def test_frozen_weights_are_stored_in_bf16_and_trainable_ones_stay_fp32():

@@ -7,9 +7,9 @@ from segment_anything.modeling.image_encoder import Attention, Block
 
 from cadbench.backbones import BACKBONES
 from cadbench.estimator import estimate_cell
-from cadbench.harness.grid import Cell
 from cadbench.training.levers.fused_attention import FusedAttention, use_fused_attention
 from cadbench.training.step import make_training_setup, training_step
+from cadbench.vocabulary.cell import Cell
 
 
 def _step(cell: Cell) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:

@@ -3,8 +3,8 @@
 import torch
 
 from cadbench.estimator import estimate_cell
-from cadbench.harness.grid import Cell
 from cadbench.training.step import make_training_setup, training_step
+from cadbench.vocabulary.cell import Cell
 
 
 def _first_step_gradients(cell: Cell) -> tuple[float, dict[str, torch.Tensor]]:

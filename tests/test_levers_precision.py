@@ -5,9 +5,9 @@ import math
 import torch
 
 from cadbench.estimator import estimate_cell
-from cadbench.harness.grid import Cell
 from cadbench.training.loss_scaling import LossScaler, loss_scaler
 from cadbench.training.step import make_training_setup
+from cadbench.vocabulary.cell import Cell
 
 
 def test_an_fp16_step_scales_the_loss_keeps_one_scaler_per_optimizer_and_trains():

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import pytest
 
 from cadbench.harness import measure_cell as measure_cell_module
-from cadbench.harness.grid import Cell
 from cadbench.harness.measure_cell import measure_cell
 from cadbench.harness.options import RunOptions
 from cadbench.harness.results import unexplained_nulls
 from cadbench.measure import timing
 from cadbench.measure.timing import StepTimes
+from cadbench.vocabulary.cell import Cell
 
 NOISY = StepTimes([0.15] * 8 + [3.2, 3.4])
 STEADY = StepTimes([0.15, 0.16, 0.15, 0.17, 0.15, 0.16, 0.18, 0.15, 0.16, 0.2])

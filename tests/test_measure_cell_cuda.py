@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from cadbench_fakecuda import FakeCudaConfig, GiB, MiB, StepProfile, gpus, install_for_test
 
 from cadbench.harness.environment import collect_environment
-from cadbench.harness.grid import Cell
 from cadbench.harness.measure_cell import measure_cell
 from cadbench.harness.options import RunOptions
 from cadbench.harness.results import unexplained_nulls
-from cadbench_fakecuda import GiB, MiB, FakeCudaConfig, StepProfile, gpus, install_for_test
+from cadbench.vocabulary.cell import Cell
 
 TESTS = Path(__file__).parent
 PROFILE = StepProfile(weights_bytes=256 * MiB, optimizer_bytes=512 * MiB, bytes_per_image=512 * MiB,

@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cadbench.harness.grid import Cell
 from cadbench.harness.measure_cell import measure_cell
 from cadbench.harness.options import DEFAULT_PROTOCOL, RunOptions
 from cadbench.harness.results import CONTRACT_COLUMNS
 from cadbench.methods import DecoderOnly
 from cadbench.training.protocols import available_protocols
+from cadbench.vocabulary.cell import Cell
 
 QUICK_CELL = ("--backbone", "test_scale", "--device", "cpu", "--steps", "1", "--warmup", "0", "--no-progress")
 

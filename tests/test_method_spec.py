@@ -3,7 +3,8 @@
 import pytest
 
 from cadbench.errors import CadbenchError
-from cadbench.method_spec import join_method_spec, method_label, option_items, split_method_list, split_method_spec
+from cadbench.vocabulary.method_spec import (join_method_spec, method_label, option_items, split_method_list,
+    split_method_spec)
 
 
 @pytest.mark.parametrize("text, specs", [

@@ -4,9 +4,9 @@ import pytest
 
 import cadbench
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import Cell
 from cadbench.methods import BUILTIN_METHODS, PeftAdapter
 from cadbench.registry import default_methods, parse_method_spec, resolve_method, unavailable_methods
+from cadbench.vocabulary.cell import Cell
 
 MISSING = 'needs the peft package: pip install "cadbench[peft]"'
 

@@ -4,10 +4,10 @@ the tests write, shown beside each estimate of a matching GPU model and cell, an
 import re
 from pathlib import Path
 
-from cadbench.harness.grid import Cell
 from cadbench.harness.results import ResultStore, explain_nulls, new_row
 from cadbench.report import build_report
 from cadbench.report.reference import load_references
+from cadbench.vocabulary.cell import Cell
 
 GiB = 1 << 30
 H100, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"

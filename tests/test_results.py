@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import Cell, expand_grid
+from cadbench.harness.grid import expand_grid
 from cadbench.harness.results import CONTRACT_COLUMNS, ResultStore, explain_nulls, load_results, new_row
 from cadbench.report.terminal import comparison_table
+from cadbench.vocabulary.cell import Cell
 
 
 def test_grid_is_every_combination_once_and_validated():

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from cadbench_fakecuda import FakeCudaConfig, GiB, MiB, StepProfile, gpus
 
-from cadbench.harness.grid import Cell
 from cadbench.harness.results import explain_nulls, new_row
 from cadbench.harness.validate import compare_cell, reference_folder, within_target
-from cadbench_fakecuda import GiB, MiB, FakeCudaConfig, StepProfile, gpus
+from cadbench.vocabulary.cell import Cell
 
 TESTS = Path(__file__).parent
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from cadbench.harness.grid import DEFAULT_BATCH_SIZES, DEFAULT_PRECISIONS, PRECISIONS, Cell
+from cadbench.harness.grid import DEFAULT_BATCH_SIZES
 from cadbench.harness.options import DEFAULTS
+from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.precision import DEFAULT_PRECISIONS, PRECISIONS
 
 
 def comma_list(text: str) -> list[str]:
@@ -53,8 +55,8 @@ def memory_size(text: str) -> int:
 
 
 def method_list(text: str) -> list[str]:
-    """'lora:rank=16,lora,cad' -> ['lora:rank=16', 'lora', 'cad'] (the rule: cadbench.method_spec)."""
-    from cadbench.method_spec import split_method_list
+    """'lora:rank=16,lora,cad' -> ['lora:rank=16', 'lora', 'cad'] (the rule: cadbench.vocabulary.method_spec)."""
+    from cadbench.vocabulary.method_spec import split_method_list
 
     return split_method_list(text)
 

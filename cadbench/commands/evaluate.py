@@ -6,7 +6,7 @@ import argparse
 import json
 
 from cadbench.commands.arguments import add_option
-from cadbench.harness.options import DEVICES
+from cadbench.vocabulary.modes import DEVICES
 
 
 def register(commands) -> None:
@@ -29,9 +29,9 @@ def register(commands) -> None:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from cadbench.harness.grid import check_batch_size
     from cadbench.harness.options import DEFAULTS
     from cadbench.training.rescore import rescore
+    from cadbench.vocabulary.cell import check_batch_size
 
     check_batch_size(args.batch_size)
     result = rescore(args.weights, getattr(args, "dataset", DEFAULTS.dataset), split=args.split,

@@ -10,7 +10,7 @@ import sys
 from cadbench.cards import DEFAULT_GPU_MEMORY
 from cadbench.commands.arguments import add_alloc_conf, add_cell_selection, add_precision, comma_list, memory_size
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import PRECISIONS
+from cadbench.vocabulary.precision import PRECISIONS
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_TARGET_BATCH = 4  # the advisor's (cadbench.estimator.advisor), kept here so --help imports no torch
@@ -44,10 +44,10 @@ def register(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from cadbench.commands.listing import resolve_backbones, resolve_methods
     from cadbench.estimator import DEFAULT_CUDA_CONTEXT_BYTES, AllocatorConfig
-    from cadbench.estimator.alloc_conf import resolve
     from cadbench.estimator.advisor import advise
-    from cadbench.harness.grid import Cell
-    from cadbench.method_spec import split_method_spec
+    from cadbench.estimator.alloc_conf import resolve
+    from cadbench.vocabulary.cell import Cell
+    from cadbench.vocabulary.method_spec import split_method_spec
 
     try:
         names = comma_list(args.gpu_memory)
@@ -103,7 +103,7 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
     that reach the target batch, with the card needed (OOM line), the peak and the FLOPs ratio."""
     import pandas as pd
 
-    from cadbench.method_spec import method_label
+    from cadbench.vocabulary.method_spec import method_label
 
     def largest(batch: int) -> str:
         return "none" if batch == 0 else f"{batch}+" if batch >= max_batch else str(batch)

@@ -37,9 +37,9 @@ def resolve_backbones(names: list[str] | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from cadbench.backbones import BACKBONES
-    from cadbench.method_spec import method_label
     from cadbench.params import count_parameters
     from cadbench.registry import parse_method_spec, unavailable_methods
+    from cadbench.vocabulary.method_spec import method_label
 
     specs = resolve_methods(args.methods)
     backbones = resolve_backbones(args.backbone)

@@ -6,7 +6,7 @@ import argparse
 
 from cadbench.commands.arguments import add_alloc_conf, add_grid_arguments, add_option, lever_arguments, run_options
 from cadbench.commands.launcher_arguments import add_launcher_arguments, launcher_config
-from cadbench.harness.options import DEVICES
+from cadbench.vocabulary.modes import DEVICES
 
 
 def register(commands) -> None:

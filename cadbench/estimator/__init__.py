@@ -1,7 +1,7 @@
 """GPU-free peak-memory estimation by replaying the training step on fake tensors.
 
     estimate_setup(make_setup, steps=2) -> MemoryEstimate      any training setup (the code never knows the method)
-    estimate_cell(cell, alloc_conf=None) -> MemoryEstimate     a grid cell (cadbench.harness.grid.Cell), reusing work
+    estimate_cell(cell, alloc_conf=None) -> MemoryEstimate     a grid cell (cadbench.vocabulary.cell.Cell), reusing work
     largest_fitting_batch(cell, capacity_bytes, ...) -> int; fit_table(cells, capacities, ...)  does it fit a GPU?
     AllocatorConfig.parse(text)                                caching-allocator settings (PYTORCH_CUDA_ALLOC_CONF)
     cell_allocation_trace(cell) -> AllocationTrace; simulate(trace, config) -> AllocatorEstimate   the simulation alone

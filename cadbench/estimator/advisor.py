@@ -32,7 +32,8 @@ from cadbench.estimator.cheapest import cheapness, describe_levers
 from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
 from cadbench.estimator.estimate import MemoryEstimate
 from cadbench.estimator.fit import DEFAULT_MAX_BATCH, largest_fitting_batch
-from cadbench.harness.grid import NO_MICRO_BATCH, PRECISIONS, Cell
+from cadbench.vocabulary.cell import NO_MICRO_BATCH, Cell
+from cadbench.vocabulary.precision import PRECISIONS
 
 DEFAULT_TARGET_BATCH = 4
 

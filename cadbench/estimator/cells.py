@@ -23,11 +23,10 @@ from cadbench.errors import CadbenchError
 from cadbench.estimator.alloc_conf import AllocatorConfig
 from cadbench.estimator.allocation_trace import AllocationTrace
 from cadbench.estimator.estimate import MemoryEstimate, allocation_trace, summarize
-from cadbench.estimator.replay import StepRecord
-from cadbench.estimator.replay import Replay, clear_shared_cache
-from cadbench.harness.grid import NO_MICRO_BATCH, Cell
+from cadbench.estimator.replay import Replay, StepRecord, clear_shared_cache
 from cadbench.training.levers import rebatch
 from cadbench.training.step import make_training_setup, random_batch
+from cadbench.vocabulary.cell import NO_MICRO_BATCH, Cell
 
 WARM_UP_BATCH_SIZE = 1
 # The replay's time and memory grow with the batch size (SAM's mask decoder runs once per image: about 75 ms and

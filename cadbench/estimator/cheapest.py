@@ -13,7 +13,8 @@ Cheaper means, in this order:
 
 from __future__ import annotations
 
-from cadbench.harness.grid import PRECISIONS, Cell, lever_label
+from cadbench.vocabulary.cell import Cell, lever_label
+from cadbench.vocabulary.precision import PRECISIONS
 
 NUMERIC_RANK = {precision: rank for rank, precision in enumerate(PRECISIONS)}  # fp32, bf16, fp16
 

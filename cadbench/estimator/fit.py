@@ -23,7 +23,7 @@ from cadbench.errors import CadbenchError
 from cadbench.estimator.alloc_conf import AllocatorConfig
 from cadbench.estimator.cells import estimate_cell
 from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
-from cadbench.harness.grid import Cell
+from cadbench.vocabulary.cell import Cell
 
 DEFAULT_MAX_BATCH = 64
 

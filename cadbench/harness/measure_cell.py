@@ -20,10 +20,11 @@ import torch
 
 from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import Cell
-from cadbench.harness.options import Mode, RunOptions
 from cadbench.harness.nulls import FINE_TUNE_COLUMNS, NVML_COLUMNS, QUALITY_COLUMNS, null_reasons
+from cadbench.harness.options import RunOptions
 from cadbench.harness.results import explain_nulls, new_row
+from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.modes import Mode
 
 if TYPE_CHECKING:
     from cadbench.methods import Method

@@ -5,7 +5,8 @@ A null is never a stand-in for zero: `results.explain_nulls` records one of thes
 
 from __future__ import annotations
 
-from cadbench.harness.options import Mode, RunOptions
+from cadbench.harness.options import RunOptions
+from cadbench.vocabulary.modes import Mode
 
 QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")
 NVML_COLUMNS = ("nvml_process_memory_bytes", "nvml_process_peak_bytes")  # NVML's figure after the steps; its peak

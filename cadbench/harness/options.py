@@ -8,14 +8,11 @@ the code that runs a cell trusts them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any
 
 from cadbench.errors import CadbenchError, unknown_name_error
+from cadbench.vocabulary.modes import DEVICES, Device
 
-Mode = Literal["cuda", "cpu", "estimate"]  # how one cell is measured (see cadbench.harness.measure_cell)
-Device = Literal["auto", "cuda", "cpu"]  # what the user asks for with --device
-DEVICES: tuple[str, ...] = get_args(Device)
-MODES: tuple[str, ...] = get_args(Mode)
 DEFAULT_PROTOCOL = "quick"
 DERIVED_LOCATIONS = ("checkpoints", "state_dir")  # paths, which may move between a run and its resume
 LATER_OPTIONS = ("protocol", "epochs", "test_fraction", "val_fraction", "save_weights", "alloc_conf")

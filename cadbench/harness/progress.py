@@ -11,10 +11,10 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+    TimeRemainingColumn)
 from rich.text import Text
 
-from cadbench.harness.grid import Cell
+from cadbench.vocabulary.cell import Cell
 
 
 class _BarOnly(ProgressColumn):

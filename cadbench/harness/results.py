@@ -41,8 +41,8 @@ import pandas as pd
 from cadbench.errors import CadbenchError
 from cadbench.harness.files import plain_scalar, strict_json, warn, write_atomically
 from cadbench.harness.folder_lock import FolderLock
-from cadbench.harness.grid import Cell
 from cadbench.harness.journal import append_line, read_journal, rewrite_repaired
+from cadbench.vocabulary.cell import Cell
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "not_applicable")
@@ -51,7 +51,7 @@ STATUSES = ("ok", "oom", "error", "not_applicable")
 FINISHED_STATUSES = ("ok", "oom", "not_applicable")
 
 # Columns every row has; those that may be null need a reason in `null_reasons` when they are. The identity columns
-# are the cell's fields (cadbench.harness.grid.Cell), each its own column.
+# are the cell's fields (cadbench.vocabulary.cell.Cell), each its own column.
 IDENTITY_COLUMNS = (*Cell.key_columns(), "test_scale")
 CONTRACT_COLUMNS = (
     *IDENTITY_COLUMNS, "status", "error",

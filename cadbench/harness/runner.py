@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from cadbench.harness.grid import Cell
 from cadbench.harness.launchers import launcher_for
 from cadbench.harness.launchers.base import CellRun, Launcher, Progress, measure_here
-from cadbench.harness.options import Mode, RunOptions
+from cadbench.harness.options import RunOptions
 from cadbench.harness.results import ResultStore
+from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.modes import Mode
 
 
 @dataclass

@@ -25,8 +25,9 @@ from typing import Any, Callable, Iterable, Mapping
 import pandas as pd
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import DEFAULT_PRECISIONS, Cell
 from cadbench.harness.results import write_atomically
+from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
 
 TARGET_ERROR = 0.03  # |estimate / cuda - 1| of allocated memory
 REFERENCE_ROOT = Path("reports") / "reference"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import Cell
 from cadbench.harness.results import ROW_REQUIRED_COLUMNS, SCHEMA_VERSION, finite_row, read_results_document
+from cadbench.vocabulary.cell import Cell
 
 # What a baseline keeps of each row: the cell's identity, then what the gate compares.
 BASELINE_COLUMNS = (*Cell.key_columns(), "status", "peak_memory_bytes", "memory_source", "throughput_img_s",

@@ -7,8 +7,8 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from cadbench.harness.grid import Cell
 from cadbench.harness.results import load_results, write_atomically
+from cadbench.vocabulary.cell import Cell
 
 COMPARED = ["status", "peak_memory_bytes", "memory_source", "throughput_img_s"]
 GB = 1e9

@@ -11,15 +11,15 @@ import jinja2
 import pandas as pd
 
 from cadbench.backbones import BACKBONES, RANDOM_WEIGHTS
-from cadbench.harness.options import DEFAULT_PROTOCOL
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import Cell
-from cadbench.report import charts
-from cadbench.report.reference import DEFAULT_REFERENCE_ROOT, Reference, choose_references, load_references
 from cadbench.harness.files import warn
+from cadbench.harness.options import DEFAULT_PROTOCOL
 from cadbench.harness.results import load_results, write_atomically
 from cadbench.measure.timing import NOISY_SPREAD
+from cadbench.report import charts
+from cadbench.report.reference import DEFAULT_REFERENCE_ROOT, Reference, choose_references, load_references
 from cadbench.report.terminal import choose_baseline, method_labels
+from cadbench.vocabulary.cell import Cell
 
 GB = 1e9
 ENVIRONMENT_KEYS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "torchvision_version",
@@ -216,7 +216,7 @@ def _lever_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list
     cheapest of those combinations (the advisor's order, cadbench.estimator.cheapest) that fits each card, as
     (levers, card needed), or "—". Takes the rows before their method column becomes a label."""
     from cadbench.estimator.cheapest import cheapness, describe_levers
-    from cadbench.method_spec import method_label
+    from cadbench.vocabulary.method_spec import method_label
 
     capacities = charts.GPU_CAPACITIES_GB
     columns = ["method", "backbone", "batch"] + [f"{capacity} GB" for capacity in capacities]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import Cell, lever_label
-from cadbench.method_spec import method_label, split_method_spec
+from cadbench.vocabulary.cell import Cell, lever_label
+from cadbench.vocabulary.method_spec import method_label, split_method_spec
 
 GB = 10**9  # decimal gigabytes, as GPU capacities and the report state them
 SHORT_NAMES = {"batch_size": "batch"}

@@ -27,12 +27,12 @@ from torch.utils.data import DataLoader
 
 from cadbench.datasets import PreparedDataset, SegmentationDataset, collate
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import Precision
 from cadbench.methods import Method
 from cadbench.training.protocols import Protocol
 from cadbench.training.quality import check_image_size, evaluate
 from cadbench.training.step import StepPlan, training_step
 from cadbench.training.weights import load_trainable_state, trainable_state
+from cadbench.vocabulary.precision import Precision
 
 CHECKPOINT_FORMAT = 1
 

@@ -16,13 +16,14 @@ from typing import Callable
 import torch
 
 from cadbench.backbones import BuiltSam, build_sam
-from cadbench.harness.grid import NO_MICRO_BATCH, Cell, Precision
 from cadbench.methods import Method
 from cadbench.registry import build_method
 from cadbench.training.loss_scaling import loss_scaler
 from cadbench.training.protocol import build_optimizer, segmentation_loss, upsample_logits
+from cadbench.vocabulary.cell import NO_MICRO_BATCH, Cell
+from cadbench.vocabulary.precision import Precision
 
-# The autocast dtype of each precision (names validated where a Cell is made: cadbench.harness.grid).
+# The autocast dtype of each precision (names validated where a Cell is made: cadbench.vocabulary.cell).
 AUTOCAST_DTYPES: dict[Precision, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
 from cadbench.errors import CadbenchError, summarize_names
-from cadbench.harness.grid import Cell
-from cadbench.harness.options import Mode, RunOptions
+from cadbench.harness.options import RunOptions
+from cadbench.vocabulary.cell import Cell
 
 # on_progress(event, cell, detail=None, row=None): "skipped" | "start" | "state" (detail: where it runs, a job's
+from cadbench.vocabulary.modes import Mode
+
 # state) | "done" (row: the cell's row, from the sweep)
 Progress = Callable[..., None]
 LAUNCHER_COLUMNS = ("gpu_index", "slurm_job_id", "slurm_state", "slurm_log")

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Iterator
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import Cell
 from cadbench.harness.launchers.base import CellRun, Launcher, Progress, measure_here, set_columns
 from cadbench.harness.launchers.config import GpusConfig
 from cadbench.harness.launchers.local import run_in_fresh_process
 from cadbench.harness.options import RunOptions
 from cadbench.harness.processes import kill_group
+from cadbench.vocabulary.cell import Cell
 
 
 @dataclass(frozen=True)

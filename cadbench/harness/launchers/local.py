@@ -11,11 +11,12 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from cadbench.harness.grid import Cell
 from cadbench.harness.launchers.base import CellRun, Launcher, Progress, measure_here
 from cadbench.harness.launchers.config import LocalConfig
-from cadbench.harness.options import Mode, RunOptions
+from cadbench.harness.options import RunOptions
 from cadbench.harness.processes import run_cell_process
+from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.modes import Mode
 
 
 class LocalLauncher(Launcher):

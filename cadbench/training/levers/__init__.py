@@ -19,17 +19,17 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from cadbench.errors import unknown_name_error
-from cadbench.harness.grid import NO_MICRO_BATCH
 from cadbench.training.levers.base import Lever, LeverNotApplicable
 from cadbench.training.levers.checkpointing import CheckpointedBlock, EncoderCheckpointing
 from cadbench.training.levers.frozen_dtype import FrozenWeightsDtype
 from cadbench.training.levers.lean_encoder import LeanFrozenEncoder
 from cadbench.training.levers.micro_batch import MicroBatching
 from cadbench.training.levers.precision import HalfPrecision
+from cadbench.vocabulary.cell import NO_MICRO_BATCH
 
 if TYPE_CHECKING:
-    from cadbench.harness.grid import Cell
     from cadbench.training.step import StepPlan, Trainee
+    from cadbench.vocabulary.cell import Cell
 
 # In the order they are applied: the lean encoder swaps the attention modules' class before frozen_dtype
 # parametrizes their weights (which gives them a class of its own), and checkpointing wraps the blocks last.
@@ -58,7 +58,7 @@ def not_applicable(cell: "Cell") -> str | None:
     """Why the cell's levers cannot all apply to its method ('checkpointed encoder does not apply to cad: ...'), or
     None when they can."""
     from cadbench.registry import get_method
-    from cadbench.harness.grid import lever_label
+    from cadbench.vocabulary.cell import lever_label
 
     method_cls = get_method(cell.method)
     for lever in levers_of(cell):

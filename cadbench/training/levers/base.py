@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, ClassVar
 from cadbench.errors import CadbenchError
 
 if TYPE_CHECKING:
-    from cadbench.harness.grid import Cell
     from cadbench.methods import Method
     from cadbench.training.step import StepPlan, Trainee
+    from cadbench.vocabulary.cell import Cell
 
 
 class LeverNotApplicable(CadbenchError):

@@ -3,8 +3,9 @@ row is the same whichever launcher produced it. Light to import (the job's own p
 
 from __future__ import annotations
 
-from cadbench.harness.grid import Cell
-from cadbench.harness.options import Mode, RunOptions
+from cadbench.harness.options import RunOptions
+from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.modes import Mode
 
 
 def run_cell_job(cell: Cell, mode: Mode, options: RunOptions) -> dict:

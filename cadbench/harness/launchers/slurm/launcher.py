@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Iterator
 
 from cadbench.errors import CadbenchError, unknown_name_error
-from cadbench.harness.grid import Cell
 from cadbench.harness.launchers.base import CellRun, Launcher, Progress, measure_here, set_columns
 from cadbench.harness.launchers.slurm.config import SlurmConfig, slurm_time_minutes
 from cadbench.harness.launchers.slurm.state import JobRecord, JobRecords
 from cadbench.harness.options import RunOptions
+from cadbench.vocabulary.cell import Cell
 
 COMMANDS = ("sbatch", "srun", "sacct", "sinfo", "scancel")
 COMMAND_TIMEOUT_S = 60
