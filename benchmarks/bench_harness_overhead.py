@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from cadbench.measure.timing import time_cpu_steps
-from cadbench.training.step import make_training_setup
+from cadbench.training.setup import make_training_setup
 from cadbench.vocabulary.cell import Cell
 
 

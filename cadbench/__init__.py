@@ -8,7 +8,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-__version__ = "0.1.0"
+from cadbench.version import __version__
 
 __all__ = ["__version__", "load_results", "run"]
 

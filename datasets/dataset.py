@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cadbench.datasets.geometry import Augment, Geometry, Letterbox, content_box
-from cadbench.training.step import Batch
+from cadbench.datasets.batch import Batch
 
 LETTERBOX = Letterbox()
 

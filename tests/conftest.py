@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from cadbench.methods import BUILTIN_METHODS
-from cadbench.training.step import prepare, random_batch
+from cadbench.datasets.batch import random_batch
+from cadbench.training.setup import prepare
 
 METHODS = tuple(BUILTIN_METHODS)  # every built-in method is tested by every per-method test
 

@@ -8,7 +8,7 @@ from cadbench.datasets import SyntheticCamouflage, collate, load_dataset
 from cadbench.datasets.geometry import PAD_PIXEL, image_to_input, mask_to_input
 from cadbench.datasets.synthetic import camouflage_scene, scene_rng
 from cadbench.errors import CadbenchError
-from cadbench.training.step import Batch
+from cadbench.datasets.batch import Batch
 
 
 def scenes(split="train", seed=0, count=6):

@@ -13,7 +13,9 @@ from cadbench.estimator import MemoryEstimate, estimate_cell, estimate_setup, fi
 from cadbench.estimator.cuda_runtime import allocator_bytes, training_step_workspace_bytes
 from cadbench.methods import BUILTIN_METHODS, Method
 from cadbench.training.protocol import build_optimizer
-from cadbench.training.step import Trainee, TrainingSetup, make_training_setup, random_batch
+from cadbench.datasets.batch import random_batch
+from cadbench.training.plan import Trainee
+from cadbench.training.setup import TrainingSetup, make_training_setup
 from cadbench.vocabulary.cell import Cell
 
 METHODS = tuple(BUILTIN_METHODS)

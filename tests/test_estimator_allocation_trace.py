@@ -8,7 +8,7 @@ from cadbench.estimator.cuda_runtime import allocator_bytes, cublas_workspace_by
 from cadbench.estimator.estimate import allocation_trace, summarize
 from cadbench.estimator.replay import Replay
 from cadbench.methods import BUILTIN_METHODS
-from cadbench.training.step import make_training_setup
+from cadbench.training.setup import make_training_setup
 from cadbench.vocabulary.cell import Cell
 
 METHODS = tuple(BUILTIN_METHODS)

@@ -16,7 +16,8 @@ from cadbench.estimator.cuda_autocast import check_policy_matches_torch, cuda_au
 from cadbench.methods import BUILTIN_METHODS
 from cadbench.training.levers import apply_levers
 from cadbench.training.protocol import segmentation_loss, upsample_logits
-from cadbench.training.step import prepare, random_batch
+from cadbench.datasets.batch import random_batch
+from cadbench.training.setup import prepare
 from cadbench.vocabulary.cell import Cell
 
 METHODS = tuple(BUILTIN_METHODS)

@@ -7,7 +7,7 @@ import pytest
 
 from cadbench.estimator import MemoryEstimate, estimate_cell, estimate_setup
 from cadbench.estimator.cuda_runtime import allocator_bytes
-from cadbench.training.step import make_training_setup, prepare
+from cadbench.training.setup import make_training_setup, prepare
 from cadbench.vocabulary.cell import Cell
 
 BACKBONES = ("vit_b", "vit_l", "vit_h")

@@ -10,7 +10,7 @@ from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
 from cadbench.estimator.estimate import allocation_trace
 from cadbench.estimator.replay import Replay
 from cadbench.estimator.reserved import _OomSearch, resolution, search_line, simulate
-from cadbench.training.step import make_training_setup
+from cadbench.training.setup import make_training_setup
 from cadbench.vocabulary.cell import Cell
 
 MiB = 1 << 20

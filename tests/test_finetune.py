@@ -9,7 +9,7 @@ import torch
 from cadbench.datasets import SyntheticCamouflage
 from cadbench.training.finetune import NonFiniteLossError, TrainingPlan, fine_tune, training_order
 from cadbench.training.protocols import available_protocols, get_protocol
-from cadbench.training.step import prepare
+from cadbench.training.setup import prepare
 
 PROTOCOLS = tuple(available_protocols())
 
@@ -168,7 +168,7 @@ def test_micro_batches_of_a_cells_levers_train_like_the_whole_batch_even_a_short
     """The quality fine-tune runs under the cell's levers: with micro-batches of 3 out of cad-paper's batches of 4
     (and an epoch's last batch of 2), the accumulated gradients are the whole batch's, so the losses match the
     plain step's; a last micro-batch of 1 counts a quarter, not as much as the first of 3."""
-    from cadbench.training.step import StepPlan
+    from cadbench.training.plan import StepPlan
 
     train = data(count=10)  # batch 4: batches of 4, 4 and 2 per epoch
     plain = fine_tune(fresh(), train, plan("cad-paper", epochs=2)).losses

@@ -11,7 +11,7 @@ from cadbench.estimator import estimate_setup
 from cadbench.harness.grid import expand_grid
 from cadbench.methods import BUILTIN_METHODS
 from cadbench.training.levers import LeverNotApplicable, apply_levers, levers_of, not_applicable
-from cadbench.training.step import make_training_setup, prepare
+from cadbench.training.setup import make_training_setup, prepare
 from cadbench.vocabulary.cell import Cell
 
 NO_GRAD_METHODS = ("decoder_only", "cad")

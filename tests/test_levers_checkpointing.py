@@ -4,7 +4,8 @@ import torch
 
 from cadbench.estimator import estimate_cell
 from cadbench.training.levers import CheckpointedBlock
-from cadbench.training.step import make_training_setup, training_step
+from cadbench.training.setup import make_training_setup
+from cadbench.training.step import training_step
 from cadbench.vocabulary.cell import Cell
 
 

@@ -8,7 +8,8 @@ from segment_anything.modeling.image_encoder import Attention, Block
 from cadbench.backbones import BACKBONES
 from cadbench.estimator import estimate_cell
 from cadbench.training.levers.fused_attention import FusedAttention, use_fused_attention
-from cadbench.training.step import make_training_setup, training_step
+from cadbench.training.setup import make_training_setup
+from cadbench.training.step import training_step
 from cadbench.vocabulary.cell import Cell
 
 

@@ -6,7 +6,7 @@ import torch
 
 from cadbench.estimator import estimate_cell
 from cadbench.training.loss_scaling import LossScaler, loss_scaler
-from cadbench.training.step import make_training_setup
+from cadbench.training.setup import make_training_setup
 from cadbench.vocabulary.cell import Cell
 
 

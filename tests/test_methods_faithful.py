@@ -5,7 +5,7 @@ import torch
 from cadbench.backbones import build_sam
 from cadbench.methods import CAD, SamAdapter
 from cadbench.methods.frequency import high_pass
-from cadbench.training.step import random_batch
+from cadbench.datasets.batch import random_batch
 
 
 def test_high_pass_removes_the_centred_quarter_of_the_spectrum():

@@ -7,7 +7,7 @@ from cadbench.backbones import build_sam
 from cadbench.methods import Full
 from cadbench.params import count_parameters
 from cadbench.registry import build_method
-from cadbench.training.step import random_batch
+from cadbench.datasets.batch import random_batch
 
 ENCODER_PARAMS = {"vit_b": 89_670_912, "vit_l": 308_278_272, "vit_h": 637_026_048}
 MASK_DECODER, PROMPT_ENCODER = 4_058_340, 6_220

@@ -12,7 +12,7 @@ from cadbench.methods import Lora
 from cadbench.methods.lora import LoraOptions, LoraQkv
 from cadbench.params import count_parameters
 from cadbench.registry import build_method
-from cadbench.training.step import random_batch
+from cadbench.datasets.batch import random_batch
 
 EMBED_DIM = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}
 DEPTH = {"vit_b": 12, "vit_l": 24, "vit_h": 32}

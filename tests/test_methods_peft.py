@@ -12,7 +12,9 @@ from cadbench.errors import CadbenchError  # noqa: E402
 from cadbench.estimator import estimate_setup  # noqa: E402
 from cadbench.params import count_parameters  # noqa: E402
 from cadbench.registry import build_method, parse_method_spec  # noqa: E402
-from cadbench.training.step import make_training_setup, random_batch, training_step  # noqa: E402
+from cadbench.datasets.batch import random_batch  # noqa: E402
+from cadbench.training.setup import make_training_setup
+from cadbench.training.step import training_step
 from cadbench.vocabulary.cell import Cell  # noqa: E402
 
 EMBED_DIM = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}

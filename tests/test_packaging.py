@@ -67,7 +67,9 @@ def test_entry_point_methods_are_found_and_broken_ones_reported(monkeypatch, cap
         assert "'broken'" in warnings and "reuses built-in method name 'cad'" in warnings
         assert "'not_a_method'" in warnings
 
-        from cadbench.training.step import prepare, random_batch, training_step
+        from cadbench.datasets.batch import random_batch
+        from cadbench.training.setup import prepare
+        from cadbench.training.step import training_step
         trainee = prepare("tiny_plugin", "test_scale")
         gain_before = trainee.method.gain.detach().clone()
         training_step(trainee.method, trainee.optimizer, random_batch(128, 2))

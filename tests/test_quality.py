@@ -10,7 +10,7 @@ from cadbench.errors import CadbenchError
 from cadbench.training.finetune import TrainingPlan, fine_tune
 from cadbench.training.protocols import get_protocol
 from cadbench.training.quality import evaluate, logits_at_original_size
-from cadbench.training.step import prepare
+from cadbench.training.setup import prepare
 
 
 def quick(steps: int, batch_size: int, seed: int = 0) -> TrainingPlan:

@@ -25,7 +25,8 @@ from cadbench.estimator.allocation_trace import AllocationTrace
 from cadbench.estimator.estimate import MemoryEstimate, allocation_trace, summarize
 from cadbench.estimator.replay import Replay, StepRecord, clear_shared_cache
 from cadbench.training.levers import rebatch
-from cadbench.training.step import make_training_setup, random_batch
+from cadbench.datasets.batch import random_batch
+from cadbench.training.setup import make_training_setup
 from cadbench.vocabulary.cell import NO_MICRO_BATCH, Cell
 
 WARM_UP_BATCH_SIZE = 1

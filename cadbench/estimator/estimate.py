@@ -24,7 +24,7 @@ from cadbench.estimator.alloc_conf import AllocatorConfig
 from cadbench.estimator.allocation_trace import AllocationTrace, build_trace
 from cadbench.estimator.replay import FORWARD, GRADIENT, OPTIMIZER_STATE, PARAMETER, Replay, StepRecord
 from cadbench.estimator.reserved import AllocatorEstimate, simulate
-from cadbench.training.step import TrainingSetup
+from cadbench.training.setup import TrainingSetup
 
 TIMELINE_POINTS = 500
 TOP_MODULES = 10

@@ -39,7 +39,7 @@ from cadbench.estimator.cuda_sdpa import cuda_sdpa_model
 from cadbench.estimator.fake_cache import FakeOpCache
 from cadbench.estimator.flops import FlopCounter
 from cadbench.estimator.tracker import Block, MemoryTracker
-from cadbench.training.step import TrainingSetup
+from cadbench.training.setup import TrainingSetup
 
 FORWARD, BACKWARD, OPTIMIZER = "forward", "backward", "optimizer"
 PARAMETER, GRADIENT, OPTIMIZER_STATE = "parameter", "gradient", "optimizer_state"

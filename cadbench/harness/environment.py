@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-import cadbench
+from cadbench.version import __version__
 
 
 def _version(distribution: str) -> str | None:
@@ -23,7 +23,7 @@ def _version(distribution: str) -> str | None:
 
 def git_commit() -> str | None:
     """The commit of the cadbench source tree, if it is a git checkout (None for an installed wheel)."""
-    source = Path(cadbench.__file__).resolve().parent
+    source = Path(__file__).resolve().parents[1]  # the cadbench package's folder
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -60,7 +60,7 @@ def gpu_info() -> dict:
 def collect_environment() -> dict:
     return {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cadbench_version": cadbench.__version__,
+        "cadbench_version": __version__,
         "git_commit": git_commit(),
         "torch_version": torch.__version__,
         "torchvision_version": _version("torchvision"),

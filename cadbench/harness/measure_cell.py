@@ -86,7 +86,7 @@ def _fill_parameter_counts(row: dict, cell: Cell) -> None:
 
 
 def _setup(cell: Cell, options: RunOptions, device: torch.device):
-    from cadbench.training.step import make_training_setup
+    from cadbench.training.setup import make_training_setup
 
     return make_training_setup(cell, device=device, checkpoint=options.checkpoints.get(cell.backbone),
                                seed=options.seed)
@@ -152,7 +152,7 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
     from cadbench.training.finetune import TrainingPlan, fine_tune
     from cadbench.training.protocols import get_protocol
     from cadbench.training.quality import evaluate
-    from cadbench.training.step import prepare_cell
+    from cadbench.training.setup import prepare_cell
 
     protocol = get_protocol(options.protocol)
     elsewhere = protocol.trains_cell(cell.batch_size, cell.precision)

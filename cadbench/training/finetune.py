@@ -30,7 +30,8 @@ from cadbench.errors import CadbenchError
 from cadbench.methods import Method
 from cadbench.training.protocols import Protocol
 from cadbench.training.quality import check_image_size, evaluate
-from cadbench.training.step import StepPlan, training_step
+from cadbench.training.plan import StepPlan
+from cadbench.training.step import training_step
 from cadbench.training.weights import load_trainable_state, trainable_state
 from cadbench.vocabulary.precision import Precision
 

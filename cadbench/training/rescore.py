@@ -19,7 +19,7 @@ from cadbench.datasets import SYNTHETIC, SegmentationDataset, SyntheticCamouflag
 from cadbench.errors import CadbenchError
 from cadbench.training.protocols import get_protocol
 from cadbench.training.quality import evaluate
-from cadbench.training.step import prepare
+from cadbench.training.setup import prepare
 from cadbench.training.weights import base_fingerprint, load_trainable_state, read_weights
 
 

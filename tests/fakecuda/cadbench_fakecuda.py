@@ -295,7 +295,7 @@ class FakeCuda:
         self.install_placement(patch)
 
     def install_placement(self, patch: Callable[[Any, str, Any], None]) -> None:
-        import cadbench.training.step as step_module
+        import cadbench.training.setup as step_module
 
         original_setup, original_prepare = step_module.make_training_setup, step_module.prepare
         fake = self

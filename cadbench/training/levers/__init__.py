@@ -16,20 +16,17 @@ capabilities (`encoder_under_no_grad`, `backward_through_encoder`) that `applies
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from cadbench.errors import unknown_name_error
+from cadbench.registry import get_method
 from cadbench.training.levers.base import Lever, LeverNotApplicable
 from cadbench.training.levers.checkpointing import CheckpointedBlock, EncoderCheckpointing
 from cadbench.training.levers.frozen_dtype import FrozenWeightsDtype
 from cadbench.training.levers.lean_encoder import LeanFrozenEncoder
 from cadbench.training.levers.micro_batch import MicroBatching
 from cadbench.training.levers.precision import HalfPrecision
-from cadbench.vocabulary.cell import NO_MICRO_BATCH
-
-if TYPE_CHECKING:
-    from cadbench.training.step import StepPlan, Trainee
-    from cadbench.vocabulary.cell import Cell
+from cadbench.training.plan import StepPlan, Trainee
+from cadbench.vocabulary.cell import NO_MICRO_BATCH, Cell, lever_label
 
 # In the order they are applied: the lean encoder swaps the attention modules' class before frozen_dtype
 # parametrizes their weights (which gives them a class of its own), and checkpointing wraps the blocks last.
@@ -49,17 +46,14 @@ def get_lever(name: str) -> type[Lever]:
     return levers[name]
 
 
-def levers_of(cell: "Cell") -> list[Lever]:
+def levers_of(cell: Cell) -> list[Lever]:
     """The levers the cell sets (those not at their defaults), in the order they are applied."""
     return [lever for lever in (cls.from_cell(cell) for cls in _LEVERS) if lever is not None]
 
 
-def not_applicable(cell: "Cell") -> str | None:
+def not_applicable(cell: Cell) -> str | None:
     """Why the cell's levers cannot all apply to its method ('checkpointed encoder does not apply to cad: ...'), or
     None when they can."""
-    from cadbench.registry import get_method
-    from cadbench.vocabulary.cell import lever_label
-
     method_cls = get_method(cell.method)
     for lever in levers_of(cell):
         reason = lever.applies_to(method_cls)
@@ -69,11 +63,9 @@ def not_applicable(cell: "Cell") -> str | None:
     return None
 
 
-def apply_levers(cell: "Cell", trainee: "Trainee") -> "StepPlan":
+def apply_levers(cell: Cell, trainee: Trainee) -> StepPlan:
     """Apply the cell's levers to the built method (in place) and return its step's plan. Raises
     LeverNotApplicable for a lever the method cannot take."""
-    from cadbench.training.step import StepPlan
-
     reason = not_applicable(cell)
     if reason:
         raise LeverNotApplicable(reason)
@@ -83,7 +75,7 @@ def apply_levers(cell: "Cell", trainee: "Trainee") -> "StepPlan":
     return plan
 
 
-def rebatch(cell: "Cell", trainee: "Trainee", plan: "StepPlan") -> "StepPlan":
+def rebatch(cell: Cell, trainee: Trainee, plan: StepPlan) -> StepPlan:
     """`cell`'s per-batch settings (micro-batch, encoder chunk) on a model built with the same levers for another
     batch size: what the estimator needs to measure several batch sizes on one built model."""
     plan = replace(plan, micro_batch=NO_MICRO_BATCH)

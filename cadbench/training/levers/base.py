@@ -2,7 +2,7 @@
 
 A lever never lives in a method. The method declares capabilities (`Method.encoder_under_no_grad`,
 `Method.backward_through_encoder`); the lever reads them in `applies_to` and, where it applies, changes the built
-model or the step's plan in `apply`, the same way for every method. `cadbench.training.step.make_training_setup`
+model or the step's plan in `apply`, the same way for every method. `cadbench.training.setup.make_training_setup`
 applies the cell's levers, so CUDA runs, CPU runs and the estimator's replay all get them from this code.
 """
 
@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from cadbench.errors import CadbenchError
-
-if TYPE_CHECKING:
-    from cadbench.methods import Method
-    from cadbench.training.step import StepPlan, Trainee
-    from cadbench.vocabulary.cell import Cell
+from cadbench.methods import Method
+from cadbench.training.plan import StepPlan, Trainee
+from cadbench.vocabulary.cell import Cell
 
 
 class LeverNotApplicable(CadbenchError):
@@ -32,20 +30,20 @@ class Lever(ABC):
 
     @classmethod
     @abstractmethod
-    def from_cell(cls, cell: "Cell") -> "Lever | None":
+    def from_cell(cls, cell: Cell) -> "Lever | None":
         """The lever as the cell sets it; None when the cell leaves it at its default (the plain step)."""
 
-    def applies_to(self, method_cls: type["Method"]) -> str | None:
+    def applies_to(self, method_cls: type[Method]) -> str | None:
         """Why the lever cannot apply to methods of this class (one sentence), or None when it can."""
         return None
 
     @abstractmethod
-    def apply(self, trainee: "Trainee", plan: "StepPlan") -> "StepPlan":
+    def apply(self, trainee: Trainee, plan: StepPlan) -> StepPlan:
         """Change the built model in place and/or return the step's plan changed; called before the batch exists.
 
         `trainee` holds the method (its levers applied so far) and the optimizer over its trainable parameters."""
 
-    def rebatch(self, trainee: "Trainee", plan: "StepPlan") -> "StepPlan":
+    def rebatch(self, trainee: Trainee, plan: StepPlan) -> StepPlan:
         """Set what depends on the batch (a micro-batch, a chunk) on a model this lever was applied to, as set up
         for another batch size (the estimator reuses one built model for every batch size). Default: nothing."""
         return plan

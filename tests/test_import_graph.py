@@ -1,0 +1,92 @@
+"""The package's import graph, read from the source with `ast` (nothing is imported): no module may reach itself.
+
+Layers import downward (the vocabulary at the bottom, the CLI at the top; see `cadbench.vocabulary`), so an import
+cycle is a layer reaching up, whether it is written at the top of a module, inside a function (a deferred import)
+or under `if TYPE_CHECKING:`. Each counts here.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Source folder -> the package it installs as (setup.py maps methods/ and datasets/ under cadbench).
+PACKAGES = {"cadbench": "cadbench", "methods": "cadbench.methods", "datasets": "cadbench.datasets"}
+
+
+def module_files() -> dict[str, Path]:
+    """Every module of the installed package, by its dotted name."""
+    modules = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join((package, *parts))] = path
+    return modules
+
+
+def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package's own modules that `name` imports, anywhere in its source. `from a import b` counts `a.b` when
+    that is a module, else `a`."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {module for module in found if module in known and module != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = module_files()
+    return {name: imported_modules(name, path, set(modules)) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph as the path that closes it (a -> b -> a), or None."""
+    state: dict[str, str] = {}  # "open" while on the current path, "done" after
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                return [*path[path.index(target):], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_module_of_cadbench_imports_itself_through_others():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_names_a_cycle_and_passes_a_layered_graph():
+    layered = {"cli": {"api"}, "api": {"harness", "vocabulary"}, "harness": {"vocabulary"}, "vocabulary": set()}
+    assert find_cycle(layered) is None
+    assert find_cycle({**layered, "vocabulary": {"api"}}) == ["api", "harness", "vocabulary", "api"]
+
+
+def test_the_graph_sees_deferred_and_type_checking_imports(tmp_path):
+    source = tmp_path / "module.py"
+    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cadbench.a import A\n"
+                      "def f():\n    from cadbench import b\n    from . import c\n")
+    known = {"cadbench.a", "cadbench.b", "cadbench.pkg.c", "cadbench.pkg.module"}
+    assert imported_modules("cadbench.pkg.module", source, known) == {"cadbench.a", "cadbench.b", "cadbench.pkg.c"}
