@@ -16,8 +16,8 @@ import torch
 from segment_anything.modeling import Sam
 from torch import nn
 
+from cadbench.methods.decoding import decode_masks, whole_image_boxes
 from cadbench.methods.options import MethodOptions
-from cadbench.training.protocol import decode_masks, whole_image_boxes
 
 
 class Method(nn.Module, ABC):

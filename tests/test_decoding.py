@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cadbench.training.protocol import decode_masks, whole_image_boxes
+from cadbench.methods.decoding import decode_masks, whole_image_boxes
 
 
 def test_batched_forward_equals_per_image_forward(trainee, batch):

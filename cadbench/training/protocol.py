@@ -1,8 +1,8 @@
 """What every method and every training protocol share (see docs: methods.md, protocols.md).
 
-Whole-image box prompt through the frozen prompt encoder, per-image mask decoding, BCE + soft-IoU loss, AdamW
-(lr 2e-4 unless a protocol says otherwise). Keeping it in one place is what makes the comparison between methods
-fair; the training protocols (`cadbench.training.protocols`) choose data geometry, augmentation, schedule and epochs
+The loss (BCE + soft IoU), the upsampling of mask logits and the optimizer (AdamW, lr 2e-4 unless a protocol says
+otherwise); the prompt and the decoding are the methods' own (`cadbench.methods.decoding`). Keeping them in one place
+is what makes the comparison between methods fair; the training protocols (`cadbench.training.protocols`) choose data geometry, augmentation, schedule and epochs
 around it, never the loss or the prompt.
 """
 
@@ -12,7 +12,6 @@ from typing import Iterable
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
 
 LEARNING_RATE = 2e-4
 # The soft-IoU loss's smoothing term: CAD's (code/segment_anything_cad/utils/iou_loss_torch.py) adds 1e-3 to both
@@ -20,38 +19,6 @@ LEARNING_RATE = 2e-4
 # the difference is below 1e-6 of the loss.
 IOU_LOSS_SMOOTH = 1e-3
 MASK_THRESHOLD = 0.0  # logits above this are foreground
-
-
-def whole_image_boxes(images: torch.Tensor) -> torch.Tensor:
-    """One box per image covering all of it, (B, 4) as x0, y0, x1, y1 in input pixels."""
-    batch, _, height, width = images.shape
-    box = torch.tensor([0.0, 0.0, float(width), float(height)], device=images.device)
-    return box.expand(batch, 4)
-
-
-def decode_masks(sam: Sam, image_embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Low-resolution mask logits (B, 1, 4g, 4g) for B embeddings (B, C, g, g) and one box prompt per image.
-
-    The prompt encoder is frozen and runs under `no_grad`. Meta's `MaskDecoder.predict_masks` repeats the image
-    embedding once per prompt (one image, many prompts), so B images with one prompt each are decoded one image at a
-    time; passing all B at once would silently produce B x B masks.
-    """
-    if image_embeddings.shape[0] != boxes.shape[0]:
-        raise ValueError(f"{image_embeddings.shape[0]} image embeddings but {boxes.shape[0]} boxes")
-    with torch.no_grad():
-        sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
-        image_pe = sam.prompt_encoder.get_dense_pe()
-    logits = []
-    for index in range(image_embeddings.shape[0]):
-        low_res, _iou_prediction = sam.mask_decoder(
-            image_embeddings=image_embeddings[index : index + 1],
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse[index : index + 1],
-            dense_prompt_embeddings=dense[index : index + 1],
-            multimask_output=False,
-        )
-        logits.append(low_res)
-    return torch.cat(logits, dim=0)
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
