@@ -1,4 +1,4 @@
-"""`cadbench validate [--reference]` (cadbench.harness.validate): the estimate against CUDA, cell by cell. The
+"""`cadbench validate [--reference]` (cadbench.validation): the estimate against CUDA, cell by cell. The
 comparison itself is tested on rows; the command end to end on the fake CUDA layer; the refusal on this machine."""
 
 import json
@@ -13,7 +13,7 @@ import torch
 from cadbench_fakecuda import FakeCudaConfig, GiB, MiB, StepProfile, gpus
 
 from cadbench.harness.results import explain_nulls, new_row
-from cadbench.harness.validate import compare_cell, reference_folder, within_target
+from cadbench.validation import compare_cell, reference_folder, within_target
 from cadbench.vocabulary.cell import Cell
 
 TESTS = Path(__file__).parent
