@@ -15,7 +15,7 @@ from cadbench.backbones import (BACKBONES, FULL_SIZE_BACKBONES, RANDOM_WEIGHTS, 
     file_sha256, get_backbone, load_state_dict)
 from cadbench.errors import CadbenchError
 from cadbench.harness.environment import collect_environment
-from cadbench.harness.grid import DEFAULT_BATCH_SIZES, expand_grid
+from cadbench.harness.grid import expand_grid
 from cadbench.harness.launchers import launcher_for
 from cadbench.harness.options import RunOptions
 from cadbench.harness.progress import sweep_progress
@@ -24,7 +24,7 @@ from cadbench.harness.runner import SweepOutcome, sweep
 from cadbench.measure.timing import NOISY_SPREAD
 from cadbench.registry import default_methods, parse_method_spec, unavailable_methods
 from cadbench.report.terminal import choose_baseline, comparison_table, method_labels, throughput_table, to_text
-from cadbench.vocabulary.cell import Cell, cell_key
+from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell, cell_key
 from cadbench.vocabulary.modes import Device, Mode
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
 

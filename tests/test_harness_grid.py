@@ -7,7 +7,7 @@ import pytest
 from cadbench.cli import build_parser
 from cadbench.commands.arguments import run_options
 from cadbench.errors import CadbenchError
-from cadbench.harness.grid import expand_grid
+from cadbench.harness.grid import cell_label, expand_grid, make_cell
 from cadbench.harness.options import DEFAULTS, RunOptions
 from cadbench.harness.results import CONTRACT_COLUMNS, ResultStore, explain_nulls, new_row
 from cadbench.report.check import compare
@@ -31,7 +31,7 @@ def test_a_new_cell_field_reaches_resume_and_check_without_edits(tmp_path):
     off, on = WideCell("cad", "vit_b", 4), WideCell("cad", "vit_b", 4, lever="on")
     assert off.key == "cad/vit_b/4/fp32"  # a dimension at its default leaves older keys as they were
     assert on.key == "cad/vit_b/4/fp32/lever=on"
-    assert "lever" in WideCell.key_columns() and "lever on" in on.label
+    assert "lever" in WideCell.key_columns() and "lever on" in cell_label(on)
 
     store = ResultStore(tmp_path / "out", cell_type=WideCell)
     store.open({}, {})
@@ -57,15 +57,26 @@ def test_identity_columns_are_the_cell_fields():
 
 
 @pytest.mark.parametrize("fields, message", [
-    (("nope", "vit_b", 1), "unknown method 'nope'"),
-    (("cad", "vit_x", 1), "unknown backbone 'vit_x'"),
     (("cad", "vit_b", 0), "batch size must be a positive integer, got 0"),
     (("cad", "vit_b", True), "batch size must be a positive integer, got True"),
     (("cad", "vit_b", 1, "fp8"), "unknown precision 'fp8'"),
 ])
-def test_a_cell_is_validated_where_it_is_made(fields, message):
+def test_a_cell_checks_its_own_values_where_it_is_made(fields, message):
     with pytest.raises(CadbenchError, match=message):
         Cell(*fields)
+    with pytest.raises(CadbenchError, match=message):
+        make_cell(*fields)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (("nope", "vit_b", 1), "unknown method 'nope'"),
+    (("cad", "vit_x", 1), "unknown backbone 'vit_x'"),
+])
+def test_names_are_resolved_where_the_users_text_becomes_a_cell(fields, message):
+    with pytest.raises(CadbenchError, match=message):
+        make_cell(*fields)
+    with pytest.raises(CadbenchError, match=message):
+        expand_grid([fields[0]], [fields[1]], [1])
 
 
 def test_cli_defaults_are_the_run_options_defaults(capsys):
@@ -89,10 +100,10 @@ def test_run_options_are_validated_once_where_they_are_made(options, message):
 
 def test_method_options_join_the_key_and_a_method_at_its_defaults_keeps_todays_key():
     assert Cell("lora", "vit_b", 4).key == "lora/vit_b/4/fp32"
-    assert Cell("lora", "vit_b", 4, method_options="rank=4") == Cell("lora", "vit_b", 4)  # canonical: defaults drop
+    assert make_cell("lora", "vit_b", 4, method_options="rank=4") == Cell("lora", "vit_b", 4)  # canonical: defaults drop
     sixteen = Cell("lora", "vit_b", 4, method_options="rank=16")
     assert sixteen.key == "lora:rank=16/vit_b/4/fp32" and sixteen.method_spec == "lora:rank=16"
-    assert sixteen.label == "lora (rank 16) · vit_b · batch 4 · fp32"
+    assert cell_label(sixteen) == "lora (rank 16) · vit_b · batch 4 · fp32"
     wide = WideCell("lora", "vit_b", 4, method_options="rank=16", lever="on")
     assert wide.key == "lora:rank=16/vit_b/4/fp32/lever=on"
     assert "method_options" in Cell.key_columns() and "method_options" not in Cell.positional_columns()
@@ -123,7 +134,7 @@ def test_the_grid_takes_method_specs_and_gives_each_cell_once():
     cells = expand_grid(["lora:rank=16", "lora", "lora:rank=4", "cad"], ["vit_b"], [1])
     assert [cell.key for cell in cells] == ["lora:rank=16/vit_b/1/fp32", "lora/vit_b/1/fp32", "cad/vit_b/1/fp32"]
     with pytest.raises(CadbenchError, match="method lora: unknown option 'rnk'; valid: rank"):
-        Cell("lora", "vit_b", 1, method_options="rnk=2")
+        make_cell("lora", "vit_b", 1, method_options="rnk=2")
 
 
 def test_allocator_settings_come_from_the_flag_or_the_environment_and_are_kept_validated(monkeypatch):

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from cadbench.harness.grid import DEFAULT_BATCH_SIZES
 from cadbench.harness.options import DEFAULTS
-from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS, PRECISIONS
 
 

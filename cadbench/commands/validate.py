@@ -21,7 +21,7 @@ def register(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cadbench.commands.listing import resolve_backbones, resolve_methods
-    from cadbench.harness.grid import DEFAULT_BATCH_SIZES
+    from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES
     from cadbench.validation import (REFERENCE_BATCH_SIZES, format_validation, reference_folder,
                                            require_cuda, validate, within_target, write_reference)
 

@@ -1,16 +1,34 @@
-"""The sweep's grid: the cells (`cadbench.vocabulary.cell.Cell`) that the user's lists cross into."""
+"""The sweep's grid: where the user's names become cells (`make_cell`) and their lists cross into the grid
+(`expand_grid`). A `Cell` checks its own values; the names it holds (method, options, backbone) are resolved here,
+once, through the method registry and the backbone table."""
 
 from __future__ import annotations
 
 from itertools import product
 from typing import Any, Iterable, Mapping
 
+from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
-from cadbench.vocabulary.cell import Cell
+from cadbench.registry import resolve_method
+from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
 from cadbench.vocabulary.method_spec import split_method_spec
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
 
-DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+def make_cell(method: str, backbone: str, batch_size: int, precision: str = "fp32", method_options: str = "",
+              **levers: Any) -> Cell:
+    """The cell of a method name (with its options text), a backbone and the rest: the names checked (one line
+    naming an unknown one), the options parsed through the method's `Options` and made canonical ('lora' with
+    'rank=4', its default, is the cell 'lora')."""
+    spec = resolve_method(method, method_options)
+    get_backbone(backbone)
+    return Cell(method, backbone, batch_size, precision, method_options=spec.options_text, **levers)
+
+
+def cell_label(cell: Cell) -> str:
+    """For people: 'lora (rank 16) · vit_b (test scale) · batch 4 · fp32', plus every non-default further
+    dimension."""
+    parts = [cell.method_label, get_backbone(cell.backbone).label, f"batch {cell.batch_size}", cell.precision]
+    return " · ".join([*parts, *cell.further_labels()])
 
 
 def expand_grid(
@@ -32,7 +50,7 @@ def expand_grid(
         chosen = dict(zip(names, lever_combination))
         if chosen.get("lean_encoder", "off") == "off" and chosen.get("encoder_chunk", 1) != 1:
             continue  # the chunk of an encoder that is not lean: that cell is the one with chunk 1
-        cells.append(Cell(name, backbone, size, precision, method_options=options, **chosen))
+        cells.append(make_cell(name, backbone, size, precision, method_options=options, **chosen))
     return list(dict.fromkeys(cells))  # duplicates in the lists give each cell once
 
 

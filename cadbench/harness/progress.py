@@ -14,6 +14,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
     TimeRemainingColumn)
 from rich.text import Text
 
+from cadbench.harness.grid import cell_label
 from cadbench.vocabulary.cell import Cell
 
 
@@ -54,7 +55,7 @@ class SweepProgress:
     def update(self, event: str, cell: Cell | None, detail: str | None = None, row: dict | None = None) -> None:
         if event == "start" and cell is not None:
             if detail is None:  # one cell at a time: the bar names it
-                self._progress.update(self._task, description=cell.label)
+                self._progress.update(self._task, description=cell_label(cell))
             else:  # side by side: each running cell has its own line
                 self._progress.update(self._task, description="cells")
                 self._show(cell, detail)
@@ -69,7 +70,7 @@ class SweepProgress:
             self._progress.update(self._task, total=max(total - 1, 0))
 
     def _show(self, cell: Cell, detail: str) -> None:
-        text = f"  {detail} · {cell.label}"
+        text = f"  {detail} · {cell_label(cell)}"
         if cell.key in self._lines:
             self._progress.update(self._lines[cell.key], description=text)
         else:

@@ -8,12 +8,14 @@ the key when it differs from its default (the method's options: ``lora:rank=16/v
 appears as ``name=value`` only when it differs from its default, so results written before a dimension existed keep
 their keys and mean its default.
 
-A cell validates itself when it is made (`__post_init__`): this is where the user's names and numbers become a
-typed object, and inner code trusts it. That includes the memory levers (`cadbench.training.levers`): each is a field
-with its default (the plain step), its values checked here, and combinations that make no sense for any method (a
-micro-batch that does not divide the batch size, an encoder chunk without the lean encoder) refused in one line
-naming the flag. Whether a lever applies to the cell's *method* is not decided here: a lever that cannot apply to a
-method makes a row saying why (status `not_applicable`), never a refusal of the whole grid.
+A cell checks its own values when it is made (`__post_init__`): the batch size, the precision and the memory levers
+(`cadbench.training.levers`), each a field with its default (the plain step), and combinations that make no sense
+for any method (a micro-batch that does not divide the batch size, an encoder chunk without the lean encoder),
+refused in one line naming the flag. The names it holds (method, its options, backbone) are resolved where the
+user's text becomes cells (`cadbench.harness.grid.make_cell`), which also makes the method's options canonical:
+this floor imports nothing above it, and a row read back from a result file stays a cell where the plugin that
+measured it is not installed. Whether a lever applies to the cell's *method* is not decided here either: a lever
+that cannot apply to a method makes a row saying why (status `not_applicable`), never a refusal of the whole grid.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from cadbench.vocabulary.method_spec import method_label as spec_label
 Checkpointing = Literal["none", "encoder"]
 FrozenDtype = Literal["fp32", "bf16"]
 LeanEncoder = Literal["off", "on"]
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8)  # the grid's batch sizes unless the user gives some
 NO_MICRO_BATCH = 0  # micro_batch's default: the whole batch in one forward and backward
 
 POSITIONAL = {"key": "positional"}  # field metadata: always part of the key, as a bare value
@@ -75,14 +78,8 @@ class Cell:
     KEY_SEPARATOR: ClassVar[str] = "/"
 
     def __post_init__(self) -> None:
-        from cadbench.backbones import get_backbone
-        from cadbench.registry import resolve_method
-
         if not isinstance(self.method_options, str):
             raise ValueError(f"method_options must be text like 'rank=16', got {self.method_options!r}")
-        spec = resolve_method(self.method, self.method_options)  # the name, and the options through its Options
-        object.__setattr__(self, "method_options", spec.options_text)  # 'lora:rank=4' is the cell 'lora'
-        get_backbone(self.backbone)
         check_batch_size(self.batch_size)
         if self.precision not in PRECISIONS:
             raise unknown_name_error("precision", self.precision, PRECISIONS)
@@ -191,16 +188,10 @@ class Cell:
         """The method for people: 'lora (rank 16)', or 'cad'."""
         return spec_label(self.method, self.method_options)
 
-    @property
-    def label(self) -> str:
-        """For people: 'lora (rank 16) · vit_b (test scale) · batch 4 · fp32', plus every non-default further
-        dimension."""
-        from cadbench.backbones import get_backbone
-
-        parts = [self.method_label, get_backbone(self.backbone).label, f"batch {self.batch_size}", self.precision]
-        parts += [_describe(f, getattr(self, f.name)) for f in fields(self)
-                  if f.metadata.get("key") not in ("positional", "attached") and getattr(self, f.name) != _default(f)]
-        return " · ".join(parts)
+    def further_labels(self) -> list[str]:
+        """Every non-default dimension beyond the positional ones, for people: ['checkpointed encoder', ...]."""
+        return [_describe(f, getattr(self, f.name)) for f in fields(self)
+                if f.metadata.get("key") not in ("positional", "attached") and getattr(self, f.name) != _default(f)]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
