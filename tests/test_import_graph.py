@@ -78,6 +78,26 @@ def test_no_module_of_cadbench_imports_itself_through_others():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def floor_of(module: str) -> str:
+    """The top-level part of cadbench a module belongs to: 'cadbench.estimator.replay' -> 'cadbench.estimator'."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_two_parts_of_cadbench_import_each_other_even_through_others():
+    floors: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        floors.setdefault(floor_of(module), set()).update(
+            floor_of(target) for target in targets if floor_of(target) != floor_of(module))
+    cycle = find_cycle(floors)
+    assert cycle is None, "packages importing each other: " + " -> ".join(cycle)
+
+
+def test_the_vocabulary_imports_nothing_above_it():
+    above = {target for module, targets in import_graph().items() if floor_of(module) == "cadbench.vocabulary"
+             for target in targets if floor_of(target) not in ("cadbench.vocabulary", "cadbench.errors")}
+    assert not above, f"the vocabulary imports {', '.join(sorted(above))}"
+
+
 def test_the_cycle_finder_names_a_cycle_and_passes_a_layered_graph():
     layered = {"cli": {"api"}, "api": {"harness", "vocabulary"}, "harness": {"vocabulary"}, "vocabulary": set()}
     assert find_cycle(layered) is None
