@@ -139,7 +139,7 @@ def run(
     launcher: str | Any = "local",
     **options: Any,
 ) -> pd.DataFrame:
-    """Sweep methods x backbones x batch sizes x precisions; returns one row per cell (see results.CONTRACT_COLUMNS).
+    """Sweep methods x backbones x batch sizes x precisions; returns one row per cell (see results.contract_columns).
 
     On CUDA every cell trains for real in a fresh process. Without CUDA (or with `estimate_only`), peak memory comes
     from the GPU-free estimator and is marked `memory_source: estimated`; `device="cpu"` also times real CPU steps.
@@ -150,7 +150,8 @@ def run(
         backbones: backbone names (default: vit_b, vit_l, vit_h, plus the test-scale SAM when no GPU is used).
         batch_sizes: batch sizes of the grid.
         precisions: "fp32", "bf16" and/or "fp16".
-        levers: memory levers to cross with the grid, {Cell field: values}: checkpointing ("none", "encoder"),
+        levers: memory levers to cross with the grid, {lever name: values} (cadbench.vocabulary.levers declares
+            them): checkpointing ("none", "encoder"),
             frozen_dtype ("fp32", "bf16"), micro_batch (0 for none, or images per micro-batch), lean_encoder
             ("off", "on"), encoder_chunk (images per lean-encoder forward). Default: the plain step. A lever that
             cannot apply to a method gives that cell a row with status "not_applicable" and the reason.

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import cadbench
-from cadbench.harness.results import CONTRACT_COLUMNS, load_results
+from cadbench.harness.results import contract_columns, load_results
 from proc_table import alive, children
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -53,7 +53,7 @@ def test_failing_cells_are_results_and_the_sweep_goes_on(tmp_path):
     for path in out.glob("*.json"):  # strict JSON: no NaN or Infinity tokens
         json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"{path.name} holds {token}"))
     for row in rows.values():
-        assert set(row) == set(CONTRACT_COLUMNS)
+        assert set(row) == set(contract_columns())
         for column, value in row.items():
             if value is None and column != "error":
                 assert row["null_reasons"].get(column), (row["method"], column)

@@ -42,7 +42,19 @@ def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             for alias in node.names:
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    found.update(f"{package}.{module}" for module in lazy_exported_modules(path))
     return {module for module in found if module in known and module != name}
+
+
+def lazy_exported_modules(path: Path) -> set[str]:
+    """The submodules a package's `__init__` re-exports lazily (`_EXPORTS = {"name": "module", ...}`): imports too."""
+    if path.name != "__init__.py":
+        return set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "_EXPORTS" for target in node.targets)
+                and isinstance(node.value, ast.Dict)):
+            return {value.value for value in node.value.values if isinstance(value, ast.Constant)}
+    return set()
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -110,3 +122,13 @@ def test_the_graph_sees_deferred_and_type_checking_imports(tmp_path):
                       "def f():\n    from cadbench import b\n    from . import c\n")
     known = {"cadbench.a", "cadbench.b", "cadbench.pkg.c", "cadbench.pkg.module"}
     assert imported_modules("cadbench.pkg.module", source, known) == {"cadbench.a", "cadbench.b", "cadbench.pkg.c"}
+
+
+def test_every_lazy_export_of_a_subpackage_is_where_it_says():
+    import importlib
+
+    for name, path in module_files().items():
+        if lazy_exported_modules(path):
+            package = importlib.import_module(name)
+            for export in package.__all__:
+                assert getattr(package, export) is not None, f"{name}.{export}"

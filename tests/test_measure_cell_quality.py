@@ -16,7 +16,7 @@ from PIL import Image
 
 from cadbench.harness.measure_cell import measure_cell
 from cadbench.harness.options import DEFAULT_PROTOCOL, RunOptions
-from cadbench.harness.results import CONTRACT_COLUMNS
+from cadbench.harness.results import contract_columns
 from cadbench.methods import DecoderOnly
 from cadbench.training.protocols import available_protocols
 from cadbench.vocabulary.cell import Cell
@@ -74,7 +74,7 @@ def test_every_row_records_its_protocol_and_a_paper_protocol_measures_quality_in
     assert curve["protocol"] == "sam-adapter-paper" and len(curve["losses"]) == 2
     assert curve["epochs"][0]["lr"] == 2e-4 and curve["epochs"][0]["validation_iou"] is not None
     for row in rows.values():
-        assert set(row) == set(CONTRACT_COLUMNS)
+        assert set(row) == set(contract_columns())
         assert all(row["null_reasons"].get(column) for column, value in row.items()
                    if value is None and column != "error"), row["null_reasons"]
     html = (out / "index.html").read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cadbench.harness.results import CONTRACT_COLUMNS, new_row
+from cadbench.harness.results import contract_columns, new_row
 from cadbench.report.terminal import comparison_table, throughput_table, to_text
 
 
@@ -20,7 +20,7 @@ def _row(method: str, backbone: str, batch_size: int, img_s: float | None = None
 ROWS = pd.DataFrame([_row("cad", "vit_b", 8), _row("sam_adapter", "vit_b", 8),
                      _row("cad", "test_scale", 1, 25.0, False), _row("sam_adapter", "test_scale", 1, 27.5, False),
                      _row("cad", "test_scale", 8, 0.96, True), _row("sam_adapter", "test_scale", 8, 31.25, False)],
-                    columns=list(CONTRACT_COLUMNS))
+                    columns=list(contract_columns()))
 
 
 def test_throughput_has_its_own_table_with_one_column_per_method_and_only_the_timed_cells():

@@ -7,7 +7,7 @@ import pytest
 
 from cadbench.errors import CadbenchError
 from cadbench.harness.grid import expand_grid
-from cadbench.harness.results import CONTRACT_COLUMNS, ResultStore, explain_nulls, load_results, new_row
+from cadbench.harness.results import ResultStore, contract_columns, explain_nulls, load_results, new_row
 from cadbench.report.terminal import comparison_table
 from cadbench.vocabulary.cell import Cell
 
@@ -39,7 +39,7 @@ def test_rows_persist_atomically_and_reload(tmp_path):
     store.write_tables()
     store.close()
     frame = load_results(tmp_path / "out")
-    assert list(frame.columns) == list(CONTRACT_COLUMNS)
+    assert list(frame.columns) == list(contract_columns())
     assert list(frame["peak_memory_bytes"].astype("Int64")) == [10, pd.NA]
     csv = load_results(tmp_path / "out" / "results.csv")
     assert csv["null_reasons"][1]["peak_memory_bytes"] == "not measured in this test"

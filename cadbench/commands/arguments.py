@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 
+from cadbench.errors import CadbenchError
 from cadbench.harness.options import DEFAULTS
-from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
+from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES
+from cadbench.vocabulary.levers import LeverDeclaration, declared_levers
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS, PRECISIONS
 
 
@@ -103,56 +105,30 @@ def add_precision(parser: argparse.ArgumentParser, default: list[str] | None = N
                              f"scales the loss with a GradScaler)")
 
 
-LEVER_HELP = {
-    "checkpointing": "activation checkpointing: none, or encoder (every image-encoder block recomputed in backward; "
-                     "for methods that back-propagate through the encoder)",
-    "frozen_dtype": "storage dtype of the frozen weights: fp32, or bf16 (trainable weights, gradients and optimizer "
-                    "states stay fp32)",
-    "micro_batch": "gradient accumulation: the batch size is the effective batch, run in micro-batches of N images "
-                   "with one optimizer step; none: the whole batch at once",
-    "lean_encoder": "off, or on: a no_grad image encoder (decoder_only, cad) runs first, --encoder-chunk images at "
-                    "a time, with fused attention (scaled_dot_product_attention)",
-    "encoder_chunk": "images per forward of the lean encoder (with --lean-encoder on)",
-}
-
-
-def lever_value_list(name: str):
-    """The argument type of a lever flag: text values, or integers (and `none` for no micro-batching)."""
-    field = next(f for f in Cell.lever_fields() if f.name == name)
+def lever_value_list(lever: LeverDeclaration):
+    """The argument type of a lever flag: comma-separated values, each read by the lever's declaration."""
 
     def parse(text: str) -> list:
-        items = comma_list(text)
-        if field.metadata["values"]:
-            return items
-        values = []
-        for item in items:
-            if name == "micro_batch" and item.lower() == "none":
-                values.append(0)
-                continue
-            try:
-                values.append(int(item))
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{field.metadata['flag']} takes positive integers"
-                                                 f"{' or none' if name == 'micro_batch' else ''}, got {item!r}"
-                                                 ) from None
-        return values
+        try:
+            return [lever.parse_word(item) for item in comma_list(text)]
+        except CadbenchError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return parse
 
 
 def add_levers(parser: argparse.ArgumentParser, defaults: dict[str, list] | None = None, suffix: str = "") -> None:
-    """One flag per memory lever (the `Cell` fields marked as levers): comma-separated values, each crossed with
+    """One flag per declared memory lever (cadbench.vocabulary.levers): comma-separated values, each crossed with
     the rest of the grid. `defaults` (e.g. fit's: every value) replaces the default of the plain step."""
     defaults = defaults or {}
-    for f in Cell.lever_fields():
-        default = defaults.get(f.name, [f.default])
-        shown = joined("none" if f.name == "micro_batch" and value == 0 else value for value in default)
-        parser.add_argument(f.metadata["flag"], dest=f.name, type=lever_value_list(f.name), default=default,
-                            help=f"{LEVER_HELP[f.name]}{suffix} (default: {shown})")
+    for lever in declared_levers():
+        default = defaults.get(lever.name, [lever.default])
+        parser.add_argument(lever.flag, dest=lever.name, type=lever_value_list(lever), default=default,
+                            help=f"{lever.help}{suffix} (default: {joined(lever.show(value) for value in default)})")
 
 
 def lever_arguments(args: argparse.Namespace) -> dict[str, list]:
-    """The lever flags' values: {Cell field: [values]}."""
-    return {f.name: getattr(args, f.name) for f in Cell.lever_fields() if hasattr(args, f.name)}
+    """The lever flags' values: {lever name: [values]}."""
+    return {lever.name: getattr(args, lever.name) for lever in declared_levers() if hasattr(args, lever.name)}
 
 
 def add_option(parser: argparse.ArgumentParser, flag: str, help: str = "", **kwargs) -> None:

@@ -32,7 +32,9 @@ from cadbench.estimator.cheapest import cheapness, describe_levers
 from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
 from cadbench.estimator.estimate import MemoryEstimate
 from cadbench.estimator.fit import DEFAULT_MAX_BATCH, largest_fitting_batch
-from cadbench.vocabulary.cell import NO_MICRO_BATCH, Cell
+from cadbench.training.levers import not_applicable
+from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.levers import declared_levers, lever_named
 from cadbench.vocabulary.precision import PRECISIONS
 
 DEFAULT_TARGET_BATCH = 4
@@ -77,33 +79,36 @@ class Advice:
 
 def candidates(plain: Cell) -> list[Cell]:
     """Every lever combination that applies to the plain cell's method at its batch size (the effective batch):
-    each precision, checkpointing, frozen dtype, micro-batch (each divisor of the batch) and lean encoder (one
-    image at a time: a larger chunk only adds memory). The plain cell itself is the first."""
-    from cadbench.training.levers import not_applicable
-
-    divisors = [size for size in range(1, plain.batch_size) if plain.batch_size % size == 0]
+    each precision crossed with the values each declared lever offers the advisor (cadbench.vocabulary.levers:
+    checkpointing, frozen dtype, each micro-batch that divides the batch, the lean encoder one image at a time). The
+    plain cell itself is the first."""
+    levers = declared_levers()
     cells = []
-    for precision, checkpointing, frozen, micro, lean in product(
-            PRECISIONS, ("none", "encoder"), ("fp32", "bf16"), (NO_MICRO_BATCH, *reversed(divisors)), ("off", "on")):
-        cell = replace(plain, precision=precision, checkpointing=checkpointing, frozen_dtype=frozen,
-                       micro_batch=micro, lean_encoder=lean, encoder_chunk=1)
+    for precision, *values in product(PRECISIONS, *(lever.tried_by_advisor(plain.batch_size) for lever in levers)):
+        chosen = dict(zip((lever.name for lever in levers), values))
+        if any(chosen[other] != needed for lever in levers if chosen[lever.name] != lever.default
+               for other, needed in lever.needs.items()):
+            continue
+        cell = replace(plain, precision=precision, lever_settings=(), **chosen)
         if not_applicable(cell) is None:
             cells.append(cell)
     return cells
 
 
 def _structure(cell: Cell) -> Cell:
-    """The cell with only the levers that change which ops run (checkpointing, lean encoder), in fp32."""
-    return replace(cell, precision="fp32", frozen_dtype="fp32", micro_batch=NO_MICRO_BATCH)
+    """The cell with only the levers that change which ops run (those whose cost class is not numerics or
+    serialisation: checkpointing, lean encoder), in fp32."""
+    return replace(cell, precision="fp32", lever_settings=(), **{
+        name: value for name, value in cell.levers.items() if lever_named(name).cost not in ("numerics",
+                                                                                              "serialisation")})
 
 
 def _stronger_or_equal(strong: Cell, weak: Cell) -> bool:
-    """Same precision, and every memory lever of `strong` at least as strong as `weak`'s."""
-    return (strong.precision == weak.precision
-            and (strong.checkpointing == "encoder" or weak.checkpointing == "none")
-            and (strong.lean_encoder == "on" or weak.lean_encoder == "off")
-            and (strong.frozen_dtype == "bf16" or weak.frozen_dtype == "fp32")
-            and strong.images_per_pass <= weak.images_per_pass)
+    """Same precision, and every memory lever of `strong` at least as strong as `weak`'s (by each lever's declared
+    strength)."""
+    return strong.precision == weak.precision and all(
+        lever.strength_of(getattr(strong, lever.name), strong.batch_size)
+        >= lever.strength_of(getattr(weak, lever.name), weak.batch_size) for lever in declared_levers())
 
 
 def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacities_bytes: Iterable[int],

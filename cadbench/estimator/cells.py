@@ -23,11 +23,12 @@ from cadbench.errors import CadbenchError
 from cadbench.estimator.alloc_conf import AllocatorConfig
 from cadbench.estimator.allocation_trace import AllocationTrace
 from cadbench.estimator.estimate import MemoryEstimate, allocation_trace, summarize
+from cadbench.datasets.batch import random_batch
 from cadbench.estimator.replay import Replay, StepRecord, clear_shared_cache
 from cadbench.training.levers import rebatch
-from cadbench.datasets.batch import random_batch
 from cadbench.training.setup import make_training_setup
-from cadbench.vocabulary.cell import NO_MICRO_BATCH, Cell
+from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.levers import declared_levers
 
 WARM_UP_BATCH_SIZE = 1
 # The replay's time and memory grow with the batch size (SAM's mask decoder runs once per image: about 75 ms and
@@ -90,9 +91,10 @@ def clear_cache() -> None:
 
 
 def _replay_key(cell: Cell, seed: int) -> tuple[Cell, int]:
-    """The warm replay a cell is measured on: the cell at the warm-up batch size, without its per-batch settings
-    (micro-batch; an encoder chunk is at most the batch, so 1), which `rebatch` sets for each measurement."""
-    return replace(cell, batch_size=WARM_UP_BATCH_SIZE, micro_batch=NO_MICRO_BATCH, encoder_chunk=1), seed
+    """The warm replay a cell is measured on: the cell at the warm-up batch size, its per-batch levers (micro-batch,
+    encoder chunk) at their defaults, which `rebatch` sets for each measurement."""
+    per_batch = {lever.name: lever.default for lever in declared_levers() if lever.per_batch}
+    return replace(cell, batch_size=WARM_UP_BATCH_SIZE, **per_batch), seed
 
 
 def _warm_replay(cell: Cell, seed: int) -> Replay:

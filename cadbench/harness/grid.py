@@ -11,6 +11,7 @@ from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
 from cadbench.registry import resolve_method
 from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
+from cadbench.vocabulary.levers import declared_levers, lever_named
 from cadbench.vocabulary.method_spec import split_method_spec
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
 
@@ -37,9 +38,10 @@ def expand_grid(
 ) -> list[Cell]:
     """All cells, backbone-major so that a sweep finishes the small backbones first. Raises on any bad value.
 
-    `methods` are method specs: 'cad', 'lora:rank=16' (see cadbench.vocabulary.method_spec). `levers` maps lever fields of
-    `Cell` ('checkpointing', 'micro_batch', ...) to the values to cross (default: each at its default). An encoder
-    chunk is crossed with the lean encoder's 'on' only (it means nothing without it).
+    `methods` are method specs: 'cad', 'lora:rank=16' (see cadbench.vocabulary.method_spec). `levers` maps declared
+    levers ('checkpointing', 'micro_batch', ...; cadbench.vocabulary.levers) to the values to cross (default: each at
+    its default). A lever value that needs another lever's value (an encoder chunk needs the lean encoder on) is
+    crossed with that value only.
     """
     specs = [split_method_spec(method) for method in methods]
     lever_values = _lever_values(levers or {})
@@ -48,23 +50,36 @@ def expand_grid(
     for backbone, size, precision, lever_combination, (name, options) in product(
             backbones, batch_sizes, precisions, product(*lever_values.values()), specs):
         chosen = dict(zip(names, lever_combination))
-        if chosen.get("lean_encoder", "off") == "off" and chosen.get("encoder_chunk", 1) != 1:
-            continue  # the chunk of an encoder that is not lean: that cell is the one with chunk 1
+        if not _needs_met(chosen):
+            continue  # e.g. the chunk of an encoder that is not lean: that cell is the one at the chunk's default
         cells.append(make_cell(name, backbone, size, precision, method_options=options, **chosen))
     return list(dict.fromkeys(cells))  # duplicates in the lists give each cell once
 
 
+def _needs_met(chosen: Mapping[str, Any]) -> bool:
+    """Whether every lever away from its default has the other levers' values it needs."""
+    for lever in declared_levers():
+        if chosen.get(lever.name, lever.default) != lever.default:
+            for other, needed in lever.needs.items():
+                if chosen.get(other, lever_named(other).default) != needed:
+                    return False
+    return True
+
+
 def _lever_values(levers: Mapping[str, Iterable[Any]]) -> dict[str, list[Any]]:
-    known = {f.name: f for f in Cell.lever_fields()}
+    known = {lever.name: lever for lever in declared_levers()}
     unknown = sorted(set(levers) - set(known))
     if unknown:
-        raise ValueError(f"not lever fields of Cell: {', '.join(unknown)}; valid: {', '.join(known)}")
+        raise ValueError(f"not declared levers: {', '.join(unknown)}; declared: {', '.join(known)}")
     values = {name: list(dict.fromkeys(items)) for name, items in levers.items()}
     for name, items in values.items():
         if not items:
-            raise CadbenchError(f"{known[name].metadata['flag']}: no value given")
-    if ("encoder_chunk" in values and set(values["encoder_chunk"]) != {1}
-            and "on" not in values.get("lean_encoder", ["off"])):
-        raise CadbenchError(f"--encoder-chunk {','.join(map(str, values['encoder_chunk']))} needs --lean-encoder on: "
-                            f"only the lean encoder runs the encoder a chunk of images at a time")
+            raise CadbenchError(f"{known[name].flag}: no value given")
+    for name, items in values.items():
+        lever = known[name]
+        for other, needed in lever.needs.items():
+            if set(items) != {lever.default} and needed not in values.get(other, [known[other].default]):
+                why = f": {lever.needs_why}" if lever.needs_why else ""
+                raise CadbenchError(f"{lever.flag} {','.join(lever.show(item) for item in items)} needs "
+                                    f"{known[other].flag} {needed}{why}")
     return values

@@ -14,7 +14,6 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,30 +22,20 @@ from cadbench.errors import CadbenchError
 from cadbench.harness.nulls import FINE_TUNE_COLUMNS, NVML_COLUMNS, QUALITY_COLUMNS, null_reasons
 from cadbench.harness.options import RunOptions
 from cadbench.harness.results import explain_nulls, new_row
+from cadbench.methods import Method
+from cadbench.training.finetune import TrainingPlan
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.modes import Mode
 
-if TYPE_CHECKING:
-    from cadbench.methods import Method
-    from cadbench.training.finetune import TrainingPlan
-
 
 def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict) -> dict:
-    """The cell's result row. Out-of-memory and any other failure become the row's status, never an exception; a
-    lever that cannot apply to the cell's method makes a `not_applicable` row saying why, measured in no mode.
+    """The cell's result row. Out-of-memory and any other failure become the row's status, never an exception. The
+    sweep decides, once per cell, whether its levers apply to its method: only cells where they do reach this
+    function (`not_applicable_row` writes the others).
 
     Side data for the report travels in keys starting with '_' (`_timeline`, `_loss_curve`).
     """
-    from cadbench.training.levers import not_applicable
-
-    row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
-    row["weights"] = options.weights.get(cell.backbone, "random")
-    row["alloc_conf"] = options.alloc_conf or "default"  # the caching allocator's settings (real or simulated)
-    row["protocol"] = options.protocol
-    reason = not_applicable(cell)
-    if reason:
-        row["status"], row["error"] = "not_applicable", reason
-        return explain_nulls(row, null_reasons(row, mode, options))
+    row = _identity_row(cell, options, environment)
     if mode != "estimate":
         row["warmup_steps"], row["timed_steps"] = options.warmup, options.steps
     try:
@@ -71,6 +60,22 @@ def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict)
     except Exception as exc:  # noqa: BLE001 — a cell's failure is a result; the sweep goes on
         row["status"], row["error"] = "error", one_line(exc)
     return explain_nulls(row, null_reasons(row, mode, options))
+
+
+def not_applicable_row(cell: Cell, reason: str, mode: Mode, options: RunOptions, environment: dict) -> dict:
+    """The row of a cell whose lever cannot apply to its method (status `not_applicable`, `reason` as its error):
+    measured in no mode."""
+    row = _identity_row(cell, options, environment)
+    row["status"], row["error"] = "not_applicable", reason
+    return explain_nulls(row, null_reasons(row, mode, options))
+
+
+def _identity_row(cell: Cell, options: RunOptions, environment: dict) -> dict:
+    row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
+    row["weights"] = options.weights.get(cell.backbone, "random")
+    row["alloc_conf"] = options.alloc_conf or "default"  # the caching allocator's settings (real or simulated)
+    row["protocol"] = options.protocol
+    return row
 
 
 def one_line(exc: BaseException) -> str:

@@ -50,11 +50,9 @@ STATUSES = ("ok", "oom", "error", "not_applicable")
 # `error` says why), decided before anything runs, so there is nothing to retry
 FINISHED_STATUSES = ("ok", "oom", "not_applicable")
 
-# Columns every row has; those that may be null need a reason in `null_reasons` when they are. The identity columns
-# are the cell's fields (cadbench.vocabulary.cell.Cell), each its own column.
-IDENTITY_COLUMNS = (*Cell.key_columns(), "test_scale")
-CONTRACT_COLUMNS = (
-    *IDENTITY_COLUMNS, "status", "error",
+# Columns every row has after its identity; those that may be null need a reason in `null_reasons` when they are.
+MEASURED_COLUMNS = (
+    "status", "error",
     "peak_memory_bytes", "memory_source", "reserved_memory_bytes", "nvml_process_memory_bytes",
     "nvml_process_peak_bytes", "fragmentation_ratio", "oom_capacity_bytes", "alloc_conf",
     "device_total_memory_bytes",
@@ -71,7 +69,22 @@ CONTRACT_COLUMNS = (
     "gpu_name", "driver_version", "cuda_version", "torch_version", "segment_anything_version", "cadbench_version",
     "git_commit", "null_reasons",
 )
-NEVER_NULL = (*IDENTITY_COLUMNS, "status", "null_reasons")
+
+
+def identity_columns() -> tuple[str, ...]:
+    """The cell's columns (cadbench.vocabulary.cell.Cell: its fields and each declared lever), then test_scale."""
+    return (*Cell.key_columns(), "test_scale")
+
+
+def contract_columns() -> tuple[str, ...]:
+    """Every column of a row, in order: the identity (which grows with each declared lever), then the rest."""
+    return (*identity_columns(), *MEASURED_COLUMNS)
+
+
+def never_null() -> tuple[str, ...]:
+    return (*identity_columns(), "status", "null_reasons")
+
+
 MEMORY_SOURCES = ("cuda", "estimated", "cpu")
 # What any reader needs of a row: the cell's identity and how it ended.
 ROW_REQUIRED_COLUMNS = (*Cell.positional_columns(), "status")
@@ -81,7 +94,7 @@ SIDE_FILES = {"_timeline": "timelines.json", "_loss_curve": "loss_curves.json"}
 
 def new_row(cell: dict, environment: dict) -> dict:
     """A row with every contract column present, identity and environment filled in, the rest null."""
-    row = {column: None for column in CONTRACT_COLUMNS}
+    row = {column: None for column in contract_columns()}
     row.update(cell)
     for column in ("gpu_name", "driver_version", "cuda_version", "torch_version", "segment_anything_version",
                    "cadbench_version", "git_commit"):
@@ -92,8 +105,8 @@ def new_row(cell: dict, environment: dict) -> dict:
 
 def explain_nulls(row: dict, reasons: dict[str, str]) -> dict:
     """Record why columns are null. `reasons` maps a column (or a prefix ending in '*') to its reason."""
-    for column in CONTRACT_COLUMNS:
-        if row.get(column) is not None or column in NEVER_NULL or column in row["null_reasons"]:
+    for column in contract_columns():
+        if row.get(column) is not None or column in never_null() or column in row["null_reasons"]:
             continue
         for pattern, reason in reasons.items():
             if column == pattern or (pattern.endswith("*") and column.startswith(pattern[:-1])):
@@ -103,8 +116,8 @@ def explain_nulls(row: dict, reasons: dict[str, str]) -> dict:
 
 
 def unexplained_nulls(row: dict) -> list[str]:
-    return [column for column in CONTRACT_COLUMNS
-            if row.get(column) is None and column not in NEVER_NULL and column not in row.get("null_reasons", {})]
+    return [column for column in contract_columns()
+            if row.get(column) is None and column not in never_null() and column not in row.get("null_reasons", {})]
 
 
 def finite_row(row: dict) -> dict:
@@ -430,7 +443,7 @@ def _csv_rows(path: Path, role: str) -> list[dict]:
 
 
 def rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(list(rows), columns=list(CONTRACT_COLUMNS))
+    frame = pd.DataFrame(list(rows), columns=list(contract_columns()))
     frame["null_reasons"] = frame["null_reasons"].map(lambda reasons: json.dumps(reasons or {}, sort_keys=True))
     return frame
 
@@ -438,8 +451,8 @@ def rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
 def load_results(path: str | Path, role: str = "results") -> pd.DataFrame:
     """Results as a DataFrame, from an output folder, a results.json or a results.csv."""
     document = read_results_document(path, role)
-    return pd.DataFrame(document["rows"], columns=list(CONTRACT_COLUMNS))
+    return pd.DataFrame(document["rows"], columns=list(contract_columns()))
 
 
-__all__ = ["CONTRACT_COLUMNS", "ResultStore", "SCHEMA_VERSION", "explain_nulls", "finite_row", "load_results",
+__all__ = ["ResultStore", "SCHEMA_VERSION", "contract_columns", "explain_nulls", "finite_row", "load_results",
            "new_row", "read_results_document", "rows_to_frame", "unexplained_nulls", "write_atomically"]

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from cadbench.harness.launchers import launcher_for
-from cadbench.harness.launchers.base import CellRun, Launcher, Progress, measure_here
+from cadbench.harness.launchers.base import CellRun, Launcher, Progress
+from cadbench.harness.measure_cell import not_applicable_row
 from cadbench.harness.options import RunOptions
 from cadbench.harness.results import ResultStore
+from cadbench.training.levers import not_applicable
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.modes import Mode
 
@@ -30,12 +32,6 @@ class SweepOutcome:
     @property
     def errored(self) -> list[dict]:
         return [row for row in self.rows if row["status"] == "error"]
-
-
-def _lever_not_applicable(cell: Cell) -> bool:
-    from cadbench.training.levers import not_applicable
-
-    return not_applicable(cell) is not None
 
 
 def sweep(
@@ -61,13 +57,14 @@ def sweep(
             on_progress("skipped", cell)
     runs = [CellRun(cell, mode_of(cell)) for cell in todo]
     ran: list[Cell] = []
-    for run in [run for run in runs if _lever_not_applicable(run.cell)]:  # a row saying why; no device, no job
+    reasons = {run.cell: not_applicable(run.cell) for run in runs}  # decided here, once per cell
+    for run in [run for run in runs if reasons[run.cell]]:  # a row saying why; no device, no job
         on_progress("start", run.cell)
-        row = measure_here(run, options, environment)
+        row = not_applicable_row(run.cell, reasons[run.cell], run.mode, options, environment)
         store.append(row)
         ran.append(run.cell)
         on_progress("done", run.cell, row=row)
-    runs = [run for run in runs if not _lever_not_applicable(run.cell)]
+    runs = [run for run in runs if not reasons[run.cell]]
     launcher.check_folder(store.out_dir, runs)
     finishing = launcher.launch(runs, options, environment, store.out_dir, on_progress)
     try:

@@ -10,14 +10,19 @@ import pandas as pd
 
 from cadbench.errors import CadbenchError
 from cadbench.vocabulary.cell import Cell, lever_label
+from cadbench.vocabulary.levers import declared_levers
 from cadbench.vocabulary.method_spec import method_label, split_method_spec
 
 GB = 10**9  # decimal gigabytes, as GPU capacities and the report state them
 SHORT_NAMES = {"batch_size": "batch"}
-# What a method label is made of: the method spec (see Cell.method_label) and its levers (see Cell.lever_label).
-METHOD_COLUMNS = ("method", "method_options", *(f.name for f in Cell.lever_fields()))
 LEVER_SEPARATOR = " + "
 DEFAULT_BASELINE = "sam_adapter"
+
+
+def method_columns() -> tuple[str, ...]:
+    """What a method label is made of: the method spec (see Cell.method_label) and each declared lever (see
+    lever_label)."""
+    return ("method", "method_options", *(lever.name for lever in declared_levers()))
 
 
 def method_labels(rows: pd.DataFrame) -> list[str]:
@@ -56,7 +61,7 @@ def comparison_table(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
         return pd.DataFrame()
     rows = rows.assign(method=method_labels(rows))
     methods = list(dict.fromkeys(rows["method"]))
-    identity = [column for column in Cell.key_columns() if column not in METHOD_COLUMNS and column in rows]
+    identity = [column for column in Cell.key_columns() if column not in method_columns() and column in rows]
     lines = []
     for values, group in rows.groupby(identity, sort=False, dropna=False):
         by_method = {row["method"]: row for _, row in group.iterrows()}
@@ -78,7 +83,7 @@ def throughput_table(rows: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     rows = rows.assign(method=method_labels(rows))
     methods = list(dict.fromkeys(rows.loc[rows["throughput_img_s"].notna(), "method"]))
-    identity = [column for column in Cell.key_columns() if column not in METHOD_COLUMNS and column in rows]
+    identity = [column for column in Cell.key_columns() if column not in method_columns() and column in rows]
     lines = []
     for values, group in rows.groupby(identity, sort=False, dropna=False):
         timed = group[group["throughput_img_s"].notna()]

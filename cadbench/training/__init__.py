@@ -1,7 +1,9 @@
 """Training: one shared step for every method, the protocols that fine-tune with it, and the scores of quality.
 
-    whole_image_boxes, decode_masks, segmentation_loss, build_optimizer    what every protocol shares (protocol)
-    training_step, make_training_setup(cell, ...), prepare, TrainingSetup    the step every measurement runs (step)
+    segmentation_loss, upsample_logits, build_optimizer                    what every protocol shares (protocol)
+    StepPlan, Trainee                                                      how a step runs, what it trains (plan)
+    training_step                                                          the step every measurement runs (step)
+    make_training_setup(cell, ...), prepare, TrainingSetup                 a cell's step assembled (setup)
     available_protocols(), get_protocol(name), Protocol                    quick, cad-paper, sam-adapter-paper (protocols)
     fine_tune, TrainingPlan, History, NonFiniteLossError                   epochs, validation, resume (finetune)
     evaluate                                                               score a dataset (quality)
@@ -12,9 +14,9 @@
 from cadbench._lazy import lazy_exports
 
 _EXPORTS = {
-    "whole_image_boxes": "protocol", "decode_masks": "protocol", "segmentation_loss": "protocol",
-    "build_optimizer": "protocol",
-    "training_step": "step", "make_training_setup": "step", "prepare": "step", "TrainingSetup": "step",
+    "segmentation_loss": "protocol", "upsample_logits": "protocol", "build_optimizer": "protocol",
+    "StepPlan": "plan", "Trainee": "plan", "training_step": "step",
+    "make_training_setup": "setup", "prepare": "setup", "TrainingSetup": "setup",
     "available_protocols": "protocols", "get_protocol": "protocols", "Protocol": "protocols",
     "fine_tune": "finetune", "TrainingPlan": "finetune", "History": "finetune", "NonFiniteLossError": "finetune",
     "evaluate": "quality", "SegmentationMetrics": "metrics",

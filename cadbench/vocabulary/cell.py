@@ -8,10 +8,14 @@ the key when it differs from its default (the method's options: ``lora:rank=16/v
 appears as ``name=value`` only when it differs from its default, so results written before a dimension existed keep
 their keys and mean its default.
 
-A cell checks its own values when it is made (`__post_init__`): the batch size, the precision and the memory levers
-(`cadbench.training.levers`), each a field with its default (the plain step), and combinations that make no sense
-for any method (a micro-batch that does not divide the batch size, an encoder chunk without the lean encoder),
-refused in one line naming the flag. The names it holds (method, its options, backbone) are resolved where the
+The memory levers are declared in `cadbench.vocabulary.levers`, not here: a cell holds the settings that differ
+from their defaults (`lever_settings`), reads each as an attribute (`cell.checkpointing`), takes them as keyword
+arguments (`Cell("cad", "vit_b", 4, micro_batch=2)`, `dataclasses.replace(cell, micro_batch=2)`) and gives each its
+own column in `as_dict()`, so a lever declared there reaches keys, rows and labels without an edit here.
+
+A cell checks its own values when it is made (`__post_init__`): the batch size, the precision and every lever
+setting (each declaration's values and rules: a micro-batch that does not divide the batch size, an encoder chunk
+without the lean encoder), refused in one line naming the flag. The names it holds (method, its options, backbone) are resolved where the
 user's text becomes cells (`cadbench.harness.grid.make_cell`), which also makes the method's options canonical:
 this floor imports nothing above it, and a row read back from a result file stays a cell where the plugin that
 measured it is not installed. Whether a lever applies to the cell's *method* is not decided here either: a lever
@@ -21,21 +25,19 @@ that cannot apply to a method makes a row saying why (status `not_applicable`), 
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from typing import Any, ClassVar, Literal, Mapping, get_args
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, ClassVar, Mapping
 
 from cadbench.errors import CadbenchError, unknown_name_error
-from cadbench.vocabulary.precision import PRECISIONS, Precision
+from cadbench.vocabulary.levers import NO_MICRO_BATCH, LeverDeclaration, declared_levers, lever_named
 from cadbench.vocabulary.method_spec import NAME_SEPARATOR, join_method_spec
 from cadbench.vocabulary.method_spec import method_label as spec_label
+from cadbench.vocabulary.precision import PRECISIONS, Precision
 
-Checkpointing = Literal["none", "encoder"]
-FrozenDtype = Literal["fp32", "bf16"]
-LeanEncoder = Literal["off", "on"]
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)  # the grid's batch sizes unless the user gives some
-NO_MICRO_BATCH = 0  # micro_batch's default: the whole batch in one forward and backward
 
 POSITIONAL = {"key": "positional"}  # field metadata: always part of the key, as a bare value
+LEVERS = {"key": "levers"}  # field metadata: the lever settings, one column and ``name=value`` key part each
 
 
 def attached_to(field_name: str, separator: str) -> dict[str, str]:
@@ -43,15 +45,12 @@ def attached_to(field_name: str, separator: str) -> dict[str, str]:
     return {"key": "attached", "to": field_name, "separator": separator}
 
 
-def lever(flag: str, label: str, values: tuple = ()) -> dict[str, Any]:
-    """Field metadata of a memory lever: its command-line flag, its label for people when not at its default
-    (`{value}` is replaced by the value), and its valid values (text levers; integer ones are checked in code)."""
-    return {"key": "named", "lever": True, "flag": flag, "label": label, "values": values}
+LeverSettings = tuple[tuple[str, Any], ...]  # (name, value) of each lever not at its default, in declaration order
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Cell:
-    """method × backbone × batch size × precision (and, as the grid grows, each further dimension)."""
+    """method × backbone × batch size × precision × levers (and, as the grid grows, each further dimension)."""
 
     method: str = field(metadata=POSITIONAL)
     backbone: str = field(metadata=POSITIONAL)
@@ -59,23 +58,31 @@ class Cell:
     precision: Precision = field(default="fp32", metadata=POSITIONAL)
     # The method's options, canonical: 'rank=16', only those that differ from their defaults, in declared order.
     method_options: str = field(default="", metadata=attached_to("method", NAME_SEPARATOR))
-    # Memory levers (cadbench.training.levers); at their defaults the cell is the plain step.
-    # Activation checkpointing around every image-encoder block ('encoder'), recomputed in backward.
-    checkpointing: Checkpointing = field(default="none", metadata=lever(
-        "--checkpointing", "checkpointed {value}", get_args(Checkpointing)))
-    # Storage dtype of the frozen parameters; trainable ones, gradients and optimizer states stay float32.
-    frozen_dtype: FrozenDtype = field(default="fp32", metadata=lever(
-        "--frozen-dtype", "frozen weights {value}", get_args(FrozenDtype)))
-    # Gradient accumulation: the batch (the effective batch) in micro-batches of this many images, one optimizer
-    # step; 0: the whole batch at once. Canonical: a micro-batch of the whole batch is 0.
-    micro_batch: int = field(default=NO_MICRO_BATCH, metadata=lever("--micro-batch", "micro-batch {value}"))
-    # The frozen encoder run first, apart from the trainable modules, K images at a time, with fused attention.
-    lean_encoder: LeanEncoder = field(default="off", metadata=lever(
-        "--lean-encoder", "lean encoder", get_args(LeanEncoder)))
-    # K of the lean encoder (images per encoder forward); canonical: at most the images of one forward.
-    encoder_chunk: int = field(default=1, metadata=lever("--encoder-chunk", "encoder chunk {value}"))
+    # The memory levers (cadbench.vocabulary.levers) not at their defaults; none: the plain step.
+    lever_settings: LeverSettings = field(default=(), metadata=LEVERS)
 
     KEY_SEPARATOR: ClassVar[str] = "/"
+
+    def __init__(self, *values: Any, **named: Any) -> None:
+        """Fields by position or name, and lever settings by name: `Cell("cad", "vit_b", 4, micro_batch=2)`. A
+        lever given by name overrides the same lever in `lever_settings` (what `dataclasses.replace` relies on)."""
+        own = [f for f in fields(self)]
+        if len(values) > len(own):
+            raise TypeError(f"Cell takes at most {len(own)} positional values, got {len(values)}")
+        given = dict(zip((f.name for f in own), values))
+        for name, value in named.items():
+            if name in given:
+                raise TypeError(f"Cell got two values for {name!r}")
+            given[name] = value
+        settings = {name: given.pop(name) for name in list(given) if name not in {f.name for f in own}}
+        for f in own:
+            value = given.get(f.name, _default(f))
+            if value is MISSING:
+                raise TypeError(f"Cell needs {f.name!r}")
+            object.__setattr__(self, f.name, value)
+        if settings:
+            object.__setattr__(self, "lever_settings", {**dict(self.lever_settings), **settings})
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not isinstance(self.method_options, str):
@@ -83,55 +90,29 @@ class Cell:
         check_batch_size(self.batch_size)
         if self.precision not in PRECISIONS:
             raise unknown_name_error("precision", self.precision, PRECISIONS)
-        for f in self.lever_fields():
-            if f.metadata["values"] and getattr(self, f.name) not in f.metadata["values"]:
-                raise CadbenchError(f"unknown {f.name} {getattr(self, f.name)!r} ({f.metadata['flag']}); valid: "
-                                    f"{', '.join(f.metadata['values'])}")
-        self._check_micro_batch()
-        self._check_encoder_chunk()
+        object.__setattr__(self, "lever_settings", _canonical_levers(dict(self.lever_settings), self.batch_size))
 
-    def _check_micro_batch(self) -> None:
-        micro = self.micro_batch
-        if isinstance(micro, bool) or not isinstance(micro, int) or micro < 0:
-            raise CadbenchError(f"--micro-batch must be a positive integer (or none), got {micro!r}")
-        if micro > self.batch_size:
-            raise CadbenchError(f"--micro-batch {micro} is larger than the batch size {self.batch_size}: a micro-batch "
-                                f"is a part of the batch; valid for batch size {self.batch_size}: "
-                                f"{', '.join(map(str, _divisors(self.batch_size)))}")
-        if micro and self.batch_size % micro:
-            raise CadbenchError(f"--micro-batch {micro} does not divide the batch size {self.batch_size}; valid for "
-                                f"batch size {self.batch_size}: {', '.join(map(str, _divisors(self.batch_size)))}")
-        if micro == self.batch_size:
-            object.__setattr__(self, "micro_batch", NO_MICRO_BATCH)  # one micro-batch of all: the plain step
-
-    def _check_encoder_chunk(self) -> None:
-        chunk = self.encoder_chunk
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise CadbenchError(f"--encoder-chunk must be a positive integer, got {chunk!r}")
-        if self.lean_encoder == "off" and chunk != 1:
-            raise CadbenchError(f"--encoder-chunk {chunk} needs --lean-encoder on: only the lean encoder runs the "
-                                f"encoder a chunk of images at a time")
-        object.__setattr__(self, "encoder_chunk", min(chunk, self.images_per_pass))  # more than there are: all
+    def __getattr__(self, name: str) -> Any:
+        """A lever's setting, `cell.micro_batch`: its value here, else its default."""
+        declaration = lever_named(name)
+        if declaration is None:
+            raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+        return dict(self.__dict__.get("lever_settings", ())).get(name, declaration.default)
 
     @property
     def images_per_pass(self) -> int:
         """Images in one forward and backward: the micro-batch, or the whole batch."""
         return self.micro_batch or self.batch_size
 
-    @classmethod
-    def lever_fields(cls) -> tuple:
-        """The dataclass fields that are memory levers, in declared order."""
-        return tuple(f for f in fields(cls) if f.metadata.get("lever"))
-
     @property
     def levers(self) -> dict[str, Any]:
-        """The levers that differ from their defaults: {field: value}."""
-        return {f.name: getattr(self, f.name) for f in self.lever_fields() if getattr(self, f.name) != _default(f)}
+        """The levers that differ from their defaults: {name: value}."""
+        return dict(self.lever_settings)
 
     @property
     def plain(self) -> "Cell":
         """The same cell with every lever at its default (its precision kept)."""
-        return replace(self, **{f.name: _default(f) for f in self.lever_fields()})
+        return replace(self, lever_settings=())
 
     @property
     def lever_label(self) -> str:
@@ -141,8 +122,8 @@ class Cell:
     # -- identity -----------------------------------------------------------------------------------------------
     @classmethod
     def key_columns(cls) -> tuple[str, ...]:
-        """The row columns that identify a cell, in field order."""
-        return tuple(f.name for f in fields(cls))
+        """The row columns that identify a cell, in field order (each declared lever in the levers' place)."""
+        return tuple(name for f in fields(cls) for name in _column_names(f))
 
     @classmethod
     def positional_columns(cls) -> tuple[str, ...]:
@@ -157,8 +138,12 @@ class Cell:
         parts: dict[str, str] = {}
         further = []
         for f in fields(cls):
-            value = _row_value(row, f)
             kind = f.metadata.get("key")
+            if kind == "levers":
+                further += [f"{lever.name}={value}" for lever in declared_levers()
+                            if (value := _lever_value(row, lever)) != lever.default]
+                continue
+            value = _row_value(row, f)
             if kind == "positional":
                 parts[f.name] = str(value)
             elif value == _default(f):
@@ -171,8 +156,11 @@ class Cell:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Cell":
-        """The (validated) cell of a result row."""
-        return cls(**{f.name: _plain(_row_value(row, f)) for f in fields(cls)})
+        """The (checked) cell of a result row."""
+        values = {f.name: _plain(_row_value(row, f)) for f in fields(cls) if f.metadata.get("key") != "levers"}
+        levers = tuple((lever.name, value) for lever in declared_levers()
+                       if (value := _plain(_lever_value(row, lever))) != lever.default)
+        return cls(**values, lever_settings=levers)
 
     @property
     def key(self) -> str:
@@ -190,27 +178,49 @@ class Cell:
 
     def further_labels(self) -> list[str]:
         """Every non-default dimension beyond the positional ones, for people: ['checkpointed encoder', ...]."""
-        return [_describe(f, getattr(self, f.name)) for f in fields(self)
-                if f.metadata.get("key") not in ("positional", "attached") and getattr(self, f.name) != _default(f)]
+        labels = []
+        for f in fields(self):
+            kind = f.metadata.get("key")
+            if kind == "levers":
+                labels += [lever.describe(value) for lever in declared_levers()
+                           if (value := getattr(self, lever.name)) != lever.default]
+            elif kind not in ("positional", "attached") and getattr(self, f.name) != _default(f):
+                labels.append(f"{f.name} {getattr(self, f.name)}")
+        return labels
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The cell as row columns: every field, and every declared lever in its own column."""
+        row: dict[str, Any] = {}
+        for f in fields(self):
+            if f.metadata.get("key") == "levers":
+                row.update((lever.name, getattr(self, lever.name)) for lever in declared_levers())
+            else:
+                row[f.name] = getattr(self, f.name)
+        return row
+
+
+def _canonical_levers(settings: dict[str, Any], batch_size: int) -> LeverSettings:
+    """Each lever setting checked against its declaration and the rest of the cell, canonical, defaults dropped."""
+    declared = {lever.name: lever for lever in declared_levers()}
+    unknown = sorted(set(settings) - set(declared))
+    if unknown:
+        raise ValueError(f"not levers of a cell: {', '.join(unknown)}; declared: {', '.join(declared)}")
+    values = {name: settings.get(name, lever.default) for name, lever in declared.items()}
+    for name, lever in declared.items():
+        value = values[name]
+        for other, needed in lever.needs.items():
+            if value != lever.default and values[other] != needed:
+                why = f": {lever.needs_why}" if lever.needs_why else ""
+                raise CadbenchError(f"{lever.flag} {lever.show(value)} needs {declared[other].flag} {needed}{why}")
+        values[name] = lever.check(value, batch_size, values)
+    return tuple((name, value) for name, value in values.items() if value != declared[name].default)
 
 
 def lever_label(row: Mapping[str, Any]) -> str:
     """A result row's non-default levers for people, 'checkpointed encoder, micro-batch 2' ('' for none); a column
     missing from the row (written before that lever existed) means its default."""
-    return ", ".join(_describe(f, value) for f in Cell.lever_fields()
-                     if (value := _row_value(row, f)) != _default(f))
-
-
-def _describe(f, value: Any) -> str:
-    label = f.metadata.get("label")
-    return label.format(value=value) if label else f"{f.name} {value}"
-
-
-def _divisors(number: int) -> list[int]:
-    return [size for size in range(1, number + 1) if number % size == 0]
+    return ", ".join(lever.describe(value) for lever in declared_levers()
+                     if (value := _lever_value(row, lever)) != lever.default)
 
 
 def cell_key(row: Mapping[str, Any]) -> str:
@@ -224,6 +234,10 @@ def check_batch_size(value: object) -> int:
     return value
 
 
+def _column_names(f) -> tuple[str, ...]:
+    return tuple(lever.name for lever in declared_levers()) if f.metadata.get("key") == "levers" else (f.name,)
+
+
 def _default(f) -> Any:
     if f.default is not MISSING:
         return f.default
@@ -232,13 +246,26 @@ def _default(f) -> Any:
     return MISSING
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _row_value(row: Mapping[str, Any], f) -> Any:
     value = row.get(f.name) if hasattr(row, "get") else row[f.name]
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         value = _default(f)
         if value is MISSING:
             raise KeyError(f"result row has no {f.name!r}")
     if f.type in ("int", int) and isinstance(value, float) and value.is_integer():
+        value = int(value)  # a CSV column with empty cells is read as floats
+    return value
+
+
+def _lever_value(row: Mapping[str, Any], lever: LeverDeclaration) -> Any:
+    value = row.get(lever.name) if hasattr(row, "get") else row[lever.name]
+    if _missing(value):
+        return lever.default  # written before the lever existed
+    if isinstance(lever.default, int) and isinstance(value, float) and value.is_integer():
         value = int(value)  # a CSV column with empty cells is read as floats: 2.0 is the micro-batch 2
     return value
 
@@ -246,3 +273,6 @@ def _row_value(row: Mapping[str, Any], f) -> Any:
 def _plain(value: Any) -> Any:
     """numpy scalars (rows read through pandas) as Python values."""
     return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
+__all__ = ["DEFAULT_BATCH_SIZES", "NO_MICRO_BATCH", "Cell", "cell_key", "check_batch_size", "lever_label"]

@@ -4,13 +4,14 @@
     not_applicable(cell) -> str | None      why one of them cannot apply to the cell's method (the row's reason)
     apply_levers(cell, trainee) -> StepPlan  apply them to a built method (make_training_setup does this)
     rebatch(cell, trainee, plan) -> StepPlan  the cell's per-batch settings on a model built for another batch size
-    available_levers() / get_lever(name)    the registry: Cell field -> lever class
+    available_levers() / get_lever(name)    the registry: lever name -> its behaviour's class
 
-Each lever is a frozen dataclass (`base.Lever`) with `applies_to(method_cls)` and `apply(trainee, plan)`, in a
-module of its own: `precision` (bf16/fp16 autocast, loss scaling), `checkpointing` (the encoder's blocks),
+What a lever is, its flag, values and whether it applies to a method, is declared once in
+`cadbench.vocabulary.levers`; this package holds what each lever does. Each behaviour is a frozen dataclass
+(`base.Lever`) with `from_cell(cell)` and `apply(trainee, plan)`, in a module of its own: `precision` (bf16/fp16 autocast, loss scaling), `checkpointing` (the encoder's blocks),
 `frozen_dtype` (frozen weights in bf16), `micro_batch` (gradient accumulation), `lean_encoder` (the frozen encoder
 first, in chunks, with fused attention: `fused_attention`). Methods never implement a lever; they declare
-capabilities (`encoder_under_no_grad`, `backward_through_encoder`) that `applies_to` reads.
+capabilities (`encoder_under_no_grad`, `backward_through_encoder`) that each declaration's `applies_to` reads.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from cadbench.training.levers.lean_encoder import LeanFrozenEncoder
 from cadbench.training.levers.micro_batch import MicroBatching
 from cadbench.training.levers.precision import HalfPrecision
 from cadbench.training.plan import StepPlan, Trainee
-from cadbench.vocabulary.cell import NO_MICRO_BATCH, Cell, lever_label
+from cadbench.vocabulary.cell import NO_MICRO_BATCH, Cell
+from cadbench.vocabulary.levers import lever_named
 
 # In the order they are applied: the lean encoder swaps the attention modules' class before frozen_dtype
 # parametrizes their weights (which gives them a class of its own), and checkpointing wraps the blocks last.
@@ -35,8 +37,22 @@ _LEVERS: tuple[type[Lever], ...] = (LeanFrozenEncoder, FrozenWeightsDtype, Encod
 
 
 def available_levers() -> dict[str, type[Lever]]:
-    """Cell field -> lever class."""
+    """Lever name -> its behaviour's class, in the order they are applied."""
     return {lever.field: lever for lever in _LEVERS}
+
+
+def register_lever(behaviour: type[Lever], before: str | None = None) -> None:
+    """Add the behaviour of a lever declared in `cadbench.vocabulary.levers` (a plugin's, or a test's), applied
+    after the built-in ones, or before the one named."""
+    global _LEVERS
+    levers = [lever for lever in _LEVERS if lever.field != behaviour.field]
+    index = next((i for i, lever in enumerate(levers) if lever.field == before), len(levers))
+    _LEVERS = (*levers[:index], behaviour, *levers[index:])
+
+
+def unregister_lever(name: str) -> None:
+    global _LEVERS
+    _LEVERS = tuple(lever for lever in _LEVERS if lever.field != name)
 
 
 def get_lever(name: str) -> type[Lever]:
@@ -47,19 +63,24 @@ def get_lever(name: str) -> type[Lever]:
 
 
 def levers_of(cell: Cell) -> list[Lever]:
-    """The levers the cell sets (those not at their defaults), in the order they are applied."""
+    """The levers the cell sets (those not at their defaults), in the order they are applied. A declared lever
+    without a behaviour is refused here rather than silently doing nothing."""
+    missing = sorted(name for name in cell.levers
+                     if (lever_named(name).part_of or name) not in available_levers())
+    if missing:
+        raise ValueError(f"lever {', '.join(missing)} is declared but has no behaviour in cadbench.training.levers")
     return [lever for lever in (cls.from_cell(cell) for cls in _LEVERS) if lever is not None]
 
 
 def not_applicable(cell: Cell) -> str | None:
     """Why the cell's levers cannot all apply to its method ('checkpointed encoder does not apply to cad: ...'), or
-    None when they can."""
+    None when they can; each lever's declaration decides, from the method's capabilities."""
     method_cls = get_method(cell.method)
-    for lever in levers_of(cell):
-        reason = lever.applies_to(method_cls)
+    for name, value in cell.levers.items():
+        declaration = lever_named(name)
+        reason = declaration.applies_to(method_cls)
         if reason:
-            shown = lever_label({**cell.plain.as_dict(), lever.field: getattr(cell, lever.field)}) or lever.field
-            return f"{shown} does not apply to {cell.method_label}: {reason}"
+            return f"{declaration.describe(value)} does not apply to {cell.method_label}: {reason}"
     return None
 
 
@@ -86,4 +107,4 @@ def rebatch(cell: Cell, trainee: Trainee, plan: StepPlan) -> StepPlan:
 
 __all__ = ["CheckpointedBlock", "EncoderCheckpointing", "FrozenWeightsDtype", "HalfPrecision", "LeanFrozenEncoder",
            "Lever", "LeverNotApplicable", "MicroBatching", "apply_levers", "available_levers", "get_lever",
-           "levers_of", "not_applicable", "rebatch"]
+           "levers_of", "not_applicable", "rebatch", "register_lever", "unregister_lever"]

@@ -1,8 +1,9 @@
 """What a memory lever is: a typed setting that changes the model or the step of any method that allows it.
 
 A lever never lives in a method. The method declares capabilities (`Method.encoder_under_no_grad`,
-`Method.backward_through_encoder`); the lever reads them in `applies_to` and, where it applies, changes the built
-model or the step's plan in `apply`, the same way for every method. `cadbench.training.setup.make_training_setup`
+`Method.backward_through_encoder`); the lever's declaration (`cadbench.vocabulary.levers`) reads them to say whether
+it applies, and where it does, its behaviour here changes the built model or the step's plan in `apply`, the same way
+for every method. `cadbench.training.setup.make_training_setup`
 applies the cell's levers, so CUDA runs, CPU runs and the estimator's replay all get them from this code.
 """
 
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cadbench.errors import CadbenchError
-from cadbench.methods import Method
 from cadbench.training.plan import StepPlan, Trainee
 from cadbench.vocabulary.cell import Cell
 
@@ -26,16 +26,12 @@ class LeverNotApplicable(CadbenchError):
 class Lever(ABC):
     """One lever, as set in a cell. Subclasses are frozen dataclasses of their settings."""
 
-    field: ClassVar[str]  # the Cell field holding it (its flag and label are that field's metadata)
+    field: ClassVar[str]  # the lever's name, as declared in cadbench.vocabulary.levers (its flag, label, rules)
 
     @classmethod
     @abstractmethod
     def from_cell(cls, cell: Cell) -> "Lever | None":
         """The lever as the cell sets it; None when the cell leaves it at its default (the plain step)."""
-
-    def applies_to(self, method_cls: type[Method]) -> str | None:
-        """Why the lever cannot apply to methods of this class (one sentence), or None when it can."""
-        return None
 
     @abstractmethod
     def apply(self, trainee: Trainee, plan: StepPlan) -> StepPlan:

@@ -49,14 +49,6 @@ class EncoderCheckpointing(Lever):
     def from_cell(cls, cell) -> "EncoderCheckpointing | None":
         return cls() if cell.checkpointing == "encoder" else None
 
-    def applies_to(self, method_cls) -> str | None:
-        if method_cls.encoder_under_no_grad:
-            return ("its image encoder runs under no_grad and keeps no activations for backward: there is nothing "
-                    "to recompute")
-        if not method_cls.backward_through_encoder:
-            return "gradients do not flow through its image encoder: there is nothing to recompute"
-        return None
-
     def apply(self, trainee, plan):
         encoder = trainee.method.sam.image_encoder
         use_fused_attention(encoder)

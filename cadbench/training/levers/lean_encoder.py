@@ -47,12 +47,6 @@ class LeanFrozenEncoder(Lever):
     def from_cell(cls, cell) -> "LeanFrozenEncoder | None":
         return cls(cell.encoder_chunk) if cell.lean_encoder == "on" else None
 
-    def applies_to(self, method_cls) -> str | None:
-        if not method_cls.encoder_under_no_grad:
-            return ("its image encoder is part of what trains (backward runs through it): it cannot run apart, "
-                    "before the trainable modules")
-        return None
-
     def apply(self, trainee, plan):
         method = trainee.method
         use_fused_attention(method.sam.image_encoder)
