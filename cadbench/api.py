@@ -20,11 +20,10 @@ from cadbench.harness.launchers import launcher_for
 from cadbench.harness.options import RunOptions
 from cadbench.harness.progress import sweep_progress
 from cadbench.harness.results import ResultStore, rows_to_frame
-from cadbench.harness.runner import SweepOutcome, sweep
-from cadbench.measure.timing import NOISY_SPREAD
+from cadbench.harness.runner import sweep
 from cadbench.registry import default_methods, parse_method_spec, unavailable_methods
-from cadbench.report.terminal import choose_baseline, comparison_table, method_labels, throughput_table, to_text
-from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell, cell_key
+from cadbench.report.terminal import blanks_explained, print_sweep_summary
+from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
 from cadbench.vocabulary.modes import Device, Mode
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
 
@@ -51,45 +50,21 @@ def mode_chooser(device: Device, estimate_only: bool, cuda: bool | None = None) 
     return lambda cell: "cpu" if get_backbone(cell.backbone).test_scale else "estimate"
 
 
-def parse_checkpoint_argument(text: str, backbones: Sequence[str]) -> dict[str, str]:
-    """`path` (one backbone only) or `backbone=path,backbone=path`. An `=` separates only when the text before it is
-    a backbone name, so `runs/lr=1e-4/sam.pth` is a path; a text without any `backbone=` item is one path, commas
-    included."""
-    items = text.split(",")
-    if not any(_named_backbone(item) for item in items):
-        if len(backbones) != 1:
-            raise CadbenchError(f"--checkpoint {text} fits one backbone, but {len(backbones)} were asked for "
-                                f"({', '.join(backbones)}); use --checkpoint vit_b=PATH,vit_h=PATH")
-        if "=" in text and not Path(text).is_file():
-            raise CadbenchError(f"checkpoint {text} does not exist or is not a file (a BACKBONE=PATH item names "
-                                f"one of {', '.join(sorted(BACKBONES))})")
-        return {backbones[0]: text}
-    mapping: dict[str, str] = {}
-    for item in items:
-        if not item.strip():
-            raise CadbenchError(f"--checkpoint {text}: empty item; give BACKBONE=PATH items separated by single "
-                                f"commas")
-        backbone = _named_backbone(item)
-        if backbone is None:
-            raise CadbenchError(f"--checkpoint item {item!r} is not BACKBONE=PATH (backbones: "
-                                f"{', '.join(sorted(BACKBONES))})")
-        if backbone in mapping:
-            raise CadbenchError(f"--checkpoint names backbone {backbone!r} twice")
-        mapping[backbone] = item.split("=", 1)[1]
-    return mapping
-
-
-def _named_backbone(item: str) -> str | None:
-    name, separator, _ = item.partition("=")
-    return name.strip() if separator and name.strip() in BACKBONES else None
-
-
-def resolve_checkpoints(checkpoint: str | dict[str, str] | None, backbones: Sequence[str]) -> dict[str, str]:
-    """`path` (one backbone only) or `backbone=path,backbone=path` (see `parse_checkpoint_argument`), or a dict of
-    those, checked against each backbone up front."""
+def resolve_checkpoints(checkpoint: str | Path | Mapping[str, str] | None, backbones: Sequence[str]) -> dict[str, str]:
+    """One checkpoint path (one backbone only) or {backbone: path}, checked against each backbone up front. (The
+    command line's `BACKBONE=PATH,...` text becomes such a mapping in `cadbench.commands.arguments`.)"""
     if not checkpoint:
         return {}
-    mapping = dict(checkpoint) if isinstance(checkpoint, dict) else parse_checkpoint_argument(checkpoint, backbones)
+    if isinstance(checkpoint, (str, Path)):
+        if len(backbones) != 1:
+            raise CadbenchError(f"--checkpoint {checkpoint} fits one backbone, but {len(backbones)} were asked for "
+                                f"({', '.join(backbones)}); use --checkpoint vit_b=PATH,vit_h=PATH")
+        if "=" in str(checkpoint) and not Path(checkpoint).is_file():
+            raise CadbenchError(f"checkpoint {checkpoint} does not exist or is not a file (a BACKBONE=PATH item names "
+                                f"one of {', '.join(sorted(BACKBONES))})")
+        mapping = {backbones[0]: str(checkpoint)}
+    else:
+        mapping = dict(checkpoint)
     for backbone, path in mapping.items():
         if backbone not in backbones:
             raise CadbenchError(f"--checkpoint names backbone {backbone!r}, which is not in --backbone "
@@ -131,7 +106,7 @@ def run(
     precisions: Iterable[str] = DEFAULT_PRECISIONS,
     *,
     levers: Mapping[str, Iterable[Any]] | None = None,
-    checkpoint: str | dict[str, str] | None = None,
+    checkpoint: str | Path | Mapping[str, str] | None = None,
     out: str | Path | None = None,
     baseline_method: str | None = None,
     show_progress: bool = True,
@@ -155,7 +130,7 @@ def run(
             frozen_dtype ("fp32", "bf16"), micro_batch (0 for none, or images per micro-batch), lean_encoder
             ("off", "on"), encoder_chunk (images per lean-encoder forward). Default: the plain step. A lever that
             cannot apply to a method gives that cell a row with status "not_applicable" and the reason.
-        checkpoint: an official SAM checkpoint for the one backbone, "backbone=path,...", or a dict of those.
+        checkpoint: an official SAM checkpoint for the one backbone, or a dict {backbone: path}.
         out: output folder (default: reports/<timestamp>/); an existing one is resumed.
         baseline_method: memory ratios in the summary and report are against this method spec.
         show_progress: show the progress bar over cells.
@@ -216,9 +191,9 @@ def run(
     frame.attrs.update(out_dir=str(store.out_dir), mode=mode, ran=outcome.ran, skipped=outcome.skipped,
                        in_flight=outcome.in_flight)
     if print_summary:
-        _print_summary(frame, outcome, list(dict.fromkeys(cell.method_label for cell in cells)), baseline_method,
-                       mode, store, [mode_of(cell) for cell in outcome.ran_cells],
-                       blanks_explained(cells, mode_of, options))
+        print_sweep_summary(frame, list(dict.fromkeys(cell.method_label for cell in cells)), baseline_method, mode,
+                            store.out_dir, [mode_of(cell) for cell in outcome.ran_cells], outcome.skipped,
+                            outcome.errored, outcome.notes, blanks_explained(cells, mode_of, options))
     return frame
 
 
@@ -232,73 +207,3 @@ def _build_report(store: ResultStore, baseline_method: str | None) -> None:
     except CadbenchError as exc:
         warn(f"index.html was not written ({exc}); the rows are safe, `cadbench report {store.out_dir}` "
              f"builds it again")
-
-
-def blanks_explained(cells: list[Cell], mode_of: Callable[[Cell], Mode], options: RunOptions) -> str | None:
-    """One line on why estimated cells have no throughput or quality, and what gives them (None when no cell was
-    estimated, or when only memory was asked for)."""
-    estimated = [cell for cell in cells if mode_of(cell) == "estimate"]
-    if options.estimate_only or not estimated:
-        return None
-    line = (f"Why throughput and quality are blank: {len(estimated)} of {len(cells)} cells were estimated (peak "
-            f"memory only: no CUDA GPU here), and timing or fine-tuning them needs one.")
-    if any(mode_of(cell) == "cpu" for cell in cells):
-        return line + " The test_scale cells ran for real on this CPU (CPU timings, a pipeline check of fine-tuning)."
-    methods = ",".join(dict.fromkeys(cell.method_spec for cell in cells))
-    return line + (f" On this CPU, `cadbench run --methods {methods} --backbone test_scale` gives CPU timings and a "
-                   "test-scale quality check (`--device cpu` times full-size cells, slowly).")
-
-
-MODE_WORDS = {"estimate": "estimated", "cpu": "run on the CPU", "cuda": "run on CUDA"}
-
-
-def cells_sentence(ran: Iterable[Mode], skipped: int) -> str:
-    """'36 cells estimated, 12 cells run on the CPU, 0 already finished': how this invocation measured its cells."""
-    counts = {mode: 0 for mode in MODE_WORDS}
-    for mode in ran:
-        counts[mode] += 1
-    parts = [f"{count} {'cell' if count == 1 else 'cells'} {MODE_WORDS[mode]}" for mode, count in counts.items()
-             if count]
-    return ", ".join(parts or ["no cell measured"]) + f", {skipped} already finished"
-
-
-def _print_summary(frame: pd.DataFrame, outcome: SweepOutcome, labels: list[str], baseline_method: str | None,
-                   mode: str, store: ResultStore, modes: list[Mode], blanks: str | None = None) -> None:
-    baseline = choose_baseline(labels, baseline_method)
-    source = ("measured on CUDA (max_memory_allocated)" if mode == "cuda" else
-              "estimated (fake-tensor replay of the training step; no GPU used)")
-    table = comparison_table(frame, baseline)
-    print(f"\nPeak training memory, {source}" + (f"; ratios to {baseline}" if baseline else "") + ":")
-    if not table.empty:
-        print(to_text(table))
-    throughput = throughput_table(frame)
-    if not throughput.empty:
-        where = sorted(set(frame["throughput_source"].dropna()))
-        print(f"\nTraining throughput, images/s ({'/'.join(where)}"
-              + ("; CPU timings are not comparable to GPU figures" if "cpu" in where else "") + "):")
-        print(to_text(throughput))
-        if frame["step_time_noisy"].eq(True).any():
-            print(f"noisy: the slowest steps took over {NOISY_SPREAD:g}× the median even after timing the cell a "
-                  "second time (outside load?): not a trend.")
-    if blanks:
-        print(blanks)
-    if any(get_backbone(b).test_scale for b in frame["backbone"]):
-        print("test_scale: a tiny SAM (128 px, 4 blocks) made of Meta's classes, for CPU demos. Its IoU/Dice are a "
-              "pipeline check (fine-tuning and scoring ran end to end), not a quality result: with random weights "
-              "and a short fine-tune it may still predict background everywhere (IoU 0).")
-    quality = frame[frame["dice"].notna()]
-    for label, (_, row) in zip(method_labels(quality), quality.iterrows()):
-        spec = get_backbone(row["backbone"])
-        kind = ("pipeline check (test scale, random weights)" if spec.test_scale and row["weights"] == RANDOM_WEIGHTS
-                else "quality")
-        print(f"{kind} {label} · {spec.label} · batch {row['batch_size']}: IoU {row['iou']:.3f}, "
-              f"Dice {row['dice']:.3f} after {int(row['train_steps'])} steps of {row['protocol']} "
-              f"({row['quality_dataset']})")
-    if set(frame["weights"].dropna()) == {RANDOM_WEIGHTS}:
-        print("Weights: random (no --checkpoint); memory and speed do not depend on them.")
-    for row in outcome.errored:
-        print(f"error in {cell_key(row)}: {row['error']}", file=sys.stderr)
-    print(f"{cells_sentence(modes, outcome.skipped)}; results in {store.out_dir}/ (results.jsonl, results.json, "
-          f"results.csv, index.html)")
-    for line in outcome.notes:
-        print(line)

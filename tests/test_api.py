@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cadbench.api import blanks_explained, cells_sentence, mode_chooser
+from cadbench.api import mode_chooser
+from cadbench.report.terminal import blanks_explained, cells_sentence
 from cadbench.cli import main
 from cadbench.harness.grid import expand_grid
 from cadbench.harness.options import RunOptions

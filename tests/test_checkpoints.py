@@ -129,16 +129,19 @@ def test_a_damaged_archive_is_named_as_such(tmp_path, test_scale_checkpoint):
 
 def test_an_equals_sign_in_a_checkpoint_path_is_part_of_the_path(tmp_path, test_scale_checkpoint):
     from cadbench.api import resolve_checkpoints
+    from cadbench.commands.arguments import checkpoint_argument
 
     path, _ = test_scale_checkpoint
     folder = tmp_path / "lr=1e-4"
     folder.mkdir()
     odd = folder / "run=3.pth"
     odd.write_bytes(path.read_bytes())
-    assert resolve_checkpoints(str(odd), ["test_scale"]) == {"test_scale": str(odd)}
-    assert resolve_checkpoints(f"test_scale={odd}", ["test_scale"]) == {"test_scale": str(odd)}
+    assert checkpoint_argument(str(odd)) == str(odd)  # no backbone= item: one path, its = signs included
+    assert resolve_checkpoints(checkpoint_argument(str(odd)), ["test_scale"]) == {"test_scale": str(odd)}
+    assert checkpoint_argument(f"test_scale={odd}") == {"test_scale": str(odd)}
+    assert resolve_checkpoints(checkpoint_argument(f"test_scale={odd}"), ["test_scale"]) == {"test_scale": str(odd)}
     with pytest.raises(CadbenchError, match="does not exist"):
-        resolve_checkpoints("vit_x=/nowhere.pth", ["test_scale"])
+        resolve_checkpoints(checkpoint_argument("vit_x=/nowhere.pth"), ["test_scale"])
 
 
 @pytest.mark.parametrize("text, message", [
@@ -146,8 +149,8 @@ def test_an_equals_sign_in_a_checkpoint_path_is_part_of_the_path(tmp_path, test_
     ("test_scale=a.pth,b.pth", "'b.pth' is not BACKBONE=PATH"),
 ])
 def test_a_malformed_checkpoint_list_is_one_line(tmp_path, text, message):
-    from cadbench.api import resolve_checkpoints
+    from cadbench.commands.arguments import checkpoint_argument
 
     with pytest.raises(CadbenchError, match=message) as error:
-        resolve_checkpoints(text, ["test_scale", "vit_b"])
+        checkpoint_argument(text)
     assert "\n" not in str(error.value)

@@ -131,6 +131,37 @@ def lever_arguments(args: argparse.Namespace) -> dict[str, list]:
     return {lever.name: getattr(args, lever.name) for lever in declared_levers() if hasattr(args, lever.name)}
 
 
+def checkpoint_argument(text: str | None) -> str | dict[str, str] | None:
+    """--checkpoint's text: `PATH` (for the one backbone; returned as it is) or `BACKBONE=PATH,...` (a dict). An
+    `=` separates only when the text before it is a backbone name, so `runs/lr=1e-4/sam.pth` is a path; a text
+    without any `backbone=` item is one path, commas included."""
+    from cadbench.backbones import BACKBONES  # here, not above: `cadbench --help` must not import torch
+
+    if not text:
+        return None
+
+    def named(item: str) -> str | None:
+        name, separator, _ = item.partition("=")
+        return name.strip() if separator and name.strip() in BACKBONES else None
+
+    items = text.split(",")
+    if not any(named(item) for item in items):
+        return text
+    mapping: dict[str, str] = {}
+    for item in items:
+        if not item.strip():
+            raise CadbenchError(f"--checkpoint {text}: empty item; give BACKBONE=PATH items separated by single "
+                                f"commas")
+        backbone = named(item)
+        if backbone is None:
+            raise CadbenchError(f"--checkpoint item {item!r} is not BACKBONE=PATH (backbones: "
+                                f"{', '.join(sorted(BACKBONES))})")
+        if backbone in mapping:
+            raise CadbenchError(f"--checkpoint names backbone {backbone!r} twice")
+        mapping[backbone] = item.split("=", 1)[1]
+    return mapping
+
+
 def add_option(parser: argparse.ArgumentParser, flag: str, help: str = "", **kwargs) -> None:
     """A flag for a `RunOptions` field: absent from the namespace unless given, so the default is RunOptions'."""
     name = flag.lstrip("-").replace("-", "_")
@@ -146,5 +177,5 @@ def run_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in RunOptions.field_names() if hasattr(args, name)}
 
 
-__all__ = ["add_alloc_conf", "add_cell_selection", "add_grid_arguments", "add_levers", "add_option", "add_precision",
+__all__ = ["add_alloc_conf", "add_cell_selection", "checkpoint_argument", "add_grid_arguments", "add_levers", "add_option", "add_precision",
            "comma_list", "int_list", "lever_arguments", "memory_size", "method_list", "run_options"]

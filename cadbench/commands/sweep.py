@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from cadbench.commands.arguments import add_alloc_conf, add_grid_arguments, add_option, lever_arguments, run_options
+from cadbench.commands.arguments import (add_alloc_conf, add_grid_arguments, add_option, checkpoint_argument,
+                                         lever_arguments, run_options)
 from cadbench.commands.launcher_arguments import add_launcher_arguments, launcher_config
 from cadbench.vocabulary.modes import DEVICES
 
@@ -51,7 +52,8 @@ def sweep(args: argparse.Namespace, **options) -> int:
     from cadbench.api import run
 
     frame = run(methods=args.methods, backbones=args.backbone, batch_sizes=args.batch_sizes,
-                precisions=args.precision, levers=lever_arguments(args), checkpoint=args.checkpoint, out=args.out,
+                precisions=args.precision, levers=lever_arguments(args),
+                checkpoint=checkpoint_argument(args.checkpoint), out=args.out,
                 baseline_method=args.baseline_method, show_progress=not args.no_progress,
                 **run_options(args), **options)
     return 1 if (frame["status"] == "error").any() else 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from cadbench.commands.arguments import add_grid_arguments, add_option, lever_arguments, run_options
+from cadbench.commands.arguments import (add_grid_arguments, add_option, checkpoint_argument, lever_arguments,
+                                         run_options)
 
 
 def register(commands) -> None:
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         out = reference_folder(torch.cuda.get_device_name(torch.cuda.current_device()))
-    table = validate(methods, backbones, batch_sizes, args.precision, out=out, checkpoint=args.checkpoint,
+    table = validate(methods, backbones, batch_sizes, args.precision, out=out,
+                     checkpoint=checkpoint_argument(args.checkpoint),
                      levers=lever_arguments(args), show_progress=not args.no_progress, **run_options(args))
     print(format_validation(table))
     if args.reference:

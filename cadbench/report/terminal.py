@@ -1,4 +1,5 @@
-"""The comparison table printed at the end of a sweep: methods side by side, memory as a ratio of a baseline.
+"""What a sweep prints at its end: the comparison table (methods side by side, memory as a ratio of a baseline),
+the throughput table, and the lines around them (why blanks are blank, quality, how the cells were measured).
 
 Methods are shown by their labels: a method with options is its own column, 'lora (rank 16)' beside 'lora', and so
 is a method with memory levers, 'sam_adapter + checkpointed encoder' beside 'sam_adapter'.
@@ -6,12 +7,20 @@ is a method with memory levers, 'sam_adapter + checkpointed encoder' beside 'sam
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Callable, Iterable
+
 import pandas as pd
 
+from cadbench.backbones import RANDOM_WEIGHTS, get_backbone
 from cadbench.errors import CadbenchError
-from cadbench.vocabulary.cell import Cell, lever_label
+from cadbench.harness.options import RunOptions
+from cadbench.measure.timing import NOISY_SPREAD
+from cadbench.vocabulary.cell import Cell, cell_key, lever_label
 from cadbench.vocabulary.levers import declared_levers
 from cadbench.vocabulary.method_spec import method_label, split_method_spec
+from cadbench.vocabulary.modes import Mode
 
 GB = 10**9  # decimal gigabytes, as GPU capacities and the report state them
 SHORT_NAMES = {"batch_size": "batch"}
@@ -125,3 +134,76 @@ def _memory_cell(row, base_peak) -> str:
     if base_peak and not pd.isna(base_peak):
         text += f" ({peak / base_peak:.2f}×)"
     return text
+
+
+def blanks_explained(cells: list[Cell], mode_of: Callable[[Cell], Mode], options: RunOptions) -> str | None:
+    """One line on why estimated cells have no throughput or quality, and what gives them (None when no cell was
+    estimated, or when only memory was asked for)."""
+    estimated = [cell for cell in cells if mode_of(cell) == "estimate"]
+    if options.estimate_only or not estimated:
+        return None
+    line = (f"Why throughput and quality are blank: {len(estimated)} of {len(cells)} cells were estimated (peak "
+            f"memory only: no CUDA GPU here), and timing or fine-tuning them needs one.")
+    if any(mode_of(cell) == "cpu" for cell in cells):
+        return line + " The test_scale cells ran for real on this CPU (CPU timings, a pipeline check of fine-tuning)."
+    methods = ",".join(dict.fromkeys(cell.method_spec for cell in cells))
+    return line + (f" On this CPU, `cadbench run --methods {methods} --backbone test_scale` gives CPU timings and a "
+                   "test-scale quality check (`--device cpu` times full-size cells, slowly).")
+
+
+MODE_WORDS = {"estimate": "estimated", "cpu": "run on the CPU", "cuda": "run on CUDA"}
+
+
+def cells_sentence(ran: Iterable[Mode], skipped: int) -> str:
+    """'36 cells estimated, 12 cells run on the CPU, 0 already finished': how this invocation measured its cells."""
+    counts = {mode: 0 for mode in MODE_WORDS}
+    for mode in ran:
+        counts[mode] += 1
+    parts = [f"{count} {'cell' if count == 1 else 'cells'} {MODE_WORDS[mode]}" for mode, count in counts.items()
+             if count]
+    return ", ".join(parts or ["no cell measured"]) + f", {skipped} already finished"
+
+
+def print_sweep_summary(frame: pd.DataFrame, labels: list[str], baseline_method: str | None, mode: str,
+                        out_dir: Path, modes: list[Mode], skipped: int, errored: list[dict], notes: list[str],
+                        blanks: str | None = None) -> None:
+    """What a finished sweep prints: the peak-memory table, the throughput table, why blanks are blank, the quality
+    lines, errors (on stderr), how the cells were measured and where the results are."""
+    baseline = choose_baseline(labels, baseline_method)
+    source = ("measured on CUDA (max_memory_allocated)" if mode == "cuda" else
+              "estimated (fake-tensor replay of the training step; no GPU used)")
+    table = comparison_table(frame, baseline)
+    print(f"\nPeak training memory, {source}" + (f"; ratios to {baseline}" if baseline else "") + ":")
+    if not table.empty:
+        print(to_text(table))
+    throughput = throughput_table(frame)
+    if not throughput.empty:
+        where = sorted(set(frame["throughput_source"].dropna()))
+        print(f"\nTraining throughput, images/s ({'/'.join(where)}"
+              + ("; CPU timings are not comparable to GPU figures" if "cpu" in where else "") + "):")
+        print(to_text(throughput))
+        if frame["step_time_noisy"].eq(True).any():
+            print(f"noisy: the slowest steps took over {NOISY_SPREAD:g}× the median even after timing the cell a "
+                  "second time (outside load?): not a trend.")
+    if blanks:
+        print(blanks)
+    if any(get_backbone(b).test_scale for b in frame["backbone"]):
+        print("test_scale: a tiny SAM (128 px, 4 blocks) made of Meta's classes, for CPU demos. Its IoU/Dice are a "
+              "pipeline check (fine-tuning and scoring ran end to end), not a quality result: with random weights "
+              "and a short fine-tune it may still predict background everywhere (IoU 0).")
+    quality = frame[frame["dice"].notna()]
+    for label, (_, row) in zip(method_labels(quality), quality.iterrows()):
+        spec = get_backbone(row["backbone"])
+        kind = ("pipeline check (test scale, random weights)" if spec.test_scale and row["weights"] == RANDOM_WEIGHTS
+                else "quality")
+        print(f"{kind} {label} · {spec.label} · batch {row['batch_size']}: IoU {row['iou']:.3f}, "
+              f"Dice {row['dice']:.3f} after {int(row['train_steps'])} steps of {row['protocol']} "
+              f"({row['quality_dataset']})")
+    if set(frame["weights"].dropna()) == {RANDOM_WEIGHTS}:
+        print("Weights: random (no --checkpoint); memory and speed do not depend on them.")
+    for row in errored:
+        print(f"error in {cell_key(row)}: {row['error']}", file=sys.stderr)
+    print(f"{cells_sentence(modes, skipped)}; results in {out_dir}/ (results.jsonl, results.json, "
+          f"results.csv, index.html)")
+    for line in notes:
+        print(line)
