@@ -104,6 +104,30 @@ def test_no_two_parts_of_cadbench_import_each_other_even_through_others():
     assert cycle is None, "packages importing each other: " + " -> ".join(cycle)
 
 
+# The floors, bottom up (docs: shared design, "Layers, bottom up"); a module may import its own floor or lower ones.
+LAYERS = (
+    ("cadbench.errors", "cadbench.version", "cadbench._lazy", "cadbench.cards", "cadbench.vocabulary"),
+    ("cadbench.backbones", "cadbench.methods", "cadbench.registry", "cadbench.params", "cadbench.datasets"),
+    ("cadbench.training",),
+    ("cadbench.estimator", "cadbench.measure"),
+    ("cadbench.harness",),
+    ("cadbench.report",),
+    ("cadbench.api", "cadbench.validation"),
+    ("cadbench.commands",),
+    ("cadbench.cli", "cadbench.__main__", "cadbench"),
+)
+
+
+def test_every_import_goes_down_the_layers_and_every_part_has_a_layer():
+    level = {part: index for index, parts in enumerate(LAYERS) for part in parts}
+    graph = import_graph()
+    unplaced = sorted({floor_of(module) for module in graph} - set(level))
+    assert not unplaced, f"parts of cadbench with no layer in LAYERS: {', '.join(unplaced)}"
+    upward = [f"{module} -> {target}" for module, targets in sorted(graph.items()) for target in sorted(targets)
+              if level[floor_of(target)] > level[floor_of(module)]]
+    assert not upward, "imports going up the layers: " + "; ".join(upward)
+
+
 def test_the_vocabulary_imports_nothing_above_it():
     above = {target for module, targets in import_graph().items() if floor_of(module) == "cadbench.vocabulary"
              for target in targets if floor_of(target) not in ("cadbench.vocabulary", "cadbench.errors")}
