@@ -17,7 +17,7 @@ from cadbench.errors import CadbenchError
 from cadbench.harness.environment import collect_environment
 from cadbench.harness.grid import expand_grid
 from cadbench.harness.launchers import launcher_for
-from cadbench.harness.options import RunOptions
+from cadbench.harness.options import RunContext, RunOptions
 from cadbench.harness.progress import sweep_progress
 from cadbench.harness.results import ResultStore, rows_to_frame
 from cadbench.harness.runner import sweep
@@ -26,8 +26,6 @@ from cadbench.report.terminal import blanks_explained, print_sweep_summary
 from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
 from cadbench.vocabulary.modes import Device, Mode
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
-
-DERIVED_OPTIONS = {"checkpoints", "weights", "state_dir"}  # filled in from `checkpoint` and `out`, never passed
 
 
 def default_out_dir() -> Path:
@@ -143,7 +141,7 @@ def run(
             epochs, test_fraction, val_fraction, save_weights, alloc_conf (caching-allocator settings for the
             simulated reserved memory and OOM line, PYTORCH_CUDA_ALLOC_CONF syntax; default: the environment's).
     """
-    unknown = sorted(set(options) - (set(RunOptions.field_names()) - DERIVED_OPTIONS))
+    unknown = sorted(set(options) - set(RunOptions.field_names()))
     if unknown:
         raise TypeError(f"run() got unexpected keyword arguments: {', '.join(unknown)}")
     options = RunOptions(**options)  # validated here
@@ -174,15 +172,15 @@ def run(
     checkpoints = resolve_checkpoints(checkpoint, backbones)
     weights = {backbone: f"sha256:{file_sha256(checkpoints[backbone])}" if backbone in checkpoints
                else RANDOM_WEIGHTS for backbone in backbones}
-    options = replace(options, checkpoints=checkpoints, weights=weights)
     launcher.check()  # e.g. a GPU that does not exist, Slurm missing: refused before the folder is touched
 
     store = ResultStore(out or default_out_dir())
-    options = replace(options, state_dir=str(store.out_dir))
+    context = RunContext(checkpoints=checkpoints, weights=weights, state_dir=str(store.out_dir))
     environment = collect_environment()
-    with store.open(options.resume_config(), environment):  # the folder is this run's until the block ends
+    # the folder is this run's until the block ends
+    with store.open({**options.resume_config(), **context.resume_config()}, environment):
         with sweep_progress(len(cells), enabled=show_progress) as progress:
-            outcome = sweep(cells, mode_of, options, store, environment, on_progress=progress.update,
+            outcome = sweep(cells, mode_of, options, context, store, environment, on_progress=progress.update,
                             launcher=launcher)
         if store.rows():  # a detached Slurm run may have no row yet
             _build_report(store, baseline_method)

@@ -27,7 +27,8 @@ def _measure(monkeypatch, timings: list[StepTimes]) -> tuple[dict, list[tuple[in
         return timings[len(calls) - 1]
 
     monkeypatch.setattr(timing, "time_cpu_steps", fake_time_cpu_steps)
-    monkeypatch.setattr(measure_cell_module, "_setup", lambda cell, options, device: SimpleNamespace(step=None))
+    monkeypatch.setattr(measure_cell_module, "_setup",
+                        lambda cell, options, context, device: SimpleNamespace(step=None))
     row = measure_cell(Cell("cad", "test_scale", 2), "cpu", RunOptions(dataset=None, steps=10, warmup=3), ENVIRONMENT)
     assert row["status"] == "ok", row["error"]
     assert not unexplained_nulls(row)

@@ -1,7 +1,7 @@
 """The harness: which cells to measure, measuring one, sweeping them all, and keeping every row.
 
     expand_grid, make_cell, cell_label              the user's names made cells, crossed into the grid (grid)
-    RunOptions                                      everything a run is asked to do, with its defaults (options)
+    RunOptions, RunContext                          what the user chose (every run default); what the run resolved
     measure_cell(cell, mode, options, environment)  one cell's result row, in this process (measure_cell)
     sweep(cells, mode_of, options, store, ...)      every unfinished cell, each row persisted as it ends (runner)
     ResultStore, load_results, contract_columns   the result folder: lock, journal first, derived files, resume;
@@ -16,7 +16,7 @@ whole run, so it sits beside the API (`cadbench.validation`).
 from cadbench._lazy import lazy_exports
 
 _EXPORTS = {
-    "expand_grid": "grid", "make_cell": "grid", "cell_label": "grid", "RunOptions": "options",
+    "expand_grid": "grid", "make_cell": "grid", "cell_label": "grid", "RunOptions": "options", "RunContext": "options",
     "measure_cell": "measure_cell", "sweep": "runner", "SweepOutcome": "runner",
     "ResultStore": "results", "load_results": "results", "contract_columns": "results",
     "read_results_document": "results",

@@ -20,7 +20,7 @@ import torch
 from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
 from cadbench.harness.nulls import FINE_TUNE_COLUMNS, NVML_COLUMNS, QUALITY_COLUMNS, null_reasons
-from cadbench.harness.options import RunOptions
+from cadbench.harness.options import RunContext, RunOptions
 from cadbench.harness.results import explain_nulls, new_row
 from cadbench.methods import Method
 from cadbench.training.finetune import TrainingPlan
@@ -28,27 +28,30 @@ from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.modes import Mode
 
 
-def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict) -> dict:
+def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict,
+                 context: RunContext = RunContext()) -> dict:
     """The cell's result row. Out-of-memory and any other failure become the row's status, never an exception. The
     sweep decides, once per cell, whether its levers apply to its method: only cells where they do reach this
     function (`not_applicable_row` writes the others).
 
-    Side data for the report travels in keys starting with '_' (`_timeline`, `_loss_curve`).
+    `context` is what the run resolved (checkpoints, weights, its folder); the default is a cell measured outside a
+    run: random weights, no folder. Side data for the report travels in keys starting with '_' (`_timeline`,
+    `_loss_curve`).
     """
-    row = _identity_row(cell, options, environment)
+    row = _identity_row(cell, options, context, environment)
     if mode != "estimate":
         row["warmup_steps"], row["timed_steps"] = options.warmup, options.steps
     try:
         _fill_parameter_counts(row, cell)
         if mode == "cuda":
-            _measure_on_cuda(row, cell, options)
+            _measure_on_cuda(row, cell, options, context)
         elif mode == "cpu":
-            _time_on_cpu(row, cell, options)
+            _time_on_cpu(row, cell, options, context)
             _estimate_memory(row, cell, options)
         else:
             _estimate_memory(row, cell, options)
         if mode != "estimate" and options.dataset:
-            _measure_quality(row, cell, options, torch.device("cuda" if mode == "cuda" else "cpu"))
+            _measure_quality(row, cell, options, context, torch.device("cuda" if mode == "cuda" else "cpu"))
         row["status"] = "ok"
     except torch.cuda.OutOfMemoryError:
         row["status"] = "oom"
@@ -62,17 +65,18 @@ def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict)
     return explain_nulls(row, null_reasons(row, mode, options))
 
 
-def not_applicable_row(cell: Cell, reason: str, mode: Mode, options: RunOptions, environment: dict) -> dict:
+def not_applicable_row(cell: Cell, reason: str, mode: Mode, options: RunOptions, context: RunContext,
+                       environment: dict) -> dict:
     """The row of a cell whose lever cannot apply to its method (status `not_applicable`, `reason` as its error):
     measured in no mode."""
-    row = _identity_row(cell, options, environment)
+    row = _identity_row(cell, options, context, environment)
     row["status"], row["error"] = "not_applicable", reason
     return explain_nulls(row, null_reasons(row, mode, options))
 
 
-def _identity_row(cell: Cell, options: RunOptions, environment: dict) -> dict:
+def _identity_row(cell: Cell, options: RunOptions, context: RunContext, environment: dict) -> dict:
     row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
-    row["weights"] = options.weights.get(cell.backbone, "random")
+    row["weights"] = context.weights_of(cell.backbone)
     row["alloc_conf"] = options.alloc_conf or "default"  # the caching allocator's settings (real or simulated)
     row["protocol"] = options.protocol
     return row
@@ -90,20 +94,20 @@ def _fill_parameter_counts(row: dict, cell: Cell) -> None:
     row["trainable_params"], row["total_params"] = counts.trainable_params, counts.total_params
 
 
-def _setup(cell: Cell, options: RunOptions, device: torch.device):
+def _setup(cell: Cell, options: RunOptions, context: RunContext, device: torch.device):
     from cadbench.training.setup import make_training_setup
 
-    return make_training_setup(cell, device=device, checkpoint=options.checkpoints.get(cell.backbone),
+    return make_training_setup(cell, device=device, checkpoint=context.checkpoints.get(cell.backbone),
                                seed=options.seed)
 
 
-def _measure_on_cuda(row: dict, cell: Cell, options: RunOptions) -> None:
+def _measure_on_cuda(row: dict, cell: Cell, options: RunOptions, context: RunContext) -> None:
     from cadbench.measure.cuda import measure_cuda_steps
 
     device = torch.device("cuda", torch.cuda.current_device())
     row["device"] = torch.cuda.get_device_name(device)
     row["device_total_memory_bytes"] = torch.cuda.get_device_properties(device).total_memory
-    setup = _setup(cell, options, device)
+    setup = _setup(cell, options, context, device)
     measured = measure_cuda_steps(setup.step, options.warmup, options.steps, device)
     row.update(
         peak_memory_bytes=measured.peak_allocated_bytes, memory_source="cuda",
@@ -123,11 +127,11 @@ def _measure_on_cuda(row: dict, cell: Cell, options: RunOptions) -> None:
     torch.cuda.empty_cache()
 
 
-def _time_on_cpu(row: dict, cell: Cell, options: RunOptions) -> None:
+def _time_on_cpu(row: dict, cell: Cell, options: RunOptions, context: RunContext) -> None:
     from cadbench.measure.timing import time_cpu_steps
 
     row["device"] = "cpu"
-    setup = _setup(cell, options, torch.device("cpu"))
+    setup = _setup(cell, options, context, torch.device("cpu"))
     times = time_cpu_steps(setup.step, options.warmup, options.steps)
     retimed = times.noisy
     if retimed:  # something outside the step slowed some steps: time once more and keep the steadier timing
@@ -146,7 +150,7 @@ def _estimate_memory(row: dict, cell: Cell, options: RunOptions) -> None:
     row["_timeline"] = [list(point) for point in estimate.timeline]
 
 
-def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.device) -> None:
+def _measure_quality(row: dict, cell: Cell, options: RunOptions, context: RunContext, device: torch.device) -> None:
     """Fine-tune a fresh copy of the method under the run's protocol on the train split, then score the test split.
 
     A paper protocol fixes batch size and precision: other cells get null quality with the reason. The fine-tune
@@ -169,11 +173,11 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
     plan = TrainingPlan.resolve(protocol, cell.batch_size, cell.precision, options.epochs, options.train_steps,
                                 options.seed)
     torch.manual_seed(options.seed)
-    trainee, step_plan = prepare_cell(cell, checkpoint=options.checkpoints.get(cell.backbone), device=device)
-    state = _fine_tune_state(cell, options)
+    trainee, step_plan = prepare_cell(cell, checkpoint=context.checkpoints.get(cell.backbone), device=device)
+    state = _fine_tune_state(cell, context)
     validating_on_test = splits.validation is splits.test
     history = fine_tune(trainee.method, splits.train, plan, validation=splits.validation,
-                        checkpoint=state, fingerprint=_fingerprint(cell, options), step=step_plan,
+                        checkpoint=state, fingerprint=_fingerprint(cell, options, context), step=step_plan,
                         workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0,
                         validate_last_epoch=not validating_on_test)
     scores = evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry)
@@ -185,22 +189,22 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, device: torch.d
                empty_test_masks=splits.test.empty_masks, mask_grey_values=splits.grey_values,
                _loss_curve={"protocol": protocol.name, "plan": plan.describe(), **history.curve()})
     if options.save_weights:
-        _save_trained_weights(row, cell, options, trainee.method, plan, len(history.losses), device)
+        _save_trained_weights(row, cell, options, context, trainee.method, plan, len(history.losses), device)
     if state is not None:
         state.unlink(missing_ok=True)  # finished: nothing left to resume
 
 
-def _save_trained_weights(row: dict, cell: Cell, options: RunOptions, method: Method, plan: TrainingPlan,
-                          steps: int, device: torch.device) -> None:
+def _save_trained_weights(row: dict, cell: Cell, options: RunOptions, context: RunContext, method: Method,
+                          plan: TrainingPlan, steps: int, device: torch.device) -> None:
     """--save-weights: the method's trainable weights under --out/weights/, named in the row with their sha256.
 
     The metadata says what `cadbench evaluate` needs to rebuild the frozen base and score the same split."""
     from cadbench.training.weights import base_fingerprint, save_weights
 
-    if options.state_dir is None:
+    if context.state_dir is None:
         raise ValueError("save_weights needs state_dir, the --out folder (cadbench.run sets it)")
     relative = Path("weights") / f"{_slug(cell)}.safetensors"
-    sha256 = save_weights(method, Path(options.state_dir) / relative, {
+    sha256 = save_weights(method, Path(context.state_dir) / relative, {
         "method": cell.method_spec, "backbone": cell.backbone, "cell": cell.key, "protocol": plan.protocol.name,
         "epochs": str(plan.epochs), "train_steps": str(steps), "seed": str(options.seed),
         "base_weights": row["weights"], "base_fingerprint": base_fingerprint(method), "initialised_on": device.type,
@@ -213,18 +217,18 @@ def _slug(cell: Cell) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]", "_", cell.key.replace(Cell.KEY_SEPARATOR, "-"))
 
 
-def _fine_tune_state(cell: Cell, options: RunOptions) -> Path | None:
+def _fine_tune_state(cell: Cell, context: RunContext) -> Path | None:
     """Where an unfinished fine-tune of this cell keeps its epoch checkpoint (None outside a run with --out)."""
-    if options.state_dir is None:
+    if context.state_dir is None:
         return None
-    return Path(options.state_dir) / "fine-tunes" / f"{_slug(cell)}.pt"
+    return Path(context.state_dir) / "fine-tunes" / f"{_slug(cell)}.pt"
 
 
-def _fingerprint(cell: Cell, options: RunOptions) -> str:
+def _fingerprint(cell: Cell, options: RunOptions, context: RunContext) -> str:
     """What an epoch checkpoint must match to be resumed: the cell and every setting its fine-tune depends on."""
     settings = {name: getattr(options, name) for name in (
         "seed", "dataset", "layout", "train_steps", "protocol", "epochs", "test_fraction", "val_fraction")}
-    return json.dumps({"cell": cell.key, "weights": options.weights.get(cell.backbone, "random"), **settings},
+    return json.dumps({"cell": cell.key, "weights": context.weights_of(cell.backbone), **settings},
                       sort_keys=True)
 
 
@@ -243,7 +247,8 @@ def main(argv: list[str]) -> int:
         from cadbench.harness.environment import collect_environment
 
         environment = collect_environment()
-    row = measure_cell(Cell(**spec["cell"]), spec["mode"], RunOptions(**spec["options"]), environment)
+    row = measure_cell(Cell(**spec["cell"]), spec["mode"], RunOptions(**spec["options"]), environment,
+                       RunContext(**spec["context"]))
     write_atomically(Path(argv[1]), strict_json(finite_row(row)))  # whole or absent, strict JSON
     return 0
 

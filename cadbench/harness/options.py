@@ -1,7 +1,9 @@
-"""What a run is asked to do beyond its grid: one typed, frozen dataclass, the one home of every run default.
+"""What a run is asked to do beyond its grid (`RunOptions`: what the user chose, the one home of every run default),
+and what the run resolved from it before any cell ran (`RunContext`: checkpoints found, the weights they stand for,
+the folder that keeps the run's state).
 
 The CLI takes its defaults (and their help text) from `RunOptions`, `cadbench.run()` builds one from its keyword
-arguments, and each cell process receives it as JSON. Values are checked once, here, when the object is made;
+arguments, and each cell process receives both as JSON. Values are checked once, here, when the objects are made;
 the code that runs a cell trusts them.
 """
 
@@ -14,7 +16,6 @@ from cadbench.errors import CadbenchError, unknown_name_error
 from cadbench.vocabulary.modes import DEVICES, Device
 
 DEFAULT_PROTOCOL = "quick"
-DERIVED_LOCATIONS = ("checkpoints", "state_dir")  # paths, which may move between a run and its resume
 LATER_OPTIONS = ("protocol", "epochs", "test_fraction", "val_fraction", "save_weights", "alloc_conf")
 
 
@@ -33,12 +34,9 @@ class RunOptions:
     test_fraction: float = 0.2  # held out (by --seed) as the test split when a dataset has none of its own
     val_fraction: float = 0.0  # of train, held out to validate on after each epoch; 0: a validation split, else test
     save_weights: bool = False  # save each fine-tuned cell's trainable weights (safetensors) under --out/weights/
-    checkpoints: dict[str, str] = field(default_factory=dict)  # backbone -> checkpoint path (resolved, checked)
-    weights: dict[str, str] = field(default_factory=dict)  # backbone -> "random" | "sha256:..." (from checkpoints)
     # The CUDA caching allocator's settings (PYTORCH_CUDA_ALLOC_CONF syntax) for the simulated reserved memory and
     # OOM line; None: PYTORCH_ALLOC_CONF or PYTORCH_CUDA_ALLOC_CONF, read here. Stored validated, "" for defaults.
     alloc_conf: str | None = None
-    state_dir: str | None = None  # the --out folder: fine-tunes' epoch checkpoints and saved weights (set by run)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -70,11 +68,30 @@ class RunOptions:
         return asdict(self)
 
     def resume_config(self) -> dict[str, Any]:
-        """The settings a result folder was measured with, which a resumed run must share (checkpoint paths may
-        move; their content is in `weights`). Options added after result folders existed are left out at their
-        default, so that those folders still resume (a missing setting means its default)."""
+        """The user's settings a result folder was measured with, which a resumed run must share. Options added
+        after result folders existed are left out at their default, so that those folders still resume (a missing
+        setting means its default)."""
         return {name: value for name, value in self.as_dict().items()
-                if name not in DERIVED_LOCATIONS and not (name in LATER_OPTIONS and value == getattr(DEFAULTS, name))}
+                if not (name in LATER_OPTIONS and value == getattr(DEFAULTS, name))}
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run resolved from the user's choices before any cell ran; every cell of the run shares it."""
+
+    checkpoints: dict[str, str] = field(default_factory=dict)  # backbone -> checkpoint path (resolved, checked)
+    weights: dict[str, str] = field(default_factory=dict)  # backbone -> "random" | "sha256:..." (from checkpoints)
+    state_dir: str | None = None  # the --out folder: fine-tunes' epoch checkpoints and saved weights
+
+    def weights_of(self, backbone: str) -> str:
+        return self.weights.get(backbone, "random")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resume_config(self) -> dict[str, Any]:
+        """What of it a resumed run must share: the weights (checkpoint paths and the folder may move)."""
+        return {"weights": self.weights}
 
 
 # Defaults for the command line's help. The allocator settings' default is the environment's, read when a run's

@@ -13,7 +13,7 @@ from typing import Callable
 from cadbench.harness.launchers import launcher_for
 from cadbench.harness.launchers.base import CellRun, Launcher, Progress
 from cadbench.harness.measure_cell import not_applicable_row
-from cadbench.harness.options import RunOptions
+from cadbench.harness.options import RunContext, RunOptions
 from cadbench.harness.results import ResultStore
 from cadbench.training.levers import not_applicable
 from cadbench.vocabulary.cell import Cell
@@ -38,6 +38,7 @@ def sweep(
     cells: list[Cell],
     mode_of: Callable[[Cell], Mode],
     options: RunOptions,
+    context: RunContext,
     store: ResultStore,
     environment: dict,
     on_progress: Progress = lambda event, cell, detail=None: None,
@@ -60,13 +61,13 @@ def sweep(
     reasons = {run.cell: not_applicable(run.cell) for run in runs}  # decided here, once per cell
     for run in [run for run in runs if reasons[run.cell]]:  # a row saying why; no device, no job
         on_progress("start", run.cell)
-        row = not_applicable_row(run.cell, reasons[run.cell], run.mode, options, environment)
+        row = not_applicable_row(run.cell, reasons[run.cell], run.mode, options, context, environment)
         store.append(row)
         ran.append(run.cell)
         on_progress("done", run.cell, row=row)
     runs = [run for run in runs if not reasons[run.cell]]
     launcher.check_folder(store.out_dir, runs)
-    finishing = launcher.launch(runs, options, environment, store.out_dir, on_progress)
+    finishing = launcher.launch(runs, options, context, environment, store.out_dir, on_progress)
     try:
         for cell, row in finishing:
             store.append(row)

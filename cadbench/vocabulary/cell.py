@@ -15,11 +15,12 @@ own column in `as_dict()`, so a lever declared there reaches keys, rows and labe
 
 A cell checks its own values when it is made (`__post_init__`): the batch size, the precision and every lever
 setting (each declaration's values and rules: a micro-batch that does not divide the batch size, an encoder chunk
-without the lean encoder), refused in one line naming the flag. The names it holds (method, its options, backbone) are resolved where the
-user's text becomes cells (`cadbench.harness.grid.make_cell`), which also makes the method's options canonical:
-this floor imports nothing above it, and a row read back from a result file stays a cell where the plugin that
-measured it is not installed. Whether a lever applies to the cell's *method* is not decided here either: a lever
-that cannot apply to a method makes a row saying why (status `not_applicable`), never a refusal of the whole grid.
+without the lean encoder), refused in one line naming the flag. The names it holds (method, its options, backbone)
+are resolved where the user's text becomes cells (`cadbench.harness.grid.make_cell`), which also makes the method's
+options canonical: this floor imports nothing above it, and a row read back from a result file stays a cell where
+the plugin that measured it is not installed. Whether a lever applies to the cell's *method* is not decided here
+either: a lever that cannot apply to a method makes a row saying why (status `not_applicable`), never a refusal of
+the whole grid.
 """
 
 from __future__ import annotations

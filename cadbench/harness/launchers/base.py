@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
 from cadbench.errors import CadbenchError, summarize_names
-from cadbench.harness.options import RunOptions
+from cadbench.harness.options import RunContext, RunOptions
 from cadbench.vocabulary.cell import Cell
 
 # on_progress(event, cell, detail=None, row=None): "skipped" | "start" | "state" (detail: where it runs, a job's
@@ -59,7 +59,7 @@ class Launcher(ABC):
                 f"them here anyway")
 
     @abstractmethod
-    def launch(self, runs: list[CellRun], options: RunOptions, environment: dict, out_dir: Path,
+    def launch(self, runs: list[CellRun], options: RunOptions, context: RunContext, environment: dict, out_dir: Path,
                on_progress: Progress) -> Iterator[tuple[Cell, dict]]:
         """Run `runs` and yield each `(cell, row)` as it finishes, in any order. Stopping the iteration early (an
         exception in the caller, Ctrl-C) must leave nothing of this launcher's running on this machine."""
@@ -69,12 +69,12 @@ class Launcher(ABC):
         return []
 
 
-def measure_here(run: CellRun, options: RunOptions, environment: dict) -> dict:
+def measure_here(run: CellRun, options: RunOptions, context: RunContext, environment: dict) -> dict:
     """A cell measured in this process: estimates, which have no device state to isolate (and reuse the
     estimator's work across cells)."""
     from cadbench.harness.measure_cell import measure_cell
 
-    return measure_cell(run.cell, run.mode, options, environment)
+    return measure_cell(run.cell, run.mode, options, environment, context)
 
 
 def set_columns(row: dict, **values: Any) -> dict:

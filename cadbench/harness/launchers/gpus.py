@@ -21,7 +21,7 @@ from cadbench.errors import CadbenchError
 from cadbench.harness.launchers.base import CellRun, Launcher, Progress, measure_here, set_columns
 from cadbench.harness.launchers.config import GpusConfig
 from cadbench.harness.launchers.local import run_in_fresh_process
-from cadbench.harness.options import RunOptions
+from cadbench.harness.options import RunContext, RunOptions
 from cadbench.harness.processes import kill_group
 from cadbench.vocabulary.cell import Cell
 
@@ -75,7 +75,7 @@ class GpusLauncher(Launcher):
             raise CadbenchError(f"--gpus names GPU {missing[0]}, which does not exist; PyTorch sees {have}")
         self.gpus = [seen[index] for index in self.config.gpus]
 
-    def launch(self, runs: list[CellRun], options: RunOptions, environment: dict, out_dir: Path,
+    def launch(self, runs: list[CellRun], options: RunOptions, context: RunContext, environment: dict, out_dir: Path,
                on_progress: Progress) -> Iterator[tuple[Cell, dict]]:
         if self.gpus is None:
             self.check()
@@ -104,7 +104,7 @@ class GpusLauncher(Launcher):
 
                 cell_environment = {**environment, "gpu_name": gpu.name}
                 try:
-                    row = run_in_fresh_process(run.cell, run.mode, options, cell_environment,
+                    row = run_in_fresh_process(run.cell, run.mode, options, context, cell_environment,
                                                extra_env={"CUDA_VISIBLE_DEVICES": gpu.pin}, on_start=started)
                 except BaseException as exc:  # noqa: BLE001 — handed to the main thread, which raises it
                     finished.put(("failed", run.cell, gpu, exc))
@@ -124,7 +124,7 @@ class GpusLauncher(Launcher):
             for run in runs:  # estimates run here, while the GPUs work
                 if run.mode == "estimate":
                     on_progress("start", run.cell)
-                    yield run.cell, measure_here(run, options, environment)
+                    yield run.cell, measure_here(run, options, context, environment)
             remaining = sum(run.mode != "estimate" for run in runs)
             while remaining:
                 try:

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 from cadbench.harness.launchers.base import CellRun, Launcher, Progress, measure_here
 from cadbench.harness.launchers.config import LocalConfig
-from cadbench.harness.options import RunOptions
+from cadbench.harness.options import RunContext, RunOptions
 from cadbench.harness.processes import run_cell_process
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.modes import Mode
@@ -23,17 +23,17 @@ class LocalLauncher(Launcher):
     NAME = "local"
     config_class = LocalConfig
 
-    def launch(self, runs: list[CellRun], options: RunOptions, environment: dict, out_dir: Path,
+    def launch(self, runs: list[CellRun], options: RunOptions, context: RunContext, environment: dict, out_dir: Path,
                on_progress: Progress) -> Iterator[tuple[Cell, dict]]:
         for run in runs:
             on_progress("start", run.cell)
             if run.mode == "estimate":
-                yield run.cell, measure_here(run, options, environment)
+                yield run.cell, measure_here(run, options, context, environment)
             else:
-                yield run.cell, run_in_fresh_process(run.cell, run.mode, options, environment)
+                yield run.cell, run_in_fresh_process(run.cell, run.mode, options, context, environment)
 
 
-def run_in_fresh_process(cell: Cell, mode: Mode, options: RunOptions, environment: dict | None,
+def run_in_fresh_process(cell: Cell, mode: Mode, options: RunOptions, context: RunContext, environment: dict | None,
                          extra_env: dict[str, str] | None = None,
                          on_start: Callable[[int], None] | None = None) -> dict:
     """Measure a cell in a new Python process: allocator state, fragmentation and crashes stay there.
@@ -41,7 +41,7 @@ def run_in_fresh_process(cell: Cell, mode: Mode, options: RunOptions, environmen
     `environment` None: the cell's process collects its own (versions, GPU), as on a Slurm node. `extra_env` is
     added to the process's environment (e.g. CUDA_VISIBLE_DEVICES); `on_start` gets its process group's id."""
     spec = json.dumps({"cell": cell.as_dict(), "mode": mode, "options": options.as_dict(),
-                       "environment": environment})
+                       "context": context.as_dict(), "environment": environment})
     with tempfile.TemporaryDirectory(prefix="cadbench-cell-") as folder:
         result_path = Path(folder) / "row.json"
         returncode, stderr = run_cell_process(

@@ -3,13 +3,13 @@ row is the same whichever launcher produced it. Light to import (the job's own p
 
 from __future__ import annotations
 
-from cadbench.harness.options import RunOptions
+from cadbench.harness.options import RunContext, RunOptions
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.modes import Mode
 
 
-def run_cell_job(cell: Cell, mode: Mode, options: RunOptions) -> dict:
+def run_cell_job(cell: Cell, mode: Mode, options: RunOptions, context: RunContext) -> dict:
     """The cell's row; the cell's process describes the node it runs on (versions, GPU)."""
     from cadbench.harness.launchers.local import run_in_fresh_process
 
-    return run_in_fresh_process(cell, mode, options, environment=None)
+    return run_in_fresh_process(cell, mode, options, context, environment=None)

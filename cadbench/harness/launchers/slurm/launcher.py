@@ -28,7 +28,7 @@ from cadbench.errors import CadbenchError, unknown_name_error
 from cadbench.harness.launchers.base import CellRun, Launcher, Progress, measure_here, set_columns
 from cadbench.harness.launchers.slurm.config import SlurmConfig, slurm_time_minutes
 from cadbench.harness.launchers.slurm.state import JobRecord, JobRecords
-from cadbench.harness.options import RunOptions
+from cadbench.harness.options import RunContext, RunOptions
 from cadbench.vocabulary.cell import Cell
 
 COMMANDS = ("sbatch", "srun", "sacct", "sinfo", "scancel")
@@ -111,7 +111,7 @@ class SlurmLauncher(Launcher):
         """Recorded jobs are this launcher's to reconnect to."""
 
     # -- the run --------------------------------------------------------------------------------------------------
-    def launch(self, runs: list[CellRun], options: RunOptions, environment: dict, out_dir: Path,
+    def launch(self, runs: list[CellRun], options: RunOptions, context: RunContext, environment: dict, out_dir: Path,
                on_progress: Progress) -> Iterator[tuple[Cell, dict]]:
         import submitit
 
@@ -161,7 +161,7 @@ class SlurmLauncher(Launcher):
                             (0, [run for run in to_submit if run.mode != "cuda"])):
             if not group:
                 continue
-            jobs = self._submit(group, gpus, options, out_dir)
+            jobs = self._submit(group, gpus, options, context, out_dir)
             now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             new = [JobRecord(job.job_id, run.cell.key, run.cell.as_dict(), run.mode, now)
                    for run, job in zip(group, jobs)]
@@ -174,7 +174,7 @@ class SlurmLauncher(Launcher):
 
         for run in here:  # estimates, in this process, while the jobs queue
             on_progress("start", run.cell)
-            yield run.cell, measure_here(run, options, environment)
+            yield run.cell, measure_here(run, options, context, environment)
 
         if self.config.detach:
             self.in_flight = sorted(following, key=_job_order)
@@ -197,7 +197,7 @@ class SlurmLauncher(Launcher):
             if following:
                 time.sleep(1.0)
 
-    def _submit(self, group: list[CellRun], gpus: int, options: RunOptions, out_dir: Path) -> list:
+    def _submit(self, group: list[CellRun], gpus: int, options: RunOptions, context: RunContext, out_dir: Path) -> list:
         import submitit
 
         from cadbench.harness.launchers.slurm.job import run_cell_job
@@ -207,7 +207,7 @@ class SlurmLauncher(Launcher):
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's complaint as well
                 with executor.batch():
-                    jobs = [executor.submit(run_cell_job, run.cell, run.mode, options) for run in group]
+                    jobs = [executor.submit(run_cell_job, run.cell, run.mode, options, context) for run in group]
         except Exception as exc:  # noqa: BLE001 — sbatch's refusal, in one line
             lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()]
             detail = lines[-1] if lines else _last_line(str(exc)) or type(exc).__name__
