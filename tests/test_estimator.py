@@ -3,6 +3,9 @@
 Full-size checks (the paper's headline figures, shortcuts proven on vit_b) are in test_estimator_fullsize.py.
 """
 
+import importlib
+import sys
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -49,6 +52,55 @@ def test_a_setup_built_before_the_replay_is_counted_too():
 @pytest.mark.parametrize("method", METHODS)
 def test_op_cache_replays_exactly_what_fake_tensor_mode_does(method):
     assert estimate_setup(_setup(method)) == estimate_setup(_setup(method), cache_ops=False)
+
+
+IMPORT_TIME_TENSORS = """import torch
+TABLE = torch.ones(4096)  # 16 KiB, made when the module is first imported
+PRODUCT = torch.ones(64, 64) @ torch.ones(64, 64)  # FLOPs at import time
+"""
+
+
+def test_a_module_first_imported_during_a_replay_is_no_part_of_it(tmp_path, monkeypatch):
+    """A module's top-level code (peft's `scale=torch.tensor(1)` defaults) runs once per process, wherever it is first
+    imported: a replay that imports it counts the same bytes and FLOPs as one that finds it imported, and leaves plain
+    tensors in it, not fake ones."""
+    name = "cadbench_test_import_time_tensors"
+    (tmp_path / f"{name}.py").write_text(IMPORT_TIME_TENSORS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def make():
+        importlib.import_module(name)
+        return make_training_setup(Cell("decoder_only", "test_scale", 2))
+
+    try:
+        first = estimate_setup(make)  # the fake replay imports the module
+        assert type(sys.modules[name].TABLE) is torch.Tensor and type(sys.modules[name].PRODUCT) is torch.Tensor
+        assert first == estimate_setup(make) == estimate_setup(_setup("decoder_only"))
+        sys.modules.pop(name)
+        real = estimate_setup(make, fake=False)  # the real replay imports it again
+        assert (real.replayed_peak_bytes, real.flops_per_step) == (first.replayed_peak_bytes, first.flops_per_step)
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_a_replay_started_by_a_module_being_imported_counts_its_step(tmp_path, monkeypatch):
+    """Only imports that start inside the replay are left out, not one under way around it (here the replay's own
+    import of another module makes it look for imports in progress)."""
+    name, imported_inside = "cadbench_test_estimates_when_imported", "cadbench_test_imported_inside"
+    (tmp_path / f"{imported_inside}.py").write_text(IMPORT_TIME_TENSORS)
+    (tmp_path / f"{name}.py").write_text(
+        "import importlib\n"
+        "from cadbench.estimator import estimate_setup\n"
+        "from cadbench.training.setup import make_training_setup\n"
+        "from cadbench.vocabulary.cell import Cell\n"
+        f"ESTIMATE = estimate_setup(lambda: importlib.import_module({imported_inside!r}) and "
+        "make_training_setup(Cell('decoder_only', 'test_scale', 2)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert importlib.import_module(name).ESTIMATE == estimate_setup(_setup("decoder_only"))
+    finally:
+        sys.modules.pop(name, None)
+        sys.modules.pop(imported_inside, None)
 
 
 def assert_same_estimate(reused: MemoryEstimate, fresh: MemoryEstimate) -> None:

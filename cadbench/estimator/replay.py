@@ -20,12 +20,20 @@ which `allocation_trace.build_trace` assembles the history the caching allocator
 
 GPU-run details modelled here, not in the tracker: AdamW (like every torch.optim optimizer without `capturable` or
 `fused`) keeps its `step` counters in host memory on a GPU run, so they are excluded from the count.
+
+A module imported for the first time inside a replay call (peft, when the peft method's options are first parsed
+while its setup is built) runs its top-level code as it would outside the replay: on real tensors, uncounted, its ops
+not counted as FLOPs. That code is no part of the step (a GPU run makes such tensors once per process, on the CPU, the
+default device), and the replay must not depend on what the process imported before it: peft's module-level
+`scale=torch.tensor(1)` defaults (`tuners/loha/layer.py`) were counted, 1 KiB in all, by whichever replay imported peft,
+and were left behind in peft as fake tensors.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
@@ -199,6 +207,8 @@ class Replay:
                  torch.nn.modules.module.register_module_forward_hook(self._leave_module, always_call=True)]
         self.tracker.phase_of = self._phase
         self.tracker.origin = self._origin
+        self.tracker.outside = self._in_a_first_import
+        self._modules_known = len(sys.modules)
         try:
             with contextlib.ExitStack() as stack:
                 if self._fake_mode is not None:
@@ -218,6 +228,22 @@ class Replay:
             self._module_stack.clear()
             if gc_was_enabled:
                 gc.enable()
+
+    def _in_a_first_import(self) -> bool:
+        """Whether the op being run comes from the top-level code of a module whose import started in this replay
+        call: a `<module>` frame of a module being initialised (importlib sets `__spec__._initializing` while a
+        module's code runs, after putting it in sys.modules) between the op and the replay's own frame, where the
+        setup's code was called from. The walk stops there, so the step of a replay started by a module that is itself
+        being imported still counts. It is only needed while sys.modules has grown since a walk last found no import."""
+        if len(sys.modules) == self._modules_known:
+            return False
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_globals is not _REPLAY_GLOBALS:
+            if frame.f_code.co_name == "<module>" and getattr(frame.f_globals.get("__spec__"), "_initializing", False):
+                return True
+            frame = frame.f_back
+        self._modules_known = len(sys.modules)
+        return False
 
     def _step(self) -> None:
         self._set_optimizer_phase(False)
@@ -296,6 +322,8 @@ class Replay:
                 if isinstance(step, torch.Tensor):
                     self.tracker.exclude(step)
 
+
+_REPLAY_GLOBALS = globals()
 
 _FAKE_ERRORS = (
     fake_tensor.UnsupportedOperatorException,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from cadbench.estimator.cuda_runtime import allocator_bytes
 
@@ -52,7 +52,9 @@ class MemoryTracker(TorchDispatchMode):
     with `register`. `reset_peak` starts a new measurement window from the current total, as
     `torch.cuda.reset_peak_memory_stats` does. `phase_of` (giving a label such as "forward") and `origin` (giving a
     label for each new storage, e.g. the module running) are called at every allocation; `timeline` holds
-    (event number, phase, live bytes) after every change inside the current window.
+    (event number, phase, live bytes) after every change inside the current window. `outside` is called for every op:
+    when it says True, the op is no part of what is measured (e.g. a module's import-time code) and runs as if no
+    dispatch mode were active (no fake tensors, no `run_op`), neither counted nor shown to `op_observers`.
     """
 
     def __init__(self, device_type: str | None = None) -> None:
@@ -64,6 +66,7 @@ class MemoryTracker(TorchDispatchMode):
         self.events = 0
         self.phase_of: Callable[[], str] = lambda: "setup"
         self.origin: Callable[[], str] = lambda: ""
+        self.outside: Callable[[], bool] = lambda: False
         self.op_observers: list[Callable] = []  # called as observer(func, args, kwargs, out) after every op
         self.run_op: Callable | None = None  # runs ops instead of func(*args, **kwargs), e.g. a FakeOpCache
         self.blocks: list[Block] = []  # every block born or registered in the current window, plus the live ones
@@ -110,6 +113,9 @@ class MemoryTracker(TorchDispatchMode):
     # -- dispatch ---------------------------------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.outside():
+            with _disable_current_modes():
+                return func(*args, **kwargs)
         try:
             out = func(*args, **kwargs) if self.run_op is None else self.run_op(func, args, kwargs)
         except Exception as error:
