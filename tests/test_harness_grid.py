@@ -100,7 +100,7 @@ def test_run_options_are_validated_once_where_they_are_made(options, message):
 
 def test_method_options_join_the_key_and_a_method_at_its_defaults_keeps_todays_key():
     assert Cell("lora", "vit_b", 4).key == "lora/vit_b/4/fp32"
-    assert make_cell("lora", "vit_b", 4, method_options="rank=4") == Cell("lora", "vit_b", 4)  # canonical: defaults drop
+    assert make_cell("lora", "vit_b", 4, method_options="rank=4") == Cell("lora", "vit_b", 4)  # defaults drop
     sixteen = Cell("lora", "vit_b", 4, method_options="rank=16")
     assert sixteen.key == "lora:rank=16/vit_b/4/fp32" and sixteen.method_spec == "lora:rank=16"
     assert cell_label(sixteen) == "lora (rank 16) · vit_b · batch 4 · fp32"

@@ -9,12 +9,13 @@ peft = pytest.importorskip("peft", reason="the peft extra is not installed (pip 
 
 from cadbench.backbones import build_sam  # noqa: E402
 from cadbench.errors import CadbenchError  # noqa: E402
+from cadbench.harness.grid import make_cell  # noqa: E402
 from cadbench.estimator import estimate_setup  # noqa: E402
+from cadbench.datasets.batch import random_batch  # noqa: E402
 from cadbench.params import count_parameters  # noqa: E402
 from cadbench.registry import build_method, parse_method_spec  # noqa: E402
-from cadbench.datasets.batch import random_batch  # noqa: E402
-from cadbench.training.setup import make_training_setup
-from cadbench.training.step import training_step
+from cadbench.training.setup import make_training_setup  # noqa: E402
+from cadbench.training.step import training_step  # noqa: E402
 from cadbench.vocabulary.cell import Cell  # noqa: E402
 
 EMBED_DIM = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}
@@ -127,7 +128,7 @@ def test_a_config_file_reads_as_if_its_keys_were_inline_and_inline_keys_win(tmp_
 ])
 def test_an_invalid_config_is_refused_in_one_line_naming_the_key(options, message):
     with pytest.raises(CadbenchError, match=message.replace("(", r"\(").replace(")", r"\)")) as raised:
-        Cell("peft", "vit_b", 1, method_options=options)
+        make_cell("peft", "vit_b", 1, method_options=options)
     assert "\n" not in str(raised.value)
 
 

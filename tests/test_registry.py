@@ -4,9 +4,9 @@ import pytest
 
 import cadbench
 from cadbench.errors import CadbenchError
+from cadbench.harness.grid import make_cell
 from cadbench.methods import BUILTIN_METHODS, PeftAdapter
 from cadbench.registry import default_methods, parse_method_spec, resolve_method, unavailable_methods
-from cadbench.vocabulary.cell import Cell
 
 MISSING = 'needs the peft package: pip install "cadbench[peft]"'
 
@@ -33,7 +33,7 @@ def test_without_the_peft_package_peft_is_refused_naming_the_extra_and_left_out_
     assert "peft" not in default_methods() and {"lora", "full", "cad"} <= set(default_methods())
     assert unavailable_methods() == {"peft": MISSING}
     with pytest.raises(CadbenchError, match=r'^method peft needs the peft package: pip install "cadbench\[peft\]"$'):
-        Cell("peft", "vit_b", 1)
+        make_cell("peft", "vit_b", 1)
 
 
 def test_the_default_run_without_peft_leaves_it_out_and_says_so(without_peft, tmp_path, capsys):

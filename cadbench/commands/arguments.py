@@ -177,5 +177,6 @@ def run_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in RunOptions.field_names() if hasattr(args, name)}
 
 
-__all__ = ["add_alloc_conf", "add_cell_selection", "checkpoint_argument", "add_grid_arguments", "add_levers", "add_option", "add_precision",
-           "comma_list", "int_list", "lever_arguments", "memory_size", "method_list", "run_options"]
+__all__ = ["add_alloc_conf", "add_cell_selection", "add_grid_arguments", "add_levers", "add_option", "add_precision",
+           "checkpoint_argument", "comma_list", "int_list", "lever_arguments", "memory_size", "method_list",
+           "run_options"]
