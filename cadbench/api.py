@@ -19,7 +19,8 @@ from cadbench.harness.grid import expand_grid
 from cadbench.harness.launchers import launcher_for
 from cadbench.harness.options import RunOptions
 from cadbench.harness.progress import sweep_progress
-from cadbench.harness.results import ResultStore, rows_to_frame
+from cadbench.harness.results.rows import rows_to_frame
+from cadbench.harness.results.store import ResultStore
 from cadbench.harness.runner import SweepOutcome, sweep
 from cadbench.measure.timing import NOISY_SPREAD
 from cadbench.registry import default_methods, parse_method_spec, unavailable_methods

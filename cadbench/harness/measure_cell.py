@@ -21,7 +21,7 @@ from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
 from cadbench.harness.nulls import FINE_TUNE_COLUMNS, NVML_COLUMNS, QUALITY_COLUMNS, null_reasons
 from cadbench.harness.options import RunOptions
-from cadbench.harness.results import explain_nulls, new_row
+from cadbench.harness.results.rows import explain_nulls, new_row
 from cadbench.methods import Method
 from cadbench.training.finetune import TrainingPlan
 from cadbench.vocabulary.cell import Cell
@@ -231,7 +231,7 @@ def _fingerprint(cell: Cell, options: RunOptions) -> str:
 def main(argv: list[str]) -> int:
     from cadbench.harness.files import strict_json, write_atomically
     from cadbench.harness.processes import die_with_parent
-    from cadbench.harness.results import finite_row
+    from cadbench.harness.results.rows import finite_row
 
     die_with_parent()  # a cell process never outlives its run, even one killed with kill -9
     spec = json.loads(argv[0])

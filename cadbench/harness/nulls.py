@@ -1,6 +1,6 @@
 """Why a column of a result row is null: the reasons, by how the cell was measured and how it ended.
 
-A null is never a stand-in for zero: `results.explain_nulls` records one of these reasons for every null column.
+A null is never a stand-in for zero: `results.rows.explain_nulls` records one of these reasons for every null column.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ FINE_TUNE_COLUMNS = ("quality_dataset", "train_steps", "epochs", "dataset_split"
 
 
 def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
-    """Why each column of a measured row may be null, given how the cell was measured (see results.explain_nulls)."""
+    """Why each column of a measured row may be null, given how the cell was measured (results.rows.explain_nulls)."""
     reasons = {"error": "no error"}
     if row["status"] != "ok":
         why = (f"not measured: {row['error']}" if row["status"] == "not_applicable"
