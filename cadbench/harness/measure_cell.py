@@ -21,7 +21,7 @@ from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
 from cadbench.harness.nulls import FINE_TUNE_COLUMNS, NVML_COLUMNS, QUALITY_COLUMNS, null_reasons
 from cadbench.harness.options import RunOptions
-from cadbench.harness.results.rows import explain_nulls, new_row
+from cadbench.harness.results.rows import explain_nulls, new_row, set_outcome
 from cadbench.methods import Method
 from cadbench.training.finetune import TrainingPlan
 from cadbench.vocabulary.cell import Cell
@@ -49,16 +49,15 @@ def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict)
             _estimate_memory(row, cell, options)
         if mode != "estimate" and options.dataset:
             _measure_quality(row, cell, options, torch.device("cuda" if mode == "cuda" else "cpu"))
-        row["status"] = "ok"
+        set_outcome(row, "ok")
     except torch.cuda.OutOfMemoryError:
-        row["status"] = "oom"
-        row["error"] = f"CUDA out of memory at batch size {cell.batch_size}"
+        set_outcome(row, "oom", f"CUDA out of memory at batch size {cell.batch_size}")
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     except CadbenchError as exc:
-        row["status"], row["error"] = "error", str(exc)
+        set_outcome(row, "error", str(exc))
     except Exception as exc:  # noqa: BLE001 — a cell's failure is a result; the sweep goes on
-        row["status"], row["error"] = "error", one_line(exc)
+        set_outcome(row, "error", one_line(exc))
     return explain_nulls(row, null_reasons(row, mode, options))
 
 
@@ -66,7 +65,7 @@ def not_applicable_row(cell: Cell, reason: str, mode: Mode, options: RunOptions,
     """The row of a cell whose lever cannot apply to its method (status `not_applicable`, `reason` as its error):
     measured in no mode."""
     row = _identity_row(cell, options, environment)
-    row["status"], row["error"] = "not_applicable", reason
+    set_outcome(row, "not_applicable", reason)
     return explain_nulls(row, null_reasons(row, mode, options))
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.results.rows import FINISHED_STATUSES
 from cadbench.harness.results.store import ResultStore
+from cadbench.vocabulary.outcomes import FINISHED_STATUSES
 
 
 @dataclass

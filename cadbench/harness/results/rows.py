@@ -14,11 +14,7 @@ import pandas as pd
 
 from cadbench.harness.files import plain_scalar
 from cadbench.vocabulary.cell import Cell
-
-STATUSES = ("ok", "oom", "error", "not_applicable")
-# error cells are retried on resume; not_applicable: a lever of the cell cannot apply to its method (the row's
-# `error` says why), decided before anything runs, so there is nothing to retry
-FINISHED_STATUSES = ("ok", "oom", "not_applicable")
+from cadbench.vocabulary.outcomes import STATUSES, Status
 
 # Columns every row has after its identity; those that may be null need a reason in `null_reasons` when they are.
 MEASURED_COLUMNS = (
@@ -55,7 +51,6 @@ def never_null() -> tuple[str, ...]:
     return (*identity_columns(), "status", "null_reasons")
 
 
-MEMORY_SOURCES = ("cuda", "estimated", "cpu")
 # What any reader needs of a row: the cell's identity and how it ended.
 ROW_REQUIRED_COLUMNS = (*Cell.positional_columns(), "status")
 
@@ -68,6 +63,12 @@ def new_row(cell: dict, environment: dict) -> dict:
                    "cadbench_version", "git_commit"):
         row[column] = environment.get(column)
     row["null_reasons"] = {}
+    return row
+
+
+def set_outcome(row: dict, status: Status, error: str | None = None) -> dict:
+    """Record how the row's cell ended: its status and, unless it is ok, why (the row's `error`)."""
+    row["status"], row["error"] = status, error
     return row
 
 

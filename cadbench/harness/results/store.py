@@ -32,9 +32,9 @@ from cadbench.harness.files import strict_json, warn, write_atomically
 from cadbench.harness.folder_lock import FolderLock
 from cadbench.harness.journal import append_line, read_journal, rewrite_repaired
 from cadbench.harness.results.documents import SCHEMA_VERSION, _read_run_config, _run_config_from_results
-from cadbench.harness.results.rows import (FINISHED_STATUSES, finite_row, row_problem, rows_to_frame,
-                                           unexplained_nulls)
+from cadbench.harness.results.rows import finite_row, row_problem, rows_to_frame, unexplained_nulls
 from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.outcomes import FINISHED_STATUSES
 
 # Side data: a row's key starting with '_' -> the file that keeps it beside the table, keyed by cell.
 SIDE_FILES = {"_timeline": "timelines.json", "_loss_curve": "loss_curves.json"}
