@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from cadbench.harness.environment import EnvironmentColumns
 from cadbench.harness.files import plain_scalar
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.outcomes import STATUSES, Status
@@ -59,9 +60,7 @@ def new_row(cell: dict, environment: dict) -> dict:
     """A row with every contract column present, identity and environment filled in, the rest null."""
     row = {column: None for column in contract_columns()}
     row.update(cell)
-    for column in ("gpu_name", "driver_version", "cuda_version", "torch_version", "segment_anything_version",
-                   "cadbench_version", "git_commit"):
-        row[column] = environment.get(column)
+    row.update(EnvironmentColumns.of(environment).columns())
     row["null_reasons"] = {}
     return row
 
@@ -72,15 +71,16 @@ def set_outcome(row: dict, status: Status, error: str | None = None) -> dict:
     return row
 
 
-def explain_nulls(row: dict, reasons: dict[str, str]) -> dict:
-    """Record why columns are null. `reasons` maps a column (or a prefix ending in '*') to its reason."""
+def explain_nulls(row: dict, *reasons: Mapping[str, str]) -> dict:
+    """Record why columns are null. Each of `reasons` maps a column (or a prefix ending in '*') to its reason; for a
+    column several name, the first mapping that names it wins."""
     for column in contract_columns():
         if row.get(column) is not None or column in never_null() or column in row["null_reasons"]:
             continue
-        for pattern, reason in reasons.items():
-            if column == pattern or (pattern.endswith("*") and column.startswith(pattern[:-1])):
-                row["null_reasons"][column] = reason
-                break
+        reason = next((reason for mapping in reasons for pattern, reason in mapping.items()
+                       if column == pattern or (pattern.endswith("*") and column.startswith(pattern[:-1]))), None)
+        if reason is not None:
+            row["null_reasons"][column] = reason
     return row
 
 
