@@ -225,7 +225,7 @@ def run(
 
 def _build_report(store: ResultStore, baseline_method: str | None) -> None:
     """index.html is derived from the rows, which are safe whatever happens here: a failure is a warning."""
-    from cadbench.harness.files import warn
+    from cadbench.files import warn
     from cadbench.report import build_report
 
     try:

@@ -227,7 +227,7 @@ def _fingerprint(cell: Cell, options: RunOptions) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from cadbench.harness.files import strict_json, write_atomically
+    from cadbench.files import strict_json, write_atomically
     from cadbench.harness.processes import die_with_parent
     from cadbench.harness.results.rows import finite_row
 

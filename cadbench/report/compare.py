@@ -7,7 +7,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from cadbench.harness.files import write_atomically
+from cadbench.files import write_atomically
 from cadbench.harness.results.documents import load_results
 from cadbench.vocabulary.cell import Cell
 

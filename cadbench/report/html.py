@@ -12,7 +12,7 @@ import pandas as pd
 
 from cadbench.backbones import BACKBONES, RANDOM_WEIGHTS
 from cadbench.errors import CadbenchError
-from cadbench.harness.files import warn, write_atomically
+from cadbench.files import warn, write_atomically
 from cadbench.harness.options import DEFAULT_PROTOCOL
 from cadbench.harness.results.documents import load_results
 from cadbench.measure.timing import NOISY_SPREAD

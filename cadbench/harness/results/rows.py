@@ -12,8 +12,8 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from cadbench.files import plain_scalar
 from cadbench.harness.environment import EnvironmentColumns
-from cadbench.harness.files import plain_scalar
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.outcomes import STATUSES, Status
 

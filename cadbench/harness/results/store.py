@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.files import strict_json, warn, write_atomically
+from cadbench.files import strict_json, warn, write_atomically
 from cadbench.harness.folder_lock import FolderLock
 from cadbench.harness.journal import append_line, read_journal, rewrite_repaired
 from cadbench.harness.results.documents import SCHEMA_VERSION, _read_run_config, _run_config_from_results

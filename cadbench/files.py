@@ -4,7 +4,7 @@ when it cannot be written.
 `write_atomically` writes a temporary file beside the target and renames it over the target, so a reader (or a run
 killed half-way) sees the old file or the new one, never a mix. `strict_json` is `json.dumps` that refuses NaN and
 infinities (bare `NaN` tokens are not JSON; a value that could not be measured is null, see
-`results.rows.finite_row`) and writes numpy scalars as plain numbers.
+`harness.results.rows.finite_row`) and writes numpy scalars as plain numbers.
 """
 
 from __future__ import annotations
