@@ -1,20 +1,24 @@
 """Writing the files cadbench leaves behind: whole or not at all, strict JSON, and a one-line error naming the file
 when it cannot be written.
 
-`write_atomically` writes a temporary file beside the target and renames it over the target, so a reader (or a run
-killed half-way) sees the old file or the new one, never a mix. `strict_json` is `json.dumps` that refuses NaN and
-infinities (bare `NaN` tokens are not JSON; a value that could not be measured is null, see
-`harness.results.rows.finite_row`) and writes numpy scalars as plain numbers.
+`replaced_atomically(path)` is the one way a file is written whole, whatever writes it (text, `torch.save`,
+safetensors): the writer fills a temporary file beside the target, which is fsynced and renamed over the target, so
+a reader (or a run killed half-way) sees the old file or the new one, never a mix. `write_atomically` writes text
+that way.
+
+`strict_json` is `json.dumps` that refuses NaN and infinities (bare `NaN` tokens are not JSON; a value that could
+not be measured is null, see `harness.results.rows.finite_row`) and writes numpy scalars as plain numbers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from cadbench.errors import CadbenchError
 
@@ -45,30 +49,45 @@ def check_writable_target(path: str | Path) -> Path:
     return path
 
 
-def write_atomically(path: str | Path, text: str) -> None:
-    """Replace `path` with `text` in one step (temporary file, fsync, rename). Raises CadbenchError naming the file
-    when it cannot be written."""
+@contextlib.contextmanager
+def replaced_atomically(path: str | Path) -> Iterator[Path]:
+    """A temporary path in `path`'s folder for the caller to write `path`'s new content to. When the block ends, the
+    file is given the permissions a new file gets (0666 less the umask: results are meant to be shared), fsynced
+    and renamed over `path` in one step; when the block raises, it is removed and `path` is left as it was.
+    OSError is raised as it is: the caller says which file could not be written."""
     path = Path(path)
-    check_writable_target(path)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    temporary = Path(name)
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    except OSError as exc:
-        raise CadbenchError(f"cannot write {path}: {exc.strerror or exc}") from None
+        yield temporary
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600
+        handle = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
+    return umask
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` in one step (`replaced_atomically`). Raises CadbenchError naming the file when it
+    cannot be written."""
+    path = check_writable_target(path)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        with replaced_atomically(path) as temporary:
+            temporary.write_text(text, encoding="utf-8")
     except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
         raise CadbenchError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def warn(message: str) -> None:

@@ -9,8 +9,6 @@ without unpickling anything.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from cadbench.backbones import file_sha256
 from cadbench.errors import CadbenchError, summarize_names
+from cadbench.files import replaced_atomically
 from cadbench.vocabulary.outcomes import RowPart
 
 FORMAT = "cadbench-trainable-weights/1"
@@ -90,14 +89,8 @@ def save_weights(method: torch.nn.Module, path: str | Path, metadata: dict[str, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in trainable_state(method).items()}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={"format": FORMAT, **metadata})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": FORMAT, **metadata})
     return file_sha256(path)
 
 
