@@ -50,7 +50,7 @@ def __getattr__(name: str):
 
         return run
     if name == "load_results":
-        from cadbench.harness.results import load_results
+        from cadbench.harness.results.documents import load_results
 
         return load_results
     raise AttributeError(f"module 'cadbench' has no attribute {name!r}")

@@ -19,7 +19,8 @@ from cadbench.harness.grid import expand_grid
 from cadbench.harness.launchers import launcher_for
 from cadbench.harness.options import RunContext, RunOptions
 from cadbench.harness.progress import sweep_progress
-from cadbench.harness.results import ResultStore, rows_to_frame
+from cadbench.harness.results.rows import rows_to_frame
+from cadbench.harness.results.store import ResultStore
 from cadbench.harness.runner import sweep
 from cadbench.registry import default_methods, parse_method_spec, unavailable_methods
 from cadbench.report.terminal import blanks_explained, print_sweep_summary
@@ -197,7 +198,7 @@ def run(
 
 def _build_report(store: ResultStore, baseline_method: str | None) -> None:
     """index.html is derived from the rows, which are safe whatever happens here: a failure is a warning."""
-    from cadbench.harness.files import warn
+    from cadbench.files import warn
     from cadbench.report import build_report
 
     try:

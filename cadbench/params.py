@@ -8,10 +8,11 @@ import torch
 
 from cadbench.backbones import build_sam
 from cadbench.registry import parse_method_spec
+from cadbench.vocabulary.outcomes import RowPart
 
 
 @dataclass(frozen=True)
-class ParameterCount:
+class ParameterCount(RowPart):
     method: str
     method_options: str  # canonical, '' at the method's defaults (see cadbench.vocabulary.cell.Cell)
     backbone: str
@@ -21,6 +22,9 @@ class ParameterCount:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def columns(self) -> dict[str, int]:
+        return {"trainable_params": self.trainable_params, "total_params": self.total_params}
 
 
 def count_parameters(method_spec: str, backbone: str) -> ParameterCount:

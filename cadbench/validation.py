@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pandas as pd
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.results import write_atomically
+from cadbench.files import write_atomically
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
 

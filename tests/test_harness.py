@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import cadbench
-from cadbench.harness.results import contract_columns, load_results
+from cadbench.harness.results.documents import load_results
+from cadbench.harness.results.rows import contract_columns
 from proc_table import alive, children
 
 PLUGINS = Path(__file__).parent / "plugins"

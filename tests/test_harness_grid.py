@@ -9,7 +9,8 @@ from cadbench.commands.arguments import run_options
 from cadbench.errors import CadbenchError
 from cadbench.harness.grid import cell_label, expand_grid, make_cell
 from cadbench.harness.options import DEFAULTS, RunOptions
-from cadbench.harness.results import ResultStore, contract_columns, explain_nulls, new_row
+from cadbench.harness.results.rows import contract_columns, explain_nulls, new_row
+from cadbench.harness.results.store import ResultStore
 from cadbench.report.check import compare
 from cadbench.vocabulary.cell import Cell, cell_key
 

@@ -13,7 +13,7 @@ from cadbench.errors import CadbenchError
 from cadbench.estimator.advisor import candidates
 from cadbench.estimator.cheapest import cheapness, describe_levers
 from cadbench.harness.grid import cell_label, expand_grid
-from cadbench.harness.results import contract_columns
+from cadbench.harness.results.rows import contract_columns
 from cadbench.training.levers import Lever, not_applicable, register_lever, unregister_lever
 from cadbench.vocabulary.cell import Cell, lever_label
 from cadbench.vocabulary.levers import LeverDeclaration, declare_lever, declared_levers, withdraw_lever

@@ -9,7 +9,7 @@ import pytest
 from cadbench.harness import measure_cell as measure_cell_module
 from cadbench.harness.measure_cell import measure_cell
 from cadbench.harness.options import RunOptions
-from cadbench.harness.results import unexplained_nulls
+from cadbench.harness.results.rows import unexplained_nulls
 from cadbench.measure import timing
 from cadbench.measure.timing import StepTimes
 from cadbench.vocabulary.cell import Cell

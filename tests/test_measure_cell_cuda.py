@@ -14,7 +14,7 @@ from cadbench_fakecuda import FakeCudaConfig, GiB, MiB, StepProfile, gpus, insta
 from cadbench.harness.environment import collect_environment
 from cadbench.harness.measure_cell import measure_cell
 from cadbench.harness.options import RunOptions
-from cadbench.harness.results import unexplained_nulls
+from cadbench.harness.results.rows import unexplained_nulls
 from cadbench.vocabulary.cell import Cell
 
 TESTS = Path(__file__).parent

@@ -16,7 +16,7 @@ from PIL import Image
 
 from cadbench.harness.measure_cell import measure_cell
 from cadbench.harness.options import DEFAULT_PROTOCOL, RunOptions
-from cadbench.harness.results import contract_columns
+from cadbench.harness.results.rows import contract_columns
 from cadbench.methods import DecoderOnly
 from cadbench.training.protocols import available_protocols
 from cadbench.vocabulary.cell import Cell

@@ -12,7 +12,8 @@ import pytest
 from cadbench.cli import main
 from cadbench.errors import CadbenchError
 from cadbench.report import build_report
-from cadbench.harness.results import ResultStore, explain_nulls, new_row
+from cadbench.harness.results.rows import explain_nulls, new_row
+from cadbench.harness.results.store import ResultStore
 from cadbench.registry import default_methods
 
 ARTIFACTS = Path(os.environ.get("CADBENCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))

@@ -4,7 +4,9 @@ the tests write, shown beside each estimate of a matching GPU model and cell, an
 import re
 from pathlib import Path
 
-from cadbench.harness.results import ResultStore, explain_nulls, new_row
+from cadbench.harness.results.rows import explain_nulls, new_row
+
+from cadbench.harness.results.store import ResultStore
 from cadbench.report import build_report
 from cadbench.report.reference import load_references
 from cadbench.vocabulary.cell import Cell

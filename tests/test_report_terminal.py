@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cadbench.harness.results import contract_columns, new_row
+from cadbench.harness.results.rows import contract_columns, new_row
 from cadbench.report.terminal import comparison_table, throughput_table, to_text
 
 

@@ -7,7 +7,9 @@ import pytest
 
 from cadbench.errors import CadbenchError
 from cadbench.harness.grid import expand_grid
-from cadbench.harness.results import ResultStore, contract_columns, explain_nulls, load_results, new_row
+from cadbench.harness.results.documents import load_results
+from cadbench.harness.results.rows import contract_columns, explain_nulls, new_row
+from cadbench.harness.results.store import ResultStore
 from cadbench.report.terminal import comparison_table
 from cadbench.vocabulary.cell import Cell
 
@@ -225,7 +227,7 @@ def test_non_finite_numbers_become_null_with_a_reason_and_every_file_is_strict_j
 
 LOCK_HOLDER = """
 import sys, time
-from cadbench.harness.results import ResultStore
+from cadbench.harness.results.store import ResultStore
 store = ResultStore(sys.argv[1]).open({}, {})
 print("locked", flush=True)
 time.sleep(600)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from cadbench_fakecuda import FakeCudaConfig, GiB, MiB, StepProfile, gpus
 
-from cadbench.harness.results import explain_nulls, new_row
+from cadbench.harness.results.rows import explain_nulls, new_row
 from cadbench.validation import compare_cell, reference_folder, within_target
 from cadbench.vocabulary.cell import Cell
 

@@ -49,7 +49,7 @@ def check(args: argparse.Namespace) -> int:
 
 def baseline_update(args: argparse.Namespace) -> int:
     from cadbench.errors import CadbenchError
-    from cadbench.harness.files import check_writable_target, strict_json, write_atomically
+    from cadbench.files import check_writable_target, strict_json, write_atomically
     from cadbench.report.check import baseline_document, read_result_document
 
     target = Path(args.baseline)

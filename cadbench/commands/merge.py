@@ -18,7 +18,7 @@ def merge_command(args: argparse.Namespace) -> int:
     from cadbench.harness.merge import merge_folders
     from cadbench.report import build_report
     from cadbench.errors import CadbenchError
-    from cadbench.harness.files import warn
+    from cadbench.files import warn
 
     outcome = merge_folders(args.out, args.folders)
     try:

@@ -25,7 +25,7 @@ def register(commands) -> None:
 
 
 def report(args: argparse.Namespace) -> int:
-    from cadbench.harness.files import check_writable_target
+    from cadbench.files import check_writable_target
     from cadbench.report import build_report
 
     if args.output:
@@ -37,7 +37,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from cadbench.harness.files import check_writable_target
+    from cadbench.files import check_writable_target
     from cadbench.report.compare import compare_results, format_table, write_compare_html
 
     second = Path(args.second)

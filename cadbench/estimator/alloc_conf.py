@@ -86,6 +86,14 @@ class AllocatorConfig:
     def simulated(self) -> bool:
         return not self.not_simulated
 
+    @property
+    def why_not_simulated(self) -> str | None:
+        """Why an estimate under these settings has no reserved memory or OOM line, or None when it has them."""
+        if self.simulated:
+            return None
+        return (f"allocator setting {', '.join(self.not_simulated)} is not simulated (the caching-allocator simulation "
+                f"would ignore it); measure on a GPU (cadbench run)")
+
 
 def environment_text(environ: dict[str, str] | None = None) -> str | None:
     """The allocator settings PyTorch would read from the environment, or None when none is set."""

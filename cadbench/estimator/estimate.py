@@ -17,7 +17,7 @@ import bisect
 import contextlib
 import gc
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 from cadbench.estimator import cuda_runtime
 from cadbench.estimator.alloc_conf import AllocatorConfig
@@ -25,6 +25,7 @@ from cadbench.estimator.allocation_trace import AllocationTrace, build_trace
 from cadbench.estimator.replay import FORWARD, GRADIENT, OPTIMIZER_STATE, PARAMETER, Replay, StepRecord
 from cadbench.estimator.reserved import AllocatorEstimate, simulate
 from cadbench.training.setup import TrainingSetup
+from cadbench.vocabulary.outcomes import MemorySource, RowPart
 
 TIMELINE_POINTS = 500
 TOP_MODULES = 10
@@ -83,9 +84,11 @@ class Breakdown:
 
 
 @dataclass(frozen=True)
-class MemoryEstimate:
-    """Estimated `torch.cuda.max_memory_allocated` of a training step, with what makes it up."""
+class MemoryEstimate(RowPart):
+    """Estimated `torch.cuda.max_memory_allocated` of a training step, with what makes it up. As a row's part: the
+    row fields, marked estimated, and the timeline as side data."""
 
+    SOURCE: ClassVar[MemorySource] = "estimated"
     peak_bytes: int
     breakdown: Breakdown
     # (phase, live bytes) over the last measured step, downsampled to at most 500 points keeping every stretch's
@@ -130,6 +133,19 @@ class MemoryEstimate:
             "breakdown_activations_bytes": self.breakdown.activations,
             "breakdown_temporaries_bytes": self.breakdown.temporaries,
         }
+
+    def columns(self) -> dict[str, int | float | str | None]:
+        return {**self.as_row_fields(), "memory_source": self.SOURCE}
+
+    def null_reasons(self) -> dict[str, str]:
+        """Reserved memory, fragmentation and the OOM line are null when the allocator was not simulated."""
+        if self.allocator is not None or self.alloc_conf.simulated:
+            return {}
+        return dict.fromkeys(("reserved_memory_bytes", "fragmentation_ratio", "oom_capacity_bytes"),
+                             self.alloc_conf.why_not_simulated)
+
+    def side_data(self) -> dict[str, Any]:
+        return {"_timeline": [list(point) for point in self.timeline]}
 
 
 def estimate_setup(make_setup: Callable[[], TrainingSetup], steps: int = 2, *, fake: bool = True,

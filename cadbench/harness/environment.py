@@ -1,4 +1,9 @@
-"""What a result set was measured on: versions, commit, GPU and driver."""
+"""What a result set was measured on: versions, commit, GPU and driver (`collect_environment`, the mapping run.json
+and results.json keep), and what a row records of it (`EnvironmentColumns`).
+
+torch is imported where the environment is collected, not with this module: the row schema
+(`harness.results.rows.new_row`) reads environments in processes that never need torch (`cadbench check`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,40 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+from dataclasses import dataclass, fields
 from pathlib import Path
-
-import torch
+from typing import Any, Mapping
 
 from cadbench.version import __version__
+from cadbench.vocabulary.outcomes import RowPart
+
+
+@dataclass(frozen=True)
+class EnvironmentColumns(RowPart):
+    """The environment's columns of a row: what the row's numbers depend on beyond the cell."""
+
+    gpu_name: str | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None  # the CUDA torch was built with
+    torch_version: str | None = None
+    segment_anything_version: str | None = None
+    cadbench_version: str | None = None
+    git_commit: str | None = None  # the cadbench checkout's commit, '-dirty' when it has changes
+
+    @classmethod
+    def of(cls, environment: Mapping[str, Any]) -> "EnvironmentColumns":
+        """From an environment as `collect_environment` gives it (and run.json keeps it); missing keys are null."""
+        return cls(**{column.name: environment.get(column.name) for column in fields(cls)})
+
+    def columns(self) -> dict[str, str | None]:
+        return {column.name: getattr(self, column.name) for column in fields(self)}
+
+    def null_reasons(self) -> dict[str, str]:
+        """Why the environment left a column null. Whether a GPU and its driver are null for a reason follows from
+        how the cell ran (harness.nulls), not from here."""
+        reasons = {"cuda_version": "torch built without CUDA", "segment_anything_version": "version unknown",
+                   "git_commit": "not a git checkout"}
+        return {column: reason for column, reason in reasons.items() if getattr(self, column) is None}
 
 
 def _version(distribution: str) -> str | None:
@@ -37,6 +71,8 @@ def git_commit() -> str | None:
 
 def gpu_info() -> dict:
     """GPU model, memory and driver via NVML (pynvml, from nvidia-ml-py); nulls when there is no NVIDIA GPU."""
+    import torch
+
     info = {"gpu_name": None, "gpu_total_memory_bytes": None, "driver_version": None}
     if not torch.cuda.is_available():
         return info
@@ -58,6 +94,8 @@ def gpu_info() -> dict:
 
 
 def collect_environment() -> dict:
+    import torch
+
     return {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cadbench_version": __version__,

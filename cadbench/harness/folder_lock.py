@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.files import warn
+from cadbench.files import warn
 
 try:
     import fcntl

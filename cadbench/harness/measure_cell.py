@@ -14,18 +14,21 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from cadbench.backbones import get_backbone
 from cadbench.errors import CadbenchError
-from cadbench.harness.nulls import FINE_TUNE_COLUMNS, NVML_COLUMNS, QUALITY_COLUMNS, null_reasons
+from cadbench.harness.environment import EnvironmentColumns
+from cadbench.harness.nulls import null_reasons
 from cadbench.harness.options import RunContext, RunOptions
-from cadbench.harness.results import explain_nulls, new_row
+from cadbench.harness.results.rows import explain_nulls, new_row, set_outcome
 from cadbench.methods import Method
 from cadbench.training.finetune import TrainingPlan
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.modes import Mode
+from cadbench.vocabulary.outcomes import RowPart
 
 
 def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict,
@@ -34,35 +37,30 @@ def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict,
     sweep decides, once per cell, whether its levers apply to its method: only cells where they do reach this
     function (`not_applicable_row` writes the others).
 
-    `context` is what the run resolved (checkpoints, weights, its folder); the default is a cell measured outside a
-    run: random weights, no folder. Side data for the report travels in keys starting with '_' (`_timeline`,
-    `_loss_curve`).
+    Each measurement gives its part of the row (a `RowPart`: its columns, why any of them is null, its side data),
+    merged as soon as it is measured, so a cell that fails part-way keeps what it measured before. Side data for
+    the report travels in keys starting with '_' (`_timeline`, `_loss_curve`). `context` is what the run resolved
+    (checkpoints, weights, its folder); the default is a cell measured outside a run: random weights, no folder.
     """
     row = _identity_row(cell, options, context, environment)
+    known = EnvironmentColumns.of(environment).null_reasons()  # why a part left a column null
     if mode != "estimate":
         row["warmup_steps"], row["timed_steps"] = options.warmup, options.steps
     try:
-        _fill_parameter_counts(row, cell)
-        if mode == "cuda":
-            _measure_on_cuda(row, cell, options, context)
-        elif mode == "cpu":
-            _time_on_cpu(row, cell, options, context)
-            _estimate_memory(row, cell, options)
-        else:
-            _estimate_memory(row, cell, options)
-        if mode != "estimate" and options.dataset:
-            _measure_quality(row, cell, options, context, torch.device("cuda" if mode == "cuda" else "cpu"))
-        row["status"] = "ok"
+        for part in _measured_parts(cell, mode, options, context):
+            row.update(part.columns())
+            row.update(part.side_data())
+            known.update(part.null_reasons())
+        set_outcome(row, "ok")
     except torch.cuda.OutOfMemoryError:
-        row["status"] = "oom"
-        row["error"] = f"CUDA out of memory at batch size {cell.batch_size}"
+        set_outcome(row, "oom", f"CUDA out of memory at batch size {cell.batch_size}")
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     except CadbenchError as exc:
-        row["status"], row["error"] = "error", str(exc)
+        set_outcome(row, "error", str(exc))
     except Exception as exc:  # noqa: BLE001 — a cell's failure is a result; the sweep goes on
-        row["status"], row["error"] = "error", one_line(exc)
-    return explain_nulls(row, null_reasons(row, mode, options))
+        set_outcome(row, "error", one_line(exc))
+    return explain_nulls(row, known, null_reasons(row, mode, options))
 
 
 def not_applicable_row(cell: Cell, reason: str, mode: Mode, options: RunOptions, context: RunContext,
@@ -70,11 +68,12 @@ def not_applicable_row(cell: Cell, reason: str, mode: Mode, options: RunOptions,
     """The row of a cell whose lever cannot apply to its method (status `not_applicable`, `reason` as its error):
     measured in no mode."""
     row = _identity_row(cell, options, context, environment)
-    row["status"], row["error"] = "not_applicable", reason
-    return explain_nulls(row, null_reasons(row, mode, options))
+    set_outcome(row, "not_applicable", reason)
+    return explain_nulls(row, EnvironmentColumns.of(environment).null_reasons(), null_reasons(row, mode, options))
 
 
 def _identity_row(cell: Cell, options: RunOptions, context: RunContext, environment: dict) -> dict:
+    """A new row with the cell, the environment and the run's settings that the row records."""
     row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
     row["weights"] = context.weights_of(cell.backbone)
     row["alloc_conf"] = options.alloc_conf or "default"  # the caching allocator's settings (real or simulated)
@@ -87,11 +86,21 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _fill_parameter_counts(row: dict, cell: Cell) -> None:
+def _measured_parts(cell: Cell, mode: Mode, options: RunOptions, context: RunContext) -> Iterator[RowPart]:
+    """The parts of the cell's row, each as soon as it is measured: parameter counts, then by mode the CUDA
+    measurement, or CPU timing and the estimate, or the estimate alone, then quality."""
     from cadbench.params import count_parameters
 
-    counts = count_parameters(cell.method_spec, cell.backbone)
-    row["trainable_params"], row["total_params"] = counts.trainable_params, counts.total_params
+    yield count_parameters(cell.method_spec, cell.backbone)
+    if mode == "cuda":
+        yield from _measure_on_cuda(cell, options, context)
+    elif mode == "cpu":
+        yield from _time_on_cpu(cell, options, context)
+        yield _estimate_memory(cell, options)
+    else:
+        yield _estimate_memory(cell, options)
+    if mode != "estimate" and options.dataset:
+        yield from _measure_quality(cell, options, context, torch.device("cuda" if mode == "cuda" else "cpu"))
 
 
 def _setup(cell: Cell, options: RunOptions, context: RunContext, device: torch.device):
@@ -101,56 +110,39 @@ def _setup(cell: Cell, options: RunOptions, context: RunContext, device: torch.d
                                seed=options.seed)
 
 
-def _measure_on_cuda(row: dict, cell: Cell, options: RunOptions, context: RunContext) -> None:
+def _measure_on_cuda(cell: Cell, options: RunOptions, context: RunContext) -> Iterator[RowPart]:
+    """The GPU (read first: a lost device fails here), then the timed steps' memory and their times."""
     from cadbench.measure.cuda import measure_cuda_steps
+    from cadbench.measure.device import describe_device
 
     device = torch.device("cuda", torch.cuda.current_device())
-    row["device"] = torch.cuda.get_device_name(device)
-    row["device_total_memory_bytes"] = torch.cuda.get_device_properties(device).total_memory
+    yield describe_device(device)
     setup = _setup(cell, options, context, device)
     measured = measure_cuda_steps(setup.step, options.warmup, options.steps, device)
-    row.update(
-        peak_memory_bytes=measured.peak_allocated_bytes, memory_source="cuda",
-        reserved_memory_bytes=measured.peak_reserved_bytes,
-        nvml_process_memory_bytes=measured.nvml.end_bytes, nvml_process_peak_bytes=measured.nvml.peak_bytes,
-        fragmentation_ratio=(measured.peak_reserved_bytes / measured.peak_allocated_bytes
-                             if measured.peak_allocated_bytes else None),
-        throughput_img_s=measured.times.throughput(cell.batch_size), throughput_source="cuda",
-        step_time_median_s=measured.times.median, step_time_p90_s=measured.times.p90,
-        # flagged, not timed again: CUDA events time the GPU's work, which other processes' CPU load hardly moves
-        step_time_noisy=measured.times.noisy, step_time_retimed=False,
-    )
-    for column in NVML_COLUMNS:
-        if row[column] is None and measured.nvml.reason:
-            row["null_reasons"][column] = measured.nvml.reason
+    yield measured
+    yield measured.timing(cell.batch_size)
     del setup
     torch.cuda.empty_cache()
 
 
-def _time_on_cpu(row: dict, cell: Cell, options: RunOptions, context: RunContext) -> None:
-    from cadbench.measure.timing import time_cpu_steps
+def _time_on_cpu(cell: Cell, options: RunOptions, context: RunContext) -> Iterator[RowPart]:
+    from cadbench.measure.device import describe_device
+    from cadbench.measure.timing import time_cpu_cell
 
-    row["device"] = "cpu"
-    setup = _setup(cell, options, context, torch.device("cpu"))
-    times = time_cpu_steps(setup.step, options.warmup, options.steps)
-    retimed = times.noisy
-    if retimed:  # something outside the step slowed some steps: time once more and keep the steadier timing
-        times = min(times, time_cpu_steps(setup.step, 0, options.steps), key=lambda timing: timing.spread)
-    row.update(throughput_img_s=times.throughput(cell.batch_size), throughput_source="cpu",
-               step_time_median_s=times.median, step_time_p90_s=times.p90, step_time_noisy=times.noisy,
-               step_time_retimed=retimed)
+    device = torch.device("cpu")
+    yield describe_device(device)
+    setup = _setup(cell, options, context, device)
+    yield time_cpu_cell(setup.step, options.warmup, options.steps, cell.batch_size)
 
 
-def _estimate_memory(row: dict, cell: Cell, options: RunOptions) -> None:
+def _estimate_memory(cell: Cell, options: RunOptions) -> RowPart:
     from cadbench.estimator import AllocatorConfig, estimate_cell
 
-    estimate = estimate_cell(cell, alloc_conf=AllocatorConfig.parse(options.alloc_conf))
-    row.update(estimate.as_row_fields())
-    row["memory_source"] = "estimated"
-    row["_timeline"] = [list(point) for point in estimate.timeline]
+    return estimate_cell(cell, alloc_conf=AllocatorConfig.parse(options.alloc_conf))
 
 
-def _measure_quality(row: dict, cell: Cell, options: RunOptions, context: RunContext, device: torch.device) -> None:
+def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, device: torch.device
+                     ) -> Iterator[RowPart]:
     """Fine-tune a fresh copy of the method under the run's protocol on the train split, then score the test split.
 
     A paper protocol fixes batch size and precision: other cells get null quality with the reason. The fine-tune
@@ -160,13 +152,13 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, context: RunCon
     from cadbench.datasets import open_splits
     from cadbench.training.finetune import TrainingPlan, fine_tune
     from cadbench.training.protocols import get_protocol
-    from cadbench.training.quality import evaluate
+    from cadbench.training.quality import QualityElsewhere, QualityMeasurement, evaluate
     from cadbench.training.setup import prepare_cell
 
     protocol = get_protocol(options.protocol)
     elsewhere = protocol.trains_cell(cell.batch_size, cell.precision)
     if elsewhere:
-        row["null_reasons"].update({column: elsewhere for column in (*QUALITY_COLUMNS, *FINE_TUNE_COLUMNS)})
+        yield QualityElsewhere(elsewhere)
         return
     splits = open_splits(options.dataset, get_backbone(cell.backbone).image_size, layout=options.layout,
                          seed=options.seed, test_fraction=options.test_fraction, val_fraction=options.val_fraction)
@@ -183,23 +175,23 @@ def _measure_quality(row: dict, cell: Cell, options: RunOptions, context: RunCon
     scores = evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry)
     if validating_on_test:
         history.set_last_validation(scores)  # the same weights on the same images: not scored twice
-    row.update({column: scores[column] for column in QUALITY_COLUMNS})
-    row.update(quality_dataset=splits.summary(), dataset_split=splits.split_description(),
-               train_steps=len(history.losses), epochs=plan.epochs, empty_train_masks=splits.train.empty_masks,
-               empty_test_masks=splits.test.empty_masks, mask_grey_values=splits.grey_values,
-               _loss_curve={"protocol": protocol.name, "plan": plan.describe(), **history.curve()})
+    yield QualityMeasurement(
+        scores=scores, protocol=protocol.name, dataset=splits.summary(), split=splits.split_description(),
+        train_steps=len(history.losses), epochs=plan.epochs, empty_train_masks=splits.train.empty_masks,
+        empty_test_masks=splits.test.empty_masks, mask_grey_values=splits.grey_values,
+        loss_curve={"protocol": protocol.name, "plan": plan.describe(), **history.curve()})
     if options.save_weights:
-        _save_trained_weights(row, cell, options, context, trainee.method, plan, len(history.losses), device)
+        yield _save_trained_weights(cell, options, context, trainee.method, plan, len(history.losses), device)
     if state is not None:
         state.unlink(missing_ok=True)  # finished: nothing left to resume
 
 
-def _save_trained_weights(row: dict, cell: Cell, options: RunOptions, context: RunContext, method: Method,
-                          plan: TrainingPlan, steps: int, device: torch.device) -> None:
+def _save_trained_weights(cell: Cell, options: RunOptions, context: RunContext, method: Method, plan: TrainingPlan,
+                          steps: int, device: torch.device) -> RowPart:
     """--save-weights: the method's trainable weights under --out/weights/, named in the row with their sha256.
 
     The metadata says what `cadbench evaluate` needs to rebuild the frozen base and score the same split."""
-    from cadbench.training.weights import base_fingerprint, save_weights
+    from cadbench.training.weights import SavedWeights, base_fingerprint, save_weights
 
     if context.state_dir is None:
         raise ValueError("save_weights needs state_dir, the --out folder (cadbench.run sets it)")
@@ -207,9 +199,10 @@ def _save_trained_weights(row: dict, cell: Cell, options: RunOptions, context: R
     sha256 = save_weights(method, Path(context.state_dir) / relative, {
         "method": cell.method_spec, "backbone": cell.backbone, "cell": cell.key, "protocol": plan.protocol.name,
         "epochs": str(plan.epochs), "train_steps": str(steps), "seed": str(options.seed),
-        "base_weights": row["weights"], "base_fingerprint": base_fingerprint(method), "initialised_on": device.type,
-        "dataset": str(options.dataset), "layout": str(options.layout), "test_fraction": str(options.test_fraction)})
-    row.update(saved_weights=str(relative), saved_weights_sha256=f"sha256:{sha256}")
+        "base_weights": context.weights_of(cell.backbone), "base_fingerprint": base_fingerprint(method),
+        "initialised_on": device.type, "dataset": str(options.dataset), "layout": str(options.layout),
+        "test_fraction": str(options.test_fraction)})
+    return SavedWeights(str(relative), sha256)
 
 
 def _slug(cell: Cell) -> str:
@@ -233,9 +226,9 @@ def _fingerprint(cell: Cell, options: RunOptions, context: RunContext) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from cadbench.harness.files import strict_json, write_atomically
+    from cadbench.files import strict_json, write_atomically
     from cadbench.harness.processes import die_with_parent
-    from cadbench.harness.results import finite_row
+    from cadbench.harness.results.rows import finite_row
 
     die_with_parent()  # a cell process never outlives its run, even one killed with kill -9
     spec = json.loads(argv[0])

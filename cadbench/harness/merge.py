@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.results import FINISHED_STATUSES, ResultStore
+from cadbench.harness.results.store import ResultStore
+from cadbench.vocabulary.outcomes import FINISHED_STATUSES
 
 
 @dataclass

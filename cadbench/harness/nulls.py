@@ -1,22 +1,24 @@
 """Why a column of a result row is null: the reasons, by how the cell was measured and how it ended.
 
-A null is never a stand-in for zero: `results.explain_nulls` records one of these reasons for every null column.
+A null is never a stand-in for zero: `results.rows.explain_nulls` records one of these reasons for every null column.
+A part of the row that was measured says first why it left a column null (`RowPart.null_reasons`: NVML's own
+reason, the estimator's unsimulated allocator settings, a protocol that fine-tunes another cell, the environment's
+unknown versions); these are the reasons for the rest: the columns a cell's mode never fills, and those of a cell
+that did not finish.
 """
 
 from __future__ import annotations
 
 from cadbench.harness.options import RunOptions
+from cadbench.measure.cuda import NO_ALLOCATION
+from cadbench.measure.device import NO_GPU
+from cadbench.measure.nvml import NVML_COLUMNS
+from cadbench.training.quality import FINE_TUNE_COLUMNS, QUALITY_COLUMNS
 from cadbench.vocabulary.modes import Mode
-
-QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")
-NVML_COLUMNS = ("nvml_process_memory_bytes", "nvml_process_peak_bytes")  # NVML's figure after the steps; its peak
-# What a fine-tune records beside its scores (null exactly when the scores are, unless a reason below says otherwise)
-FINE_TUNE_COLUMNS = ("quality_dataset", "train_steps", "epochs", "dataset_split", "empty_train_masks",
-                     "empty_test_masks", "mask_grey_values", "saved_weights", "saved_weights_sha256")
 
 
 def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
-    """Why each column of a measured row may be null, given how the cell was measured (see results.explain_nulls)."""
+    """Why each column of a measured row may be null, given how the cell was measured (results.rows.explain_nulls)."""
     reasons = {"error": "no error"}
     if row["status"] != "ok":
         why = (f"not measured: {row['error']}" if row["status"] == "not_applicable"
@@ -29,18 +31,16 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
     if mode == "cuda":
         reasons.update({"oom_capacity_bytes": "the OOM line is simulated by the estimator (cadbench estimate); a GPU "
                                               "run reports its own out-of-memory as status oom",
-                        "fragmentation_ratio": "the step allocated no GPU memory",
+                        "fragmentation_ratio": NO_ALLOCATION,
                         "flops_per_step": "FLOPs come from the estimator (cadbench estimate)",
                         "breakdown_*": "the memory breakdown comes from the estimator (cadbench estimate)",
                         # the measurement records NVML's own reason; this one covers a row it never reached
                         **dict.fromkeys(NVML_COLUMNS, "NVML did not report this process")})
     else:
-        no_gpu = "measured only on a CUDA device; this cell ran without one"
         not_simulated = _allocator_not_simulated(options)
         reasons.update({"reserved_memory_bytes": not_simulated, "fragmentation_ratio": not_simulated,
-                        "oom_capacity_bytes": not_simulated, **dict.fromkeys(NVML_COLUMNS, no_gpu),
-                        "device_total_memory_bytes": no_gpu, "gpu_name": no_gpu, "driver_version": no_gpu,
-                        "cuda_version": "torch built without CUDA"})
+                        "oom_capacity_bytes": not_simulated, **dict.fromkeys(NVML_COLUMNS, NO_GPU),
+                        "device_total_memory_bytes": NO_GPU, "gpu_name": NO_GPU, "driver_version": NO_GPU})
     if mode == "estimate":
         no_steps = ("no training step ran for this cell (estimate only): throughput needs a GPU, "
                     "or --device cpu for CPU timings")
@@ -60,9 +60,7 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
     reasons.update({"gpu_index": "an estimate uses no GPU" if mode == "estimate" else  # launchers fill these
                     "not pinned to one GPU (only --gpus pins a cell to its GPU)",
                     "slurm_*": "not run as a Slurm job"})
-    reasons.update({"git_commit": "not a git checkout", "segment_anything_version": "version unknown",
-                    "driver_version": reasons.get("driver_version", "NVML could not tell the driver version"),
-                    "cuda_version": reasons.get("cuda_version", "torch built without CUDA"),
+    reasons.update({"driver_version": reasons.get("driver_version", "NVML could not tell the driver version"),
                     "memory_source": reasons.get("memory_source", "no memory figure"),
                     "ber": reasons.get("ber", "not computed")})
     return reasons
@@ -72,8 +70,5 @@ def _allocator_not_simulated(options: RunOptions) -> str:
     """Why an estimated row has no reserved memory or OOM line: allocator settings the simulation cannot model."""
     from cadbench.estimator.alloc_conf import AllocatorConfig  # light: no torch
 
-    unmodelled = AllocatorConfig.parse(options.alloc_conf).not_simulated
-    if unmodelled:
-        return (f"allocator setting {', '.join(unmodelled)} is not simulated (the caching-allocator simulation would "
-                f"ignore it); measure on a GPU (cadbench run)")
-    return "measured only on a CUDA device, or simulated by the estimator; this cell has neither"
+    return (AllocatorConfig.parse(options.alloc_conf).why_not_simulated
+            or "measured only on a CUDA device, or simulated by the estimator; this cell has neither")

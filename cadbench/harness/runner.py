@@ -14,7 +14,7 @@ from cadbench.harness.launchers import launcher_for
 from cadbench.harness.launchers.base import CellRun, Launcher, Progress
 from cadbench.harness.measure_cell import not_applicable_row
 from cadbench.harness.options import RunContext, RunOptions
-from cadbench.harness.results import ResultStore
+from cadbench.harness.results.store import ResultStore
 from cadbench.training.levers import not_applicable
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.modes import Mode

@@ -15,20 +15,46 @@ training step, not data loading. The code never knows which method it measures: 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 
 from cadbench.measure.nvml import NvmlReading, ProcessMemorySampler
-from cadbench.measure.timing import StepTimes
+from cadbench.measure.timing import StepTimes, StepTiming
+from cadbench.vocabulary.outcomes import MemorySource, RowPart
+
+NO_ALLOCATION = "the step allocated no GPU memory"  # why a fragmentation ratio (reserved over allocated) is null
 
 
 @dataclass(frozen=True)
-class CudaMeasurement:
+class CudaMeasurement(RowPart):
+    """The timed steps' memory as a row's columns (`columns`); their times as another part (`timing`)."""
+
+    SOURCE: ClassVar[MemorySource] = "cuda"
     peak_allocated_bytes: int  # torch.cuda.max_memory_allocated over the timed steps
     peak_reserved_bytes: int  # torch.cuda.max_memory_reserved over the timed steps
     nvml: NvmlReading  # NVML's per-process memory: end value and peak seen, or why not
     times: StepTimes  # seconds per timed step, from CUDA events
+
+    @property
+    def fragmentation_ratio(self) -> float | None:
+        """Reserved over allocated: how much more than the live tensors the caching allocator held."""
+        return self.peak_reserved_bytes / self.peak_allocated_bytes if self.peak_allocated_bytes else None
+
+    def columns(self) -> dict[str, int | float | str | None]:
+        return {"peak_memory_bytes": self.peak_allocated_bytes, "memory_source": self.SOURCE,
+                "reserved_memory_bytes": self.peak_reserved_bytes, **self.nvml.columns(),
+                "fragmentation_ratio": self.fragmentation_ratio}
+
+    def null_reasons(self) -> dict[str, str]:
+        reasons = self.nvml.null_reasons()
+        if self.fragmentation_ratio is None:
+            reasons["fragmentation_ratio"] = NO_ALLOCATION
+        return reasons
+
+    def timing(self, batch_size: int) -> StepTiming:
+        # flagged, not timed again: CUDA events time the GPU's work, which other processes' CPU load hardly moves
+        return StepTiming(self.times, batch_size, "cuda", retimed=False)
 
 
 def device_index(device: torch.device) -> int:

@@ -18,7 +18,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from cadbench.vocabulary.outcomes import RowPart
+
 UUID_PREFIXES = ("GPU-", "MIG-")
+NVML_COLUMNS = ("nvml_process_memory_bytes", "nvml_process_peak_bytes")  # NVML's figure after the steps; its peak
 
 
 def bare_uuid(uuid: Any) -> str:
@@ -32,7 +35,7 @@ def bare_uuid(uuid: Any) -> str:
 
 
 @dataclass(frozen=True)
-class NvmlReading:
+class NvmlReading(RowPart):
     """NVML's per-process memory over the timed steps, in bytes: the last sample (after the device was synchronised)
     and the largest sample seen, or `reason` saying why a figure is None."""
 
@@ -40,6 +43,14 @@ class NvmlReading:
     peak_bytes: int | None
     samples: int
     reason: str | None = None
+
+    def columns(self) -> dict[str, int | None]:
+        return dict(zip(NVML_COLUMNS, (self.end_bytes, self.peak_bytes)))
+
+    def null_reasons(self) -> dict[str, str]:
+        if self.reason is None:
+            return {}
+        return {column: self.reason for column, value in self.columns().items() if value is None}
 
 
 class ProcessMemorySampler:

@@ -1,4 +1,4 @@
-"""Step-time statistics, shared by the CUDA and CPU measurements."""
+"""Step-time statistics, shared by the CUDA and CPU measurements, and a timing as a row's columns (`StepTiming`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable
+
+from cadbench.vocabulary.outcomes import RowPart, ThroughputSource
 
 # A timing whose p90 step is more than this many times its median step is noisy: some steps were slowed by something
 # outside the step (other processes on a shared CPU, most often), so its images/s is not a trend between cells.
@@ -49,3 +51,29 @@ def time_cpu_steps(step: Callable[[], object], warmup: int, steps: int) -> StepT
         step()
         seconds.append(time.perf_counter() - start)
     return StepTimes(seconds)
+
+
+@dataclass(frozen=True)
+class StepTiming(RowPart):
+    """A timing as a row's columns: images per second at the median step, the median and p90 step times, whether
+    the timing is noisy and whether it was timed again."""
+
+    times: StepTimes
+    batch_size: int  # images per step
+    source: ThroughputSource  # what timed the steps: CUDA events, or the CPU's clock
+    retimed: bool = False  # timed once more because the first timing was noisy (time_cpu_cell)
+
+    def columns(self) -> dict[str, float | bool | str]:
+        return {"throughput_img_s": self.times.throughput(self.batch_size), "throughput_source": self.source,
+                "step_time_median_s": self.times.median, "step_time_p90_s": self.times.p90,
+                "step_time_noisy": self.times.noisy, "step_time_retimed": self.retimed}
+
+
+def time_cpu_cell(step: Callable[[], object], warmup: int, steps: int, batch_size: int) -> StepTiming:
+    """A cell's steps timed on the CPU. A noisy timing (something outside the step slowed some steps) is timed once
+    more, already warm, and the steadier of the two is kept."""
+    times = time_cpu_steps(step, warmup, steps)
+    retimed = times.noisy
+    if retimed:
+        times = min(times, time_cpu_steps(step, 0, steps), key=lambda timing: timing.spread)
+    return StepTiming(times, batch_size, "cpu", retimed)

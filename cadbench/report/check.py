@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.results import ROW_REQUIRED_COLUMNS, SCHEMA_VERSION, finite_row, read_results_document
+from cadbench.harness.results.documents import SCHEMA_VERSION, read_results_document
+from cadbench.harness.results.rows import ROW_REQUIRED_COLUMNS, finite_row
 from cadbench.vocabulary.cell import Cell
 
 # What a baseline keeps of each row: the cell's identity, then what the gate compares.

@@ -7,7 +7,8 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from cadbench.harness.results import load_results, write_atomically
+from cadbench.files import write_atomically
+from cadbench.harness.results.documents import load_results
 from cadbench.vocabulary.cell import Cell
 
 COMPARED = ["status", "peak_memory_bytes", "memory_source", "throughput_img_s"]

@@ -12,9 +12,9 @@ import pandas as pd
 
 from cadbench.backbones import BACKBONES, RANDOM_WEIGHTS
 from cadbench.errors import CadbenchError
-from cadbench.harness.files import warn
+from cadbench.files import warn, write_atomically
 from cadbench.harness.options import DEFAULT_PROTOCOL
-from cadbench.harness.results import load_results, write_atomically
+from cadbench.harness.results.documents import load_results
 from cadbench.measure.timing import NOISY_SPREAD
 from cadbench.report import charts
 from cadbench.report.reference import DEFAULT_REFERENCE_ROOT, Reference, choose_references, load_references

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from cadbench.errors import CadbenchError
-from cadbench.harness.results import read_results_document, rows_to_frame
+from cadbench.harness.results.documents import read_results_document
+from cadbench.harness.results.rows import rows_to_frame
 from cadbench.vocabulary.cell import Cell
 
 DEFAULT_REFERENCE_ROOT = Path("reports") / "reference"

@@ -15,8 +15,6 @@ else is ignored.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from cadbench.datasets import PreparedDataset, SegmentationDataset, collate
 from cadbench.errors import CadbenchError
+from cadbench.files import replaced_atomically
 from cadbench.methods import Method
 from cadbench.training.protocols import Protocol
 from cadbench.training.quality import check_image_size, evaluate
@@ -128,14 +127,8 @@ class History:
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
+    with replaced_atomically(path) as temporary:
         torch.save(state, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _load_checkpoint(path: Path | None, fingerprint: str) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""Score a method on a dataset: the quality half of a result row (fine-tuning is `cadbench.training.finetune`).
+"""Score a method on a dataset: the quality half of a result row (fine-tuning is `cadbench.training.finetune`), and
+that half as a row's part (`QualityMeasurement`, or `QualityElsewhere` for a cell its protocol does not fine-tune).
 
 Each image is prompted by the box around its content (padding excluded). Evaluation follows Meta's
 `Sam.postprocess_masks`: low-resolution logits are upsampled to the encoder size, the padding is cropped, and the
@@ -7,6 +8,9 @@ stored mask's own size in SAM's letterbox geometry, the squashed size in the ref
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 
@@ -17,6 +21,57 @@ from cadbench.errors import CadbenchError
 from cadbench.methods import Method
 from cadbench.training.metrics import SegmentationMetrics
 from cadbench.training.protocol import upsample_logits
+from cadbench.training.weights import SAVED_WEIGHTS_COLUMNS
+from cadbench.vocabulary.outcomes import RowPart
+
+QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")  # the scores
+# What a fine-tune records beside its scores (null exactly when the scores are, unless a reason says otherwise)
+FINE_TUNE_COLUMNS = ("quality_dataset", "train_steps", "epochs", "dataset_split", "empty_train_masks",
+                     "empty_test_masks", "mask_grey_values", *SAVED_WEIGHTS_COLUMNS)
+
+
+@dataclass(frozen=True)
+class QualityMeasurement(RowPart):
+    """A cell's quality: the test split's scores after a fine-tune under a protocol, what the fine-tune trained on
+    and how long, and its loss curve (side data). Saved weights are a part of their own (`weights.SavedWeights`)."""
+
+    scores: Mapping[str, float | int]  # `evaluate`'s figures: every one of QUALITY_COLUMNS, and more
+    protocol: str  # the protocol's name
+    dataset: str  # the dataset and its splits, for people (`DatasetSplits.summary`)
+    split: str  # how it was split (`DatasetSplits.split_description`)
+    train_steps: int  # steps the fine-tune took
+    epochs: int | None  # its epochs; None: the protocol counts steps
+    empty_train_masks: int
+    empty_test_masks: int
+    mask_grey_values: int  # distinct grey values over the masks of train and test together
+    loss_curve: Mapping[str, Any]  # the losses and the validation after each epoch, for the report
+
+    def columns(self) -> dict[str, Any]:
+        return {**{column: self.scores[column] for column in QUALITY_COLUMNS}, "quality_dataset": self.dataset,
+                "dataset_split": self.split, "train_steps": self.train_steps, "epochs": self.epochs,
+                "empty_train_masks": self.empty_train_masks, "empty_test_masks": self.empty_test_masks,
+                "mask_grey_values": self.mask_grey_values}
+
+    def null_reasons(self) -> dict[str, str]:
+        if self.epochs is not None:
+            return {}
+        return {"epochs": f"the {self.protocol} protocol counts steps (train_steps), not epochs"}
+
+    def side_data(self) -> dict[str, Any]:
+        return {"_loss_curve": dict(self.loss_curve)}
+
+
+@dataclass(frozen=True)
+class QualityElsewhere(RowPart):
+    """A cell whose protocol measures quality in another cell (a paper protocol fixes batch size and precision)."""
+
+    reason: str  # which cell does (`Protocol.trains_cell`)
+
+    def columns(self) -> dict[str, Any]:
+        return dict.fromkeys((*QUALITY_COLUMNS, *FINE_TUNE_COLUMNS))
+
+    def null_reasons(self) -> dict[str, str]:
+        return dict.fromkeys((*QUALITY_COLUMNS, *FINE_TUNE_COLUMNS), self.reason)
 
 
 def _device(method: Method) -> torch.device:

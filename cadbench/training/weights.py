@@ -9,8 +9,7 @@ without unpickling anything.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,8 +18,22 @@ from safetensors.torch import load_file, save_file
 
 from cadbench.backbones import file_sha256
 from cadbench.errors import CadbenchError, summarize_names
+from cadbench.files import replaced_atomically
+from cadbench.vocabulary.outcomes import RowPart
 
 FORMAT = "cadbench-trainable-weights/1"
+SAVED_WEIGHTS_COLUMNS = ("saved_weights", "saved_weights_sha256")
+
+
+@dataclass(frozen=True)
+class SavedWeights(RowPart):
+    """A fine-tune's weights file, as a row names it (--save-weights)."""
+
+    path: str  # as the row records it: relative to the --out folder
+    sha256: str  # the file's sha256, hex
+
+    def columns(self) -> dict[str, str]:
+        return dict(zip(SAVED_WEIGHTS_COLUMNS, (self.path, f"sha256:{self.sha256}")))
 
 
 def trainable_state(method: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -76,19 +89,13 @@ def save_weights(method: torch.nn.Module, path: str | Path, metadata: dict[str, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in trainable_state(method).items()}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={"format": FORMAT, **metadata})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": FORMAT, **metadata})
     return file_sha256(path)
 
 
-__all__ = ["FORMAT", "base_fingerprint", "file_sha256", "load_trainable_state", "read_weights", "save_weights",
-           "trainable_state"]
+__all__ = ["FORMAT", "SavedWeights", "base_fingerprint", "file_sha256", "load_trainable_state", "read_weights",
+           "save_weights", "trainable_state"]
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

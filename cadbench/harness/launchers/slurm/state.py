@@ -53,7 +53,7 @@ class JobRecords:
                                 f"with squeue, then delete it to go on") from None
 
     def write(self, out_dir: Path) -> None:
-        from cadbench.harness.files import strict_json, write_atomically
+        from cadbench.files import strict_json, write_atomically
 
         path = self.path(out_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
