@@ -1,5 +1,6 @@
 """Writing the files cadbench leaves behind: whole or not at all, strict JSON, and a one-line error naming the file
-when it cannot be written.
+when it cannot be written; and reading back the files beside the results, where a damaged one costs only what it
+holds.
 
 `replaced_atomically(path)` is the one way a file is written whole, whatever writes it (text, `torch.save`,
 safetensors): the writer fills a temporary file beside the target, which is fsynced and renamed over the target, so
@@ -8,6 +9,10 @@ that way.
 
 `strict_json` is `json.dumps` that refuses NaN and infinities (bare `NaN` tokens are not JSON; a value that could
 not be measured is null, see `harness.results.rows.finite_row`) and writes numpy scalars as plain numbers.
+
+`read_side_file(path, cost)` is the one reader of the JSON files beside the results (timelines, loss curves, the
+environment results.json records): a damaged one costs what it holds, with one warning line, never the run or the
+report.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from cadbench.errors import CadbenchError
 
@@ -88,6 +93,30 @@ def write_atomically(path: str | Path, text: str) -> None:
             temporary.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise CadbenchError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def read_json_object(path: str | Path) -> dict | None:
+    """The JSON object in `path`, or None when it cannot be read, is not JSON, or is not an object."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def read_side_file(path: str | Path, cost: str | Callable[[Path], str]) -> dict:
+    """The JSON object a file beside the results holds, or {} when there is none. A damaged one (unreadable, not
+    JSON, or not an object) gives {} and one warning line: '<path> is damaged (not a JSON object); <cost>'. `cost`
+    says what that costs the caller; a callable is given the path first (to set the file aside, say) and returns
+    it."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    document = read_json_object(path)
+    if document is not None:
+        return document
+    warn(f"{path} is damaged (not a JSON object); {cost(path) if callable(cost) else cost}")
+    return {}
 
 
 def warn(message: str) -> None:

@@ -3,6 +3,7 @@ leaves is the old one or the new one, never a mix, and readable like any file it
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from cadbench.errors import CadbenchError
-from cadbench.files import replaced_atomically, write_atomically
+from cadbench.files import read_side_file, replaced_atomically, write_atomically
 from cadbench.training import finetune
 from cadbench.training.weights import read_weights, save_weights
 
@@ -76,3 +77,41 @@ def test_saved_weights_are_written_whole(tmp_path):
     assert set(tensors) == {"weight", "bias"} and metadata["method"] == "cad" and len(sha256) == 64
     assert [child.name for child in path.parent.iterdir()] == ["cad.safetensors"]
 
+
+def test_a_side_file_is_read_as_the_json_object_it_holds_and_a_missing_one_as_empty(tmp_path, capsys):
+    (tmp_path / "timelines.json").write_text('{"cad/vit_b/1/fp32": [["forward", 5]]}')
+    assert read_side_file(tmp_path / "timelines.json", "unused") == {"cad/vit_b/1/fp32": [["forward", 5]]}
+    assert read_side_file(tmp_path / "loss_curves.json", "unused") == {}
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("content", [b"{broken", b"[1, 2]", b"\xff\xfe", b"NaN"])
+def test_a_damaged_side_file_costs_what_it_holds_with_one_warning_line(tmp_path, capsys, content):
+    path = tmp_path / "loss_curves.json"
+    path.write_bytes(content)
+    assert read_side_file(path, "its charts are left out") == {}
+    assert capsys.readouterr().err == (f"cadbench: warning: {path} is damaged (not a JSON object); its charts are "
+                                       f"left out\n")
+    set_aside = []
+    assert read_side_file(path, lambda damaged: set_aside.append(damaged) or "rebuilt from results.jsonl") == {}
+    assert set_aside == [path] and capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_store_sets_a_damaged_side_file_aside_and_rebuilds_it_from_the_journal(tmp_path, capsys):
+    from cadbench.harness.results.rows import explain_nulls, new_row
+    from cadbench.harness.results.store import ResultStore
+
+    row = new_row({"method": "cad", "backbone": "vit_b", "test_scale": False, "batch_size": 1, "precision": "fp32"},
+                  {"torch_version": "test"})
+    row.update(status="ok", _timeline=[["forward", 5]])
+    with ResultStore(tmp_path).open({"mode": "estimate"}, {}) as store:
+        store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    (tmp_path / "timelines.json").write_text("{broken")
+    capsys.readouterr()
+    with ResultStore(tmp_path).open({"mode": "estimate"}, {}):
+        pass
+    assert (tmp_path / "timelines.json.damaged").read_text() == "{broken"
+    assert json.loads((tmp_path / "timelines.json").read_text()) == {"cad/vit_b/1/fp32": [["forward", 5]]}
+    assert capsys.readouterr().err == (f"cadbench: warning: {tmp_path / 'timelines.json'} is damaged (not a JSON "
+                                       f"object); rebuilt from results.jsonl; the damaged file is kept as "
+                                       f"timelines.json.damaged\n")

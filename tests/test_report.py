@@ -277,3 +277,14 @@ def test_the_lever_table_names_the_cheapest_combination_in_the_results_that_fits
     # one line: cad holds a single combination, nothing to choose between
     assert cells == ["sam_adapter", "vit_h", "4", "—", "micro-batch 1needs 22.0 GB", "micro-batch 1needs 22.0 GB",
                      "micro-batch 1needs 22.0 GB", "noneneeds 70.0 GB"], cells
+
+
+def test_a_results_json_whose_environment_cannot_be_read_costs_the_environment_not_the_report(tmp_path, capsys):
+    from cadbench.report.html import _environment
+
+    (tmp_path / "results.json").write_text("{broken")
+    assert set(_environment(tmp_path).values()) == {None}
+    err = capsys.readouterr().err
+    assert "results.json is damaged" in err and "the report shows no environment" in err and err.count("\n") == 1
+    (tmp_path / "results.json").write_text('{"environment": ["not", "a", "mapping"]}')
+    assert set(_environment(tmp_path).values()) == {None}

@@ -58,6 +58,19 @@ def test_a_null_without_a_reason_is_refused(tmp_path):
         store.append(row)
 
 
+def test_the_first_reason_that_names_a_null_column_explains_it_and_reasons_follow_the_columns_order():
+    row = new_row({"method": "cad", "backbone": "vit_b", "test_scale": False, "batch_size": 1,
+                   "precision": "fp32"}, {})
+    row.update(status="ok", peak_memory_bytes=1)
+    explain_nulls(row, {"step_time_p90_s": "the part's own reason", "peak_memory_bytes": "not null: unused"},
+                  {"step_time_*": "the mode's reason", "*": "anything else"})
+    reasons = row["null_reasons"]
+    assert reasons["step_time_p90_s"] == "the part's own reason"
+    assert reasons["step_time_median_s"] == "the mode's reason"
+    assert "peak_memory_bytes" not in reasons and reasons["error"] == "anything else"
+    assert list(reasons) == [column for column in contract_columns() if column in reasons]
+
+
 def test_comparison_table_shows_ratios_to_the_baseline_and_oom():
     rows = pd.DataFrame([_row("sam_adapter", peak=40 * 10**9), _row("cad", peak=10 * 10**9),
                          _row("decoder_only", status="oom")])

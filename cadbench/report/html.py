@@ -12,7 +12,7 @@ import pandas as pd
 
 from cadbench.backbones import BACKBONES, RANDOM_WEIGHTS
 from cadbench.errors import CadbenchError
-from cadbench.files import warn, write_atomically
+from cadbench.files import read_side_file, write_atomically
 from cadbench.harness.options import DEFAULT_PROTOCOL
 from cadbench.harness.results.documents import load_results
 from cadbench.measure.timing import NOISY_SPREAD
@@ -27,23 +27,14 @@ ENVIRONMENT_KEYS = ("gpu_name", "driver_version", "cuda_version", "torch_version
 
 
 def _environment(folder: Path) -> dict:
-    document = json.loads((folder / "results.json").read_text())
-    environment = document.get("environment") or {}
-    return {key: environment.get(key) for key in ENVIRONMENT_KEYS}
+    """What the first folder's results.json recorded of its environment; a damaged one costs that, not the report."""
+    environment = read_side_file(folder / "results.json", "the report shows no environment").get("environment")
+    return {key: environment.get(key) if isinstance(environment, dict) else None for key in ENVIRONMENT_KEYS}
 
 
 def _read_json(path: Path) -> dict:
     """A side file (timelines, loss curves): a damaged one costs its charts, with a warning, not the report."""
-    if not path.exists():
-        return {}
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        document = exc
-    if isinstance(document, dict):
-        return document
-    warn(f"{path} is damaged (not a JSON object): its charts are left out; resuming that run rebuilds it")
-    return {}
+    return read_side_file(path, "its charts are left out; resuming that run rebuilds it")
 
 
 def _label(backbone: str) -> str:

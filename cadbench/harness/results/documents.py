@@ -2,6 +2,8 @@
 
 `read_results_document(path)` reads a result set (a folder, a results.json, a results.csv, or a baseline) for
 `check`, `compare`, `report` and `load_results`, checking its schema version and the columns its rows need.
+`read_run_config` and `run_config_from_results` read the settings a folder was measured with (the store checks a
+resumed run against them).
 """
 
 from __future__ import annotations
@@ -13,26 +15,21 @@ from typing import Iterable
 import pandas as pd
 
 from cadbench.errors import CadbenchError
+from cadbench.files import read_json_object
 from cadbench.harness.results.rows import ROW_REQUIRED_COLUMNS, contract_columns
 
 SCHEMA_VERSION = 1
 
 
-def _read_run_config(path: Path) -> dict | None:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    config = document.get("config") if isinstance(document, dict) else None
+def read_run_config(path: Path) -> dict | None:
+    """The settings a run.json holds, or None when it is unreadable."""
+    config = (read_json_object(path) or {}).get("config")
     return config if isinstance(config, dict) else None
 
 
-def _run_config_from_results(path: Path) -> dict | None:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    config = document.get("run") if isinstance(document, dict) else None
+def run_config_from_results(path: Path) -> dict | None:
+    """The settings a results.json recorded, or None when it is unreadable or recorded none."""
+    config = (read_json_object(path) or {}).get("run")
     return config if isinstance(config, dict) else None
 
 

@@ -21,17 +21,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from cadbench.errors import CadbenchError
-from cadbench.files import strict_json, warn, write_atomically
+from cadbench.files import read_side_file, strict_json, warn, write_atomically
 from cadbench.harness.folder_lock import FolderLock
 from cadbench.harness.journal import append_line, read_journal, rewrite_repaired
-from cadbench.harness.results.documents import SCHEMA_VERSION, _read_run_config, _run_config_from_results
+from cadbench.harness.results.documents import SCHEMA_VERSION, read_run_config, run_config_from_results
 from cadbench.harness.results.rows import finite_row, row_problem, rows_to_frame, unexplained_nulls
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.outcomes import FINISHED_STATUSES
@@ -195,12 +194,12 @@ class ResultStore:
         """Refuse to resume a folder measured with other settings."""
         if not self.run_file.exists():
             return
-        previous = _read_run_config(self.run_file)
+        previous = read_run_config(self.run_file)
         if previous is None:
             if not has_rows:
                 warn(f"{self.run_file} is unreadable; the folder holds no rows yet, so it is rewritten")
                 return
-            previous = _run_config_from_results(self.json)
+            previous = run_config_from_results(self.json)
             if previous is None:
                 raise CadbenchError(
                     f"{self.run_file} is unreadable, so the rows in {self.out_dir} cannot be checked against this "
@@ -215,20 +214,13 @@ class ResultStore:
     def _side_file_entries(self, kind: str) -> dict[str, Any]:
         """What a side file holds now (entries of rows journalled before side data went into the journal); a
         damaged file is set aside and rebuilt from the journal."""
-        path = self.out_dir / SIDE_FILES[kind]
-        if not path.exists():
-            return {}
+        return read_side_file(self.out_dir / SIDE_FILES[kind], self._set_aside)
+
+    def _set_aside(self, damaged: Path) -> str:
+        """Keep a damaged side file as <name>.damaged (it is rebuilt from the journal); says what was done."""
+        kept = damaged.with_name(damaged.name + ".damaged")
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(document, dict):
-                return document
-        except (OSError, UnicodeDecodeError, ValueError):
-            pass
-        damaged = path.with_name(path.name + ".damaged")
-        try:
-            os.replace(path, damaged)
-            kept = f"; the damaged file is kept as {damaged.name}"
+            os.replace(damaged, kept)
         except OSError:
-            kept = ""
-        warn(f"{path} was damaged (not a JSON object); rebuilt from {self.jsonl.name}{kept}")
-        return {}
+            return f"rebuilt from {self.jsonl.name}"
+        return f"rebuilt from {self.jsonl.name}; the damaged file is kept as {kept.name}"
