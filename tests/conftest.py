@@ -1,12 +1,21 @@
 import os
-from pathlib import Path
 
-import pytest
-import torch
+# One thread per test process and per process it starts (cell processes and Slurm jobs inherit the variable):
+# pytest-xdist already runs one worker per core, and the test-scale SAM is too small for intra-op threads to pay
+# off. With two threads, a fine-tune of 18 test-scale steps took 22 s of CPU (31 s wall) on a busy 2-core machine;
+# with one, 8 s (13 s wall). Two workers of two threads each on two cores were slower still.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from cadbench.methods import BUILTIN_METHODS
 from cadbench.datasets.batch import random_batch
 from cadbench.training.setup import prepare
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case torch was imported before this file
 
 METHODS = tuple(BUILTIN_METHODS)  # every built-in method is tested by every per-method test
 PLUGINS = Path(__file__).parent / "plugins"  # the misbehaving test methods (raising, oom, crashing, slow, ...)
