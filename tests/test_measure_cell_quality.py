@@ -181,7 +181,7 @@ def test_a_loss_that_stops_being_finite_is_an_error_row_naming_the_step(monkeypa
 
 
 def test_a_killed_fine_tune_resumes_from_its_last_epoch_when_the_run_is_started_again(tmp_path):
-    dataset = write_flat_dataset(tmp_path / "flat", 30)
+    dataset = write_flat_dataset(tmp_path / "flat", 14)  # 11 train images: 6 steps an epoch, time to kill it in
     common = ("run", "--methods", "decoder_only", "--batch-sizes", "2", *QUICK_CELL, "--protocol",
               "sam-adapter-paper", "--epochs", "3", "--dataset", str(dataset))
     whole = cadbench_main(*common, "--out", str(tmp_path / "whole"))
