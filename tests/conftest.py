@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 # One thread per test process and per process it starts (cell processes and Slurm jobs inherit the variable):
 # pytest-xdist already runs one worker per core, and the test-scale SAM is too small for intra-op threads to pay
@@ -6,14 +7,12 @@ import os
 # with one, 8 s (13 s wall). Two workers of two threads each on two cores were slower still.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from pathlib import Path  # noqa: E402
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from cadbench.methods import BUILTIN_METHODS
-from cadbench.datasets.batch import random_batch
-from cadbench.training.setup import prepare
+from cadbench.methods import BUILTIN_METHODS  # noqa: E402
+from cadbench.datasets.batch import random_batch  # noqa: E402
+from cadbench.training.setup import prepare  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case torch was imported before this file
 

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from cadbench.api import mode_chooser
 from cadbench.report.terminal import blanks_explained, cells_sentence
 from cadbench.cli import main
 from cadbench.harness.grid import expand_grid
 from cadbench.harness.options import RunOptions
-
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
 
 
 def test_the_summary_says_how_many_cells_were_estimated_and_how_many_ran():

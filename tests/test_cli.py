@@ -10,9 +10,6 @@ import pytest
 from cadbench.cli import main
 from cadbench.methods import BUILTIN_METHODS
 
-# On one xdist worker, so that `list --json` of every full-size model (module-scoped) is made once.
-pytestmark = pytest.mark.xdist_group("test_cli")
-
 # methods.md: encoder parameters per backbone; mask decoder and prompt encoder are the same for all.
 ENCODER_PARAMS = {"vit_b": 89_670_912, "vit_l": 308_278_272, "vit_h": 637_026_048}
 EMBED_DIM = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}

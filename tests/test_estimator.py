@@ -21,10 +21,6 @@ from cadbench.training.plan import Trainee
 from cadbench.training.setup import TrainingSetup, make_training_setup
 from cadbench.vocabulary.cell import Cell
 
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
-
 METHODS = tuple(BUILTIN_METHODS)
 ROW_KEYS = {"peak_memory_bytes", "flops_per_step", "breakdown_parameters_bytes", "breakdown_gradients_bytes",
             "breakdown_optimizer_states_bytes", "breakdown_activations_bytes", "breakdown_temporaries_bytes",

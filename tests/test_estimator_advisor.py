@@ -8,10 +8,6 @@ from cadbench.estimator.advisor import advise, candidates
 from cadbench.estimator.fit import largest_fitting_batch, search_largest
 from cadbench.vocabulary.cell import Cell
 
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
-
 CONTEXT = 0
 DEFAULT_ALLOCATOR = AllocatorConfig()
 

@@ -11,10 +11,6 @@ from cadbench.methods import BUILTIN_METHODS
 from cadbench.training.setup import make_training_setup
 from cadbench.vocabulary.cell import Cell
 
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
-
 METHODS = tuple(BUILTIN_METHODS)
 
 

@@ -10,10 +10,6 @@ from cadbench.estimator.cuda_runtime import allocator_bytes
 from cadbench.training.setup import make_training_setup, prepare
 from cadbench.vocabulary.cell import Cell
 
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
-
 BACKBONES = ("vit_b", "vit_l", "vit_h")
 GB = 10**9
 NO_GRADIENT_PREFIX = "sam.mask_decoder.iou_prediction_head."  # unused by the shared loss: no gradient, no state

@@ -13,10 +13,6 @@ from cadbench.estimator.reserved import _OomSearch, resolution, search_line, sim
 from cadbench.training.setup import make_training_setup
 from cadbench.vocabulary.cell import Cell
 
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
-
 MiB = 1 << 20
 
 

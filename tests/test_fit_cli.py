@@ -2,14 +2,8 @@
 
 import json
 
-import pytest
-
 from cadbench.cli import main
 from cadbench.commands.arguments import memory_size
-
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
 
 
 def test_memory_sizes_parse_decimal_and_binary_units():

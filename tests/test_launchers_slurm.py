@@ -18,9 +18,6 @@ from local_slurm import LocalSlurm, SlurmUnavailable, why_unavailable
 from cadbench.errors import CadbenchError
 from cadbench.harness.launchers.slurm.config import SlurmConfig, slurm_time_minutes
 
-# On one xdist worker, so that the local Slurm and the local reference run (module-scoped) start once.
-pytestmark = pytest.mark.xdist_group("test_launchers_slurm")
-
 TESTS = Path(__file__).parent
 GRID = ("--device", "cpu", "--backbone", "test_scale", "--batch-sizes", "1", "--steps", "1", "--warmup", "0",
         "--train-steps", "2", "--no-progress")

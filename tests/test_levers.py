@@ -14,10 +14,6 @@ from cadbench.training.levers import LeverNotApplicable, apply_levers, levers_of
 from cadbench.training.setup import make_training_setup, prepare
 from cadbench.vocabulary.cell import Cell
 
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
-
 NO_GRAD_METHODS = ("decoder_only", "cad")
 THROUGH_ENCODER = tuple(m for m in BUILTIN_METHODS if m not in NO_GRAD_METHODS)
 

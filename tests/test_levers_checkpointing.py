@@ -1,6 +1,5 @@
 """Activation checkpointing of the encoder: same gradients, the encoder's saved activations gone, more FLOPs."""
 
-import pytest
 import torch
 
 from cadbench.estimator import estimate_cell
@@ -8,10 +7,6 @@ from cadbench.training.levers import CheckpointedBlock
 from cadbench.training.setup import make_training_setup
 from cadbench.training.step import training_step
 from cadbench.vocabulary.cell import Cell
-
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
 
 
 def _gradients(cell: Cell) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

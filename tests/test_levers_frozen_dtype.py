@@ -1,6 +1,5 @@
 """Frozen weights stored in bf16: the parameters bar halves where the weights are frozen, nothing else changes."""
 
-import pytest
 import torch
 
 from cadbench.estimator import estimate_cell
@@ -8,10 +7,6 @@ from cadbench.estimator.cuda_runtime import allocator_bytes
 from cadbench.training.setup import make_training_setup
 from cadbench.training.step import training_step
 from cadbench.vocabulary.cell import Cell
-
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
 
 
 def test_frozen_weights_are_stored_in_bf16_and_trainable_ones_stay_fp32():

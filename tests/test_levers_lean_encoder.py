@@ -12,10 +12,6 @@ from cadbench.training.setup import make_training_setup
 from cadbench.training.step import training_step
 from cadbench.vocabulary.cell import Cell
 
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
-
 
 def _step(cell: Cell) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     setup = make_training_setup(cell, seed=4)

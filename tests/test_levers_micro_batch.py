@@ -1,16 +1,11 @@
 """Gradient accumulation: the whole batch's gradient in micro-batches, at the memory of a micro-batch."""
 
-import pytest
 import torch
 
 from cadbench.estimator import estimate_cell
 from cadbench.training.setup import make_training_setup
 from cadbench.training.step import training_step
 from cadbench.vocabulary.cell import Cell
-
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
 
 
 def _first_step_gradients(cell: Cell) -> tuple[float, dict[str, torch.Tensor]]:

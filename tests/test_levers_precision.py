@@ -2,17 +2,12 @@
 
 import math
 
-import pytest
 import torch
 
 from cadbench.estimator import estimate_cell
 from cadbench.training.loss_scaling import LossScaler, loss_scaler
 from cadbench.training.setup import make_training_setup
 from cadbench.vocabulary.cell import Cell
-
-# With the other files that replay the same cells, on one xdist worker: the estimator keeps its replays
-# and estimates per process (estimator/cells.py), so they are built once there.
-pytestmark = pytest.mark.xdist_group("estimator")
 
 
 def test_an_fp16_step_scales_the_loss_keeps_one_scaler_per_optimizer_and_trains():

@@ -22,9 +22,6 @@ from cadbench.methods import DecoderOnly
 from cadbench.training.protocols import available_protocols
 from cadbench.vocabulary.cell import Cell
 
-# On one xdist worker, so that the saved run its weights tests share (module-scoped) is made once.
-pytestmark = pytest.mark.xdist_group("test_measure_cell_quality")
-
 QUICK_CELL = ("--backbone", "test_scale", "--device", "cpu", "--steps", "1", "--warmup", "0", "--no-progress")
 
 

@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 from cadbench_in_process import cadbench_main as cadbench
 
-# On one xdist worker, so that the estimated folder every merge starts from (module-scoped) is made once.
-pytestmark = pytest.mark.xdist_group("test_merge")
-
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory) -> Path:
