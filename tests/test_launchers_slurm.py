@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cadbench_in_process import cadbench_main
+from cadbench_in_process import cadbench_main, cells_measured_here
 from local_slurm import LocalSlurm, SlurmUnavailable, why_unavailable
 
 from cadbench.errors import CadbenchError
@@ -71,9 +71,11 @@ def comparable(row: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """The reference: the same grid, measured by the local launcher."""
+    """The reference: the same grid, measured by the local launcher (each cell in this process: a Slurm job runs
+    its cell in a process of its own, and the rows must not tell them apart)."""
     out = tmp_path_factory.mktemp("local") / "out"
-    result = cadbench_main("run", *GRID, "--methods", "decoder_only,cad", "--out", str(out))
+    with cells_measured_here():
+        result = cadbench_main("run", *GRID, "--methods", "decoder_only,cad", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out
 
@@ -151,7 +153,8 @@ def test_a_folder_merged_from_two_partial_runs_equals_a_full_run(slurm, local_ru
     monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
     first = cadbench_main("run", *GRID, "--methods", "decoder_only", "--launcher", "slurm", "--out", str(on_slurm))
     assert first.returncode == 0, first.stderr
-    second = cadbench_main("run", *GRID, "--methods", "cad", "--out", str(here))
+    with cells_measured_here():
+        second = cadbench_main("run", *GRID, "--methods", "cad", "--out", str(here))
     assert second.returncode == 0, second.stderr
     result = cadbench_main("merge", str(merged), str(on_slurm), str(here))
     assert result.returncode == 0, result.stderr

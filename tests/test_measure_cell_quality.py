@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cadbench_in_process import cadbench_main
+from cadbench_in_process import cadbench_main, cells_measured_here
 from PIL import Image
 
 from cadbench.harness.measure_cell import measure_cell
@@ -51,10 +51,11 @@ def test_the_default_protocol_is_registered():
 
 
 def test_every_row_records_its_protocol_and_a_paper_protocol_measures_quality_in_its_own_cell(tmp_path):
-    out = tmp_path / "out"
-    result = cadbench_main("run", "--methods", "decoder_only", "--batch-sizes", "1,2", *QUICK_CELL,
-                           "--protocol", "sam-adapter-paper", "--epochs", "1", "--dataset", str(write_flat_dataset(
-                               tmp_path / "flat", 5, empty=(1,))), "--out", str(out))
+    out, dataset = tmp_path / "out", write_flat_dataset(tmp_path / "flat", 5, empty=(1,))
+    with cells_measured_here():  # the cell process is tested in test_harness.py
+        result = cadbench_main("run", "--methods", "decoder_only", "--batch-sizes", "1,2", *QUICK_CELL,
+                               "--protocol", "sam-adapter-paper", "--epochs", "1", "--dataset", str(dataset),
+                               "--out", str(out))
     assert result.returncode == 0, result.stderr
     rows = rows_of(out)
     assert {row["protocol"] for row in rows.values()} == {"sam-adapter-paper"}
@@ -99,8 +100,9 @@ def saved_run(tmp_path_factory) -> tuple[Path, Path]:
     """A run of cad at test scale with --save-weights on a flat folder: (its --out, the dataset)."""
     root = tmp_path_factory.mktemp("saved")
     out, dataset = root / "out", write_flat_dataset(root / "flat", 6)
-    result = cadbench_main("run", "--methods", "cad", "--batch-sizes", "2", *QUICK_CELL, "--train-steps", "3",
-                           "--dataset", str(dataset), "--save-weights", "--out", str(out))
+    with cells_measured_here():
+        result = cadbench_main("run", "--methods", "cad", "--batch-sizes", "2", *QUICK_CELL, "--train-steps", "3",
+                               "--dataset", str(dataset), "--save-weights", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out, dataset
 
@@ -184,7 +186,8 @@ def test_a_killed_fine_tune_resumes_from_its_last_epoch_when_the_run_is_started_
     dataset = write_flat_dataset(tmp_path / "flat", 14)  # 11 train images: 6 steps an epoch, time to kill it in
     common = ("run", "--methods", "decoder_only", "--batch-sizes", "2", *QUICK_CELL, "--protocol",
               "sam-adapter-paper", "--epochs", "3", "--dataset", str(dataset))
-    whole = cadbench_main(*common, "--out", str(tmp_path / "whole"))
+    with cells_measured_here():  # the reference; only the run killed below needs processes of its own
+        whole = cadbench_main(*common, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     expected = json.loads((tmp_path / "whole" / "loss_curves.json").read_text())["decoder_only/test_scale/2/fp32"]
 
@@ -204,7 +207,8 @@ def test_a_killed_fine_tune_resumes_from_its_last_epoch_when_the_run_is_started_
     saved = torch.load(checkpoint, weights_only=True)
     assert 1 <= saved["epochs_done"] < 3
 
-    resumed = cadbench_main(*common, "--out", str(out))
+    with cells_measured_here():
+        resumed = cadbench_main(*common, "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr
     curve = json.loads((out / "loss_curves.json").read_text())["decoder_only/test_scale/2/fp32"]
     assert curve["resumed_from_epoch"] == saved["epochs_done"]

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from cadbench_in_process import cadbench_main
+from cadbench_in_process import cadbench_main, cells_measured_here
 
 pytest.importorskip("peft", reason="the peft extra is not installed (pip install 'cadbench[peft]')")
 
@@ -12,9 +12,10 @@ SPECS = ("lora:rank=8", "full", "peft")  # the three new methods, one with optio
 
 def test_the_new_methods_run_end_to_end_on_the_cpu_at_test_scale(tmp_path):
     out = tmp_path / "out"
-    result = cadbench_main("run", "--device", "cpu", "--backbone", "test_scale", "--methods", ",".join(SPECS),
-                           "--batch-sizes", "2", "--steps", "2", "--warmup", "1", "--train-steps", "3",
-                           "--no-progress", "--out", out)
+    with cells_measured_here():  # the cell process is tested in test_harness.py
+        result = cadbench_main("run", "--device", "cpu", "--backbone", "test_scale", "--methods", ",".join(SPECS),
+                               "--batch-sizes", "2", "--steps", "2", "--warmup", "1", "--train-steps", "3",
+                               "--no-progress", "--out", out)
     assert result.returncode == 0, result.stderr
     rows = {(row["method"], row["method_options"]): row
             for row in json.loads((out / "results.json").read_text())["rows"]}
