@@ -1,11 +1,23 @@
-import pytest
-import torch
+import os
+from pathlib import Path
 
-from cadbench.methods import BUILTIN_METHODS
-from cadbench.datasets.batch import random_batch
-from cadbench.training.setup import prepare
+# One thread per test process and per process it starts (cell processes and Slurm jobs inherit the variable):
+# pytest-xdist already runs one worker per core, and the test-scale SAM is too small for intra-op threads to pay
+# off. With two threads, a fine-tune of 18 test-scale steps took 22 s of CPU (31 s wall) on a busy 2-core machine;
+# with one, 8 s (13 s wall). Two workers of two threads each on two cores were slower still.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from cadbench.methods import BUILTIN_METHODS  # noqa: E402
+from cadbench.datasets.batch import random_batch  # noqa: E402
+from cadbench.training.setup import prepare  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case torch was imported before this file
 
 METHODS = tuple(BUILTIN_METHODS)  # every built-in method is tested by every per-method test
+PLUGINS = Path(__file__).parent / "plugins"  # the misbehaving test methods (raising, oom, crashing, slow, ...)
 
 
 @pytest.fixture(autouse=True)
@@ -26,3 +38,21 @@ def trainee(method_name):
 @pytest.fixture
 def batch():
     return random_batch(image_size=128, batch_size=2, seed=1)
+
+
+def _forget_registered_methods() -> None:
+    from cadbench import registry
+
+    registry.available_methods.cache_clear()
+    registry.resolve_method.cache_clear()
+
+
+@pytest.fixture
+def plugin_methods(monkeypatch):
+    """The test methods of tests/plugins registered by entry point, in this process and in every process it starts
+    (a cell process finds them through PYTHONPATH); the registry forgets them again afterwards."""
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])))
+    _forget_registered_methods()
+    yield
+    _forget_registered_methods()

@@ -15,16 +15,24 @@ import torch
 import cadbench
 from cadbench.harness.results.documents import load_results
 from cadbench.harness.results.rows import contract_columns
+from cadbench_in_process import cadbench_main, cells_measured_here
 from proc_table import alive, children
 
 PLUGINS = Path(__file__).parent / "plugins"
 
 
-def cadbench_cli(*args, env=None, **kwargs):
-    """Run the installed CLI in a subprocess, with the misbehaving test methods installed as plugins."""
+def cadbench_process(*args, env=None, **kwargs):
+    """Run the installed CLI in a subprocess, with the misbehaving test methods installed as plugins: for the tests
+    of the process itself (isolation, signals, kill and resume, the folder lock). Everything else runs the CLI in
+    this process (`cadbench_main`)."""
     environment = {**os.environ, "PYTHONPATH": str(PLUGINS), **(env or {})}
     return subprocess.run([sys.executable, "-m", "cadbench", *args], capture_output=True, text=True,
                           env=environment, timeout=600, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _plugins(plugin_methods):
+    """Every test here may name the misbehaving test methods, in this process or in the ones it starts."""
 
 
 def read_rows(out: Path) -> dict:
@@ -34,9 +42,9 @@ def read_rows(out: Path) -> dict:
 
 def test_failing_cells_are_results_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "out"
-    result = cadbench_cli("run", "--methods", "raising,oom,crashing,decoder_only", "--backbone", "test_scale",
-                          "--batch-sizes", "2", "--device", "cpu", "--steps", "2", "--warmup", "1",
-                          "--train-steps", "2", "--no-progress", "--out", str(out))
+    result = cadbench_process("run", "--methods", "raising,oom,crashing,decoder_only", "--backbone", "test_scale",
+                              "--batch-sizes", "2", "--device", "cpu", "--steps", "2", "--warmup", "1",
+                              "--train-steps", "2", "--no-progress", "--out", str(out))
     assert result.returncode == 1, result.stderr  # some cell errored
     rows = read_rows(out)
     assert rows["oom"]["status"] == "oom"
@@ -61,7 +69,7 @@ def test_failing_cells_are_results_and_the_sweep_goes_on(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_killed_sweep_keeps_finished_cells_and_resumes(tmp_path):
+def test_a_killed_sweep_keeps_finished_cells_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "out"
     args = ("estimate", "--methods", "decoder_only,slow", "--backbone", "test_scale", "--batch-sizes", "1",
             "--no-progress", "--out", str(out))
@@ -80,7 +88,8 @@ def test_a_killed_sweep_keeps_finished_cells_and_resumes(tmp_path):
     assert set(read_rows(out)) == {"decoder_only"}
     first = read_rows(out)["decoder_only"]
 
-    resumed = cadbench_cli(*args, env={"CADBENCH_TEST_SLOW": "0"})
+    monkeypatch.setenv("CADBENCH_TEST_SLOW", "0")
+    resumed = cadbench_main(*args)
     assert resumed.returncode == 0, resumed.stderr
     assert "1 cell estimated, 1 already finished" in resumed.stdout
     rows = read_rows(out)
@@ -90,9 +99,10 @@ def test_a_killed_sweep_keeps_finished_cells_and_resumes(tmp_path):
 
 
 def test_python_api_returns_the_results_as_a_dataframe(tmp_path):
-    frame = cadbench.run(methods=["decoder_only", "cad"], backbones=["test_scale"], batch_sizes=[1],
-                         device="cpu", steps=2, warmup=1, dataset=None, out=tmp_path / "api",
-                         show_progress=False, print_summary=False)
+    with cells_measured_here():  # the cell process is tested above
+        frame = cadbench.run(methods=["decoder_only", "cad"], backbones=["test_scale"], batch_sizes=[1],
+                             device="cpu", steps=2, warmup=1, dataset=None, out=tmp_path / "api",
+                             show_progress=False, print_summary=False)
     assert list(frame["method"]) == ["decoder_only", "cad"] or set(frame["method"]) == {"decoder_only", "cad"}
     assert (frame["status"] == "ok").all()
     assert (frame["weights"] == "random").all()
@@ -120,7 +130,7 @@ def _existing_results(tmp_path):
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_lost(tmp_path, args, message):
     out = _existing_results(tmp_path)
-    result = cadbench_cli("run", "--backbone", "test_scale", *args, "--out", str(out), "--no-progress")
+    result = cadbench_main("run", "--backbone", "test_scale", *args, "--out", str(out), "--no-progress")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert (out / "results.jsonl").read_text() == '{"precious": true}\n'
@@ -128,14 +138,14 @@ def test_bad_input_is_one_line_exit_2_and_nothing_lost(tmp_path, args, message):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_cuda_without_cuda_is_refused(tmp_path):
-    result = cadbench_cli("run", "--backbone", "test_scale", "--device", "cuda", "--out", str(tmp_path / "o"))
+    result = cadbench_main("run", "--backbone", "test_scale", "--device", "cuda", "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "no CUDA device" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_unwritable_out_is_refused(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = cadbench_cli("estimate", "--backbone", "test_scale", "--out", str(blocker / "out"))
+    result = cadbench_main("estimate", "--backbone", "test_scale", "--out", str(blocker / "out"))
     assert result.returncode == 2 and "is not writable" in result.stderr and str(blocker) in result.stderr
     assert result.stderr.count("\n") == 1
 
@@ -146,11 +156,11 @@ def test_checkpoint_for_the_wrong_backbone_is_refused_before_anything_runs(tmp_p
     checkpoint = tmp_path / "test_scale.pth"
     torch.save(build_sam("test_scale").sam.state_dict(), checkpoint)
     out = _existing_results(tmp_path)
-    result = cadbench_cli("run", "--backbone", "vit_b", "--checkpoint", str(checkpoint), "--out", str(out))
+    result = cadbench_main("run", "--backbone", "vit_b", "--checkpoint", str(checkpoint), "--out", str(out))
     assert result.returncode == 2 and "does not match backbone vit_b" in result.stderr
     assert result.stderr.count("\n") == 1
     assert (out / "results.jsonl").read_text() == '{"precious": true}\n'
-    several = cadbench_cli("run", "--backbone", "vit_b,vit_l", "--checkpoint", str(checkpoint), "--out", str(out))
+    several = cadbench_main("run", "--backbone", "vit_b,vit_l", "--checkpoint", str(checkpoint), "--out", str(out))
     assert several.returncode == 2 and "fits one backbone" in several.stderr
 
 
@@ -158,9 +168,10 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "out"
     common = ("--methods", "decoder_only", "--backbone", "test_scale", "--batch-sizes", "1", "--device", "cpu",
               "--warmup", "1", "--no-quality", "--no-progress", "--out", str(out))
-    assert cadbench_cli("run", "--steps", "2", *common).returncode == 0
+    with cells_measured_here():
+        assert cadbench_main("run", "--steps", "2", *common).returncode == 0
     before = (out / "results.jsonl").read_text()
-    other = cadbench_cli("run", "--steps", "3", *common)
+    other = cadbench_main("run", "--steps", "3", *common)
     assert other.returncode == 2 and "different settings (steps)" in other.stderr
     assert (out / "results.jsonl").read_text() == before
 
@@ -182,7 +193,7 @@ def _wait_for(condition, process, what, timeout=240):
         time.sleep(0.1)
 
 
-def test_a_sweep_killed_mid_write_resumes_from_a_torn_journal_and_loses_no_row(tmp_path):
+def test_a_sweep_killed_mid_write_resumes_from_a_torn_journal_and_loses_no_row(tmp_path, monkeypatch):
     out = tmp_path / "out"
     args = ("estimate", "--methods", "decoder_only,slow,cad", "--backbone", "test_scale", "--batch-sizes", "1",
             "--no-progress", "--out", str(out))
@@ -200,7 +211,8 @@ def test_a_sweep_killed_mid_write_resumes_from_a_torn_journal_and_loses_no_row(t
     with open(out / "results.jsonl", "a") as handle:
         handle.write(json.dumps({**first, "method": "slow"})[:57])
 
-    resumed = cadbench_cli(*args, env={"CADBENCH_TEST_SLOW": "0"})
+    monkeypatch.setenv("CADBENCH_TEST_SLOW", "0")
+    resumed = cadbench_main(*args)
     assert resumed.returncode == 0, resumed.stderr
     assert "2 cells estimated, 1 already finished" in resumed.stdout
     assert "results.jsonl ended in a line cut short" in resumed.stderr and "Traceback" not in resumed.stderr
@@ -211,7 +223,7 @@ def test_a_sweep_killed_mid_write_resumes_from_a_torn_journal_and_loses_no_row(t
     assert "slow/test_scale/1/fp32" in json.loads((out / "timelines.json").read_text())
 
 
-def test_a_second_run_on_the_same_out_is_refused_naming_the_folder_and_the_pid(tmp_path):
+def test_a_second_run_on_the_same_out_is_refused_naming_the_folder_and_the_pid(tmp_path, monkeypatch):
     out = tmp_path / "out"
     args = ("estimate", "--methods", "slow", "--backbone", "test_scale", "--batch-sizes", "1", "--no-progress",
             "--out", str(out))
@@ -221,7 +233,8 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_folder_and_the_pid(t
     try:
         lock = out / ".cadbench.lock"
         _wait_for(lambda: lock.exists() and lock.read_text().strip() == str(first.pid), first, "the lock")
-        second = cadbench_cli(*args, env={"CADBENCH_TEST_SLOW": "0"})
+        monkeypatch.setenv("CADBENCH_TEST_SLOW", "0")
+        second = cadbench_main(*args)
         assert second.returncode == 2
         assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
         assert f"--out {out} is in use by another cadbench run (PID {first.pid})" in second.stderr
@@ -229,7 +242,7 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_folder_and_the_pid(t
     finally:
         first.kill()  # dies holding the lock
         first.wait()
-    third = cadbench_cli(*args, env={"CADBENCH_TEST_SLOW": "0"})
+    third = cadbench_main(*args)
     assert third.returncode == 0, third.stderr  # a dead holder blocks no one
     assert [row["method"] for row in _journal_rows(out)] == ["slow"]
     assert not (out / ".cadbench.lock").exists()
@@ -276,12 +289,12 @@ def test_a_stop_signal_kills_the_cell_process_records_nothing_and_leaves_no_temp
 
 def test_a_damaged_side_file_costs_no_row(tmp_path):
     out = tmp_path / "out"
-    assert cadbench_cli(*ESTIMATE_ONE, "--out", str(out)).returncode == 0
+    assert cadbench_main(*ESTIMATE_ONE, "--out", str(out)).returncode == 0
     (out / "timelines.json").write_text("{broken")
     (out / "results.json").write_text("{broken too")
     more = ("estimate", "--methods", "decoder_only,cad", "--backbone", "test_scale", "--batch-sizes", "1",
             "--no-progress", "--out", str(out))
-    result = cadbench_cli(*more)
+    result = cadbench_main(*more)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "timelines.json" in result.stderr
     assert set(read_rows(out)) == {"decoder_only", "cad"}
@@ -297,9 +310,9 @@ def test_a_damaged_side_file_costs_no_row(tmp_path):
 ])
 def test_damaged_run_files_give_one_line_and_no_traceback(tmp_path, damage, message):
     out = tmp_path / "out"
-    assert cadbench_cli(*ESTIMATE_ONE, "--out", str(out)).returncode == 0
+    assert cadbench_main(*ESTIMATE_ONE, "--out", str(out)).returncode == 0
     damage(out)
-    result = cadbench_cli(*ESTIMATE_ONE, "--out", str(out))
+    result = cadbench_main(*ESTIMATE_ONE, "--out", str(out))
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1 and message in result.stderr
 
 
@@ -311,7 +324,7 @@ def test_damaged_run_files_give_one_line_and_no_traceback(tmp_path, damage, mess
 ])
 def test_estimates_refuse_unbounded_or_malformed_batch_sizes_in_one_line(tmp_path, args, message):
     out = _existing_results(tmp_path)
-    result = cadbench_cli("estimate", "--backbone", "test_scale", *args, "--out", str(out), "--no-progress")
+    result = cadbench_main("estimate", "--backbone", "test_scale", *args, "--out", str(out), "--no-progress")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert (out / "results.jsonl").read_text() == '{"precious": true}\n'

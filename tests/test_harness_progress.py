@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
+
+from cadbench_in_process import cadbench_main
 
 from cadbench.harness import progress as progress_module
 from cadbench.harness.progress import PlainProgress, SweepProgress, sweep_progress
@@ -73,10 +73,8 @@ def test_the_bar_is_kept_on_a_terminal_and_plain_lines_are_used_when_stdout_is_n
 
 
 def test_a_run_whose_output_goes_to_a_pipe_prints_a_line_per_cell_as_it_finishes(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "cadbench", "estimate", "--methods", "cad", "--backbone", "test_scale",
-         "--batch-sizes", "1,2", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=600)
+    result = cadbench_main("estimate", "--methods", "cad", "--backbone", "test_scale", "--batch-sizes", "1,2",
+                           "--out", tmp_path / "out")  # stdout is not a terminal here either
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert [line.split(":")[0] for line in lines] == ["[1/2] cad/test_scale/1/fp32", "[2/2] cad/test_scale/2/fp32"]

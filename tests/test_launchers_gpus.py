@@ -15,7 +15,8 @@ import pytest
 
 from cadbench.errors import CadbenchError
 from cadbench.harness.launchers import GpusConfig, available_launchers, get_launcher
-from cadbench_fakecuda import MiB, FakeCudaConfig, StepProfile, gpus
+from cadbench_fakecuda import MiB, FakeCudaConfig, StepProfile, gpus, install_for_test
+from cadbench_in_process import cadbench_main
 from proc_table import alive, children
 
 TESTS = Path(__file__).parent
@@ -107,18 +108,20 @@ def test_cuda_cells_are_measured_on_the_gpu_they_were_pinned_to(tmp_path):
         assert nvml_gpus == {row["gpu_index"]}  # NVML found the cell's process on the pinned physical GPU
 
 
-def test_a_gpu_that_does_not_exist_is_refused_before_anything_runs(tmp_path):
+def test_a_gpu_that_does_not_exist_is_refused_before_anything_runs(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    result = run_cadbench(tmp_path, "run", "--gpus", "0,7", "--backbone", "test_scale", "--methods", "cad",
-                          "--out", str(out), fake=FakeCudaConfig(gpus=FOUR_GPUS))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    install_for_test(monkeypatch, FakeCudaConfig(gpus=FOUR_GPUS))  # in this process: nothing runs anywhere else
+    result = cadbench_main("run", "--gpus", "0,7", "--backbone", "test_scale", "--methods", "cad", "--out", out)
     assert result.returncode == 2
     assert result.stderr == "cadbench: error: --gpus names GPU 7, which does not exist; PyTorch sees GPUs 0-3\n"
     assert not out.exists()
 
 
-def test_gpus_on_a_machine_without_a_gpu_is_refused(tmp_path):
-    result = run_cadbench(tmp_path, "run", "--gpus", "all", "--backbone", "test_scale", "--methods", "cad",
-                          "--out", str(tmp_path / "out"))
+def test_gpus_on_a_machine_without_a_gpu_is_refused(tmp_path, monkeypatch):
+    install_for_test(monkeypatch, FakeCudaConfig(gpus=[]))  # no GPU, whatever this machine has
+    result = cadbench_main("run", "--gpus", "all", "--backbone", "test_scale", "--methods", "cad",
+                           "--out", tmp_path / "out")
     assert result.returncode == 2
     assert result.stderr == "cadbench: error: --gpus all: PyTorch sees no CUDA GPU on this machine\n"
 

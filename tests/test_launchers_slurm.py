@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cadbench_in_process import cadbench_main, cells_measured_here
 from local_slurm import LocalSlurm, SlurmUnavailable, why_unavailable
 
 from cadbench.errors import CadbenchError
@@ -41,12 +42,19 @@ def slurm(tmp_path_factory):
         cluster.stop()
 
 
-def cadbench(*args, env=None, popen=False, **extra):
-    environment = {**os.environ, "PYTHONPATH": str(TESTS / "plugins"), **(env or {})}
-    command = [sys.executable, "-m", "cadbench", *args]
-    if popen:
-        return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600, **extra)
+def cadbench_process(*args, env):
+    """`python -m cadbench ARGS` started and left running, with the test methods installed as plugins: for the test
+    that cancels the job under a waiting run. Everything else runs the CLI in this process (`cadbench_main`)."""
+    environment = {**os.environ, "PYTHONPATH": str(TESTS / "plugins"), **env}
+    return subprocess.Popen([sys.executable, "-m", "cadbench", *args], env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def on_slurm(slurm, monkeypatch):
+    """Slurm's commands, in this process and the ones it starts, reach the local cluster."""
+    monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
+    return slurm
 
 
 def rows(out: Path) -> dict[str, dict]:
@@ -63,17 +71,18 @@ def comparable(row: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """The reference: the same grid, measured by the local launcher."""
+    """The reference: the same grid, measured by the local launcher (each cell in this process: a Slurm job runs
+    its cell in a process of its own, and the rows must not tell them apart)."""
     out = tmp_path_factory.mktemp("local") / "out"
-    result = cadbench("run", *GRID, "--methods", "decoder_only,cad", "--out", str(out))
+    with cells_measured_here():
+        result = cadbench_main("run", *GRID, "--methods", "decoder_only,cad", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out
 
 
-def test_a_slurm_sweep_gives_the_rows_a_local_run_gives(slurm, local_run, tmp_path):
+def test_a_slurm_sweep_gives_the_rows_a_local_run_gives(on_slurm, local_run, tmp_path):
     out = tmp_path / "out"
-    result = cadbench("run", *GRID, "--methods", "decoder_only,cad", "--launcher", "slurm", "--out", str(out),
-                      env=slurm.env)
+    result = cadbench_main("run", *GRID, "--methods", "decoder_only,cad", "--launcher", "slurm", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "submitted 2 cells to Slurm as job " in result.stdout
     measured, reference = rows(out), rows(local_run)
@@ -87,25 +96,27 @@ def test_a_slurm_sweep_gives_the_rows_a_local_run_gives(slurm, local_run, tmp_pa
     assert json.loads((out / "slurm" / "jobs.json").read_text())["jobs"] == []  # nothing left to reconnect to
 
 
-def test_detach_prints_the_job_ids_and_a_later_run_collects_their_rows(slurm, tmp_path):
+def test_detach_prints_the_job_ids_and_a_later_run_collects_their_rows(on_slurm, tmp_path):
     out = tmp_path / "out"
     args = ("run", *GRID, "--no-quality", "--methods", "decoder_only,cad", "--launcher", "slurm", "--out", str(out))
-    detached = cadbench(*args, "--detach", env=slurm.env)
+    detached = cadbench_main(*args, "--detach")
     assert detached.returncode == 0, detached.stderr
     recorded = [job["job_id"] for job in json.loads((out / "slurm" / "jobs.json").read_text())["jobs"]]
     assert len(recorded) == 2
     assert f"2 Slurm jobs still running or queued: {' '.join(recorded)}" in detached.stdout
-    collected = cadbench(*args, env=slurm.env)
+    collected = cadbench_main(*args)
     assert collected.returncode == 0, collected.stderr
     assert "submitted" not in collected.stdout  # collected, not submitted again
     assert sorted(row["slurm_job_id"] for row in rows(out).values()) == sorted(recorded)
     assert all(row["status"] == "ok" for row in rows(out).values())
 
 
-def test_a_cancelled_job_becomes_an_error_row_and_the_next_run_resubmits_it(slurm, tmp_path):
+def test_a_cancelled_job_becomes_an_error_row_and_the_next_run_resubmits_it(on_slurm, tmp_path, plugin_methods,
+                                                                             monkeypatch):
+    slurm = on_slurm
     out = tmp_path / "out"
     args = ("run", *GRID, "--no-quality", "--methods", "slow", "--launcher", "slurm", "--out", str(out))
-    waiting = cadbench(*args, env={**slurm.env, "CADBENCH_TEST_SLOW": "1"}, popen=True)
+    waiting = cadbench_process(*args, env={**slurm.env, "CADBENCH_TEST_SLOW": "1"})
     try:
         deadline = time.monotonic() + 120
         job_id = None
@@ -130,20 +141,22 @@ def test_a_cancelled_job_becomes_an_error_row_and_the_next_run_resubmits_it(slur
     assert row["error"].endswith(f"log: {row['slurm_log']}")
     assert Path(row["slurm_log"]).is_file()
 
-    again = cadbench(*args, env={**slurm.env, "CADBENCH_TEST_SLOW": "0"})
+    monkeypatch.setenv("CADBENCH_TEST_SLOW", "0")
+    again = cadbench_main(*args)
     assert again.returncode == 0, again.stderr
     row = rows(out)["slow"]
     assert row["status"] == "ok" and row["slurm_job_id"] != job_id
 
 
-def test_a_folder_merged_from_two_partial_runs_equals_a_full_run(slurm, local_run, tmp_path):
+def test_a_folder_merged_from_two_partial_runs_equals_a_full_run(slurm, local_run, tmp_path, monkeypatch):
     on_slurm, here, merged = tmp_path / "slurm", tmp_path / "here", tmp_path / "merged"
-    first = cadbench("run", *GRID, "--methods", "decoder_only", "--launcher", "slurm", "--out", str(on_slurm),
-                     env=slurm.env)
+    monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
+    first = cadbench_main("run", *GRID, "--methods", "decoder_only", "--launcher", "slurm", "--out", str(on_slurm))
     assert first.returncode == 0, first.stderr
-    second = cadbench("run", *GRID, "--methods", "cad", "--out", str(here))
+    with cells_measured_here():
+        second = cadbench_main("run", *GRID, "--methods", "cad", "--out", str(here))
     assert second.returncode == 0, second.stderr
-    result = cadbench("merge", str(merged), str(on_slurm), str(here))
+    result = cadbench_main("merge", str(merged), str(on_slurm), str(here))
     assert result.returncode == 0, result.stderr
     assert f"merged 2 folders into {merged}/: 2 cells (2 rows added)" in result.stdout
     full, combined = rows(local_run), rows(merged)
@@ -157,43 +170,45 @@ def test_a_folder_merged_from_two_partial_runs_equals_a_full_run(slurm, local_ru
     assert set(curves) == {"decoder_only/test_scale/1/fp32", "cad/test_scale/1/fp32"}
 
 
-def test_an_unknown_partition_is_refused_before_anything_is_submitted(slurm, tmp_path):
+def test_an_unknown_partition_is_refused_before_anything_is_submitted(on_slurm, tmp_path):
     out = tmp_path / "out"
-    result = cadbench("run", *GRID, "--methods", "cad", "--launcher", "slurm", "--slurm-partition", "gpu",
-                      "--out", str(out), env=slurm.env)
+    result = cadbench_main("run", *GRID, "--methods", "cad", "--launcher", "slurm", "--slurm-partition", "gpu",
+                           "--out", str(out))
     assert result.returncode == 2
     assert result.stderr == "cadbench: error: unknown Slurm partition 'gpu'; valid: debug\n"
     assert not out.exists()
 
 
-def test_a_job_sbatch_refuses_is_one_line_and_nothing_is_recorded(slurm, tmp_path):
+def test_a_job_sbatch_refuses_is_one_line_and_nothing_is_recorded(on_slurm, tmp_path):
     """This cluster has no GPU: a CUDA cell's job asks for one, which sbatch refuses."""
     out = tmp_path / "out"
-    result = cadbench("run", *GRID, "--methods", "cad", "--launcher", "slurm", "--device", "cuda", "--out",
-                      str(out), env=slurm.env)
+    result = cadbench_main("run", *GRID, "--methods", "cad", "--launcher", "slurm", "--device", "cuda", "--out",
+                           str(out))
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("cadbench: error: sbatch refused the jobs of 1 cell: ")
     assert result.stderr.count("\n") == 1
     assert not (out / "slurm" / "jobs.json").exists() and not (out / "results.jsonl").exists()
 
 
-def test_slurm_without_sbatch_on_the_path_is_refused_in_one_line(tmp_path):
+def test_slurm_without_sbatch_on_the_path_is_refused_in_one_line(tmp_path, monkeypatch):
     bare = tmp_path / "bin"
     bare.mkdir()
-    result = cadbench("run", *GRID, "--methods", "cad", "--launcher", "slurm", "--out", str(tmp_path / "out"),
-                      env={"PATH": str(bare)})
+    monkeypatch.setenv("PATH", str(bare))
+    result = cadbench_main("run", *GRID, "--methods", "cad", "--launcher", "slurm", "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert result.stderr.startswith("cadbench: error: --launcher slurm needs Slurm's commands on PATH; not found: "
                                     "sbatch, srun, sacct, sinfo, scancel")
     assert not (tmp_path / "out").exists()
 
 
-def test_slurm_without_submitit_is_refused_in_one_line(tmp_path):
+def test_slurm_without_submitit_is_refused_in_one_line(tmp_path, monkeypatch):
     shadow = tmp_path / "shadow"
     shadow.mkdir()
     (shadow / "submitit.py").write_text("raise ImportError('No module named submitit')\n")
-    result = cadbench("run", *GRID, "--methods", "cad", "--launcher", "slurm", "--out", str(tmp_path / "out"),
-                      env={"PYTHONPATH": os.pathsep.join([str(shadow), str(TESTS / "plugins")])})
+    monkeypatch.syspath_prepend(str(shadow))  # `import submitit` finds the shadow, which fails as a missing one would
+    for name in [name for name in sys.modules if name == "submitit" or name.startswith("submitit.")]:
+        monkeypatch.delitem(sys.modules, name)
+    result = cadbench_main("run", *GRID, "--methods", "cad", "--launcher", "slurm", "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert result.stderr == ("cadbench: error: --launcher slurm needs the submitit package: pip install "
                              "'cadbench[slurm]'\n")
@@ -207,13 +222,13 @@ def test_slurm_without_submitit_is_refused_in_one_line(tmp_path):
     (["--slurm-gpus-per-job", "-1"], "--slurm-gpus-per-job must be 0 or more"),
 ])
 def test_bad_slurm_settings_are_refused_in_one_line(tmp_path, flags, message):
-    result = cadbench("run", *GRID, "--methods", "cad", "--launcher", "slurm", *flags, "--out", str(tmp_path / "o"))
+    result = cadbench_main("run", *GRID, "--methods", "cad", "--launcher", "slurm", *flags, "--out", tmp_path / "o")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert message in result.stderr
 
 
 def test_slurm_flags_without_the_slurm_launcher_are_refused(tmp_path):
-    result = cadbench("run", *GRID, "--methods", "cad", "--slurm-time", "10", "--out", str(tmp_path / "o"))
+    result = cadbench_main("run", *GRID, "--methods", "cad", "--slurm-time", "10", "--out", str(tmp_path / "o"))
     assert result.returncode == 2
     assert result.stderr == "cadbench: error: --slurm-time needs --launcher slurm\n"
 
@@ -242,8 +257,8 @@ def test_a_local_run_refuses_cells_that_recorded_slurm_jobs_may_still_be_measuri
     cell = {"method": "cad", "backbone": "test_scale", "batch_size": 1, "precision": "fp32"}
     (out / "slurm" / "jobs.json").write_text(json.dumps({"jobs": [
         {"job_id": "41_0", "key": "cad/test_scale/1/fp32", "cell": cell, "mode": "cpu", "submitted": "now"}]}))
-    result = cadbench("estimate", "--methods", "cad", "--backbone", "test_scale", "--batch-sizes", "1",
-                      "--no-progress", "--out", str(out))
+    result = cadbench_main("estimate", "--methods", "cad", "--backbone", "test_scale", "--batch-sizes", "1",
+                           "--no-progress", "--out", str(out))
     assert result.returncode == 2
     assert result.stderr == (f"cadbench: error: --out {out} has Slurm jobs that may still be measuring 1 of these "
                              f"cells (41_0); resume with --launcher slurm to collect them, or delete "
@@ -251,13 +266,13 @@ def test_a_local_run_refuses_cells_that_recorded_slurm_jobs_may_still_be_measuri
     assert not (out / "results.jsonl").exists() or (out / "results.jsonl").read_text() == ""
 
 
-def test_estimates_run_in_the_submitting_process_or_as_cpu_jobs_when_asked(slurm, tmp_path):
+def test_estimates_run_in_the_submitting_process_or_as_cpu_jobs_when_asked(on_slurm, tmp_path):
     grid = ("run", "--methods", "decoder_only", "--backbone", "vit_b", "--batch-sizes", "1", "--no-progress",
             "--launcher", "slurm", "--slurm-gpus-per-job", "0")  # no GPU in the jobs: full size is estimated
-    here = cadbench(*grid, "--out", str(tmp_path / "here"), env=slurm.env)
+    here = cadbench_main(*grid, "--out", str(tmp_path / "here"))
     assert here.returncode == 0, here.stderr
     assert "submitted" not in here.stdout
-    jobs = cadbench(*grid, "--slurm-estimate-jobs", "--out", str(tmp_path / "jobs"), env=slurm.env)
+    jobs = cadbench_main(*grid, "--slurm-estimate-jobs", "--out", str(tmp_path / "jobs"))
     assert jobs.returncode == 0, jobs.stderr
     assert "submitted 1 cells to Slurm" in jobs.stdout
     in_process, in_job = rows(tmp_path / "here")["decoder_only"], rows(tmp_path / "jobs")["decoder_only"]

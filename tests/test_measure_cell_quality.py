@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cadbench_in_process import cadbench_main, cells_measured_here
 from PIL import Image
 
 from cadbench.harness.measure_cell import measure_cell
@@ -22,11 +23,6 @@ from cadbench.training.protocols import available_protocols
 from cadbench.vocabulary.cell import Cell
 
 QUICK_CELL = ("--backbone", "test_scale", "--device", "cpu", "--steps", "1", "--warmup", "0", "--no-progress")
-
-
-def cadbench_cli(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cadbench", *args], capture_output=True, text=True, timeout=600,
-                          **kwargs)
 
 
 def rows_of(out: Path) -> dict[str, dict]:
@@ -55,10 +51,11 @@ def test_the_default_protocol_is_registered():
 
 
 def test_every_row_records_its_protocol_and_a_paper_protocol_measures_quality_in_its_own_cell(tmp_path):
-    out = tmp_path / "out"
-    result = cadbench_cli("run", "--methods", "decoder_only", "--batch-sizes", "1,2", *QUICK_CELL,
-                          "--protocol", "sam-adapter-paper", "--epochs", "1", "--dataset", str(write_flat_dataset(
-                              tmp_path / "flat", 5, empty=(1,))), "--out", str(out))
+    out, dataset = tmp_path / "out", write_flat_dataset(tmp_path / "flat", 5, empty=(1,))
+    with cells_measured_here():  # the cell process is tested in test_harness.py
+        result = cadbench_main("run", "--methods", "decoder_only", "--batch-sizes", "1,2", *QUICK_CELL,
+                               "--protocol", "sam-adapter-paper", "--epochs", "1", "--dataset", str(dataset),
+                               "--out", str(out))
     assert result.returncode == 0, result.stderr
     rows = rows_of(out)
     assert {row["protocol"] for row in rows.values()} == {"sam-adapter-paper"}
@@ -93,7 +90,7 @@ def test_every_row_records_its_protocol_and_a_paper_protocol_measures_quality_in
 def test_bad_quality_settings_are_refused_in_one_line_before_anything_runs(tmp_path, args, message):
     (tmp_path / "kvasir.zip").write_bytes(b"PK")
     args = [str(tmp_path / "kvasir.zip") if arg == "DATASET_FILE" else arg for arg in args]
-    result = cadbench_cli("run", "--methods", "decoder_only", *QUICK_CELL, *args, "--out", str(tmp_path / "out"))
+    result = cadbench_main("run", "--methods", "decoder_only", *QUICK_CELL, *args, "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
@@ -103,8 +100,9 @@ def saved_run(tmp_path_factory) -> tuple[Path, Path]:
     """A run of cad at test scale with --save-weights on a flat folder: (its --out, the dataset)."""
     root = tmp_path_factory.mktemp("saved")
     out, dataset = root / "out", write_flat_dataset(root / "flat", 6)
-    result = cadbench_cli("run", "--methods", "cad", "--batch-sizes", "2", *QUICK_CELL, "--train-steps", "3",
-                          "--dataset", str(dataset), "--save-weights", "--out", str(out))
+    with cells_measured_here():
+        result = cadbench_main("run", "--methods", "cad", "--batch-sizes", "2", *QUICK_CELL, "--train-steps", "3",
+                               "--dataset", str(dataset), "--save-weights", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out, dataset
 
@@ -123,20 +121,20 @@ def test_saved_weights_are_named_in_the_row_and_evaluate_scores_them_as_the_run_
     assert not any(name.startswith("sam.image_encoder") for name in tensors)  # the frozen encoder is not saved
     assert not list((out / "fine-tunes").glob("*.pt"))  # a finished fine-tune leaves no checkpoint
 
-    scored = cadbench_cli("evaluate", "--weights", str(weights), "--dataset", str(dataset), "--json")
+    scored = cadbench_main("evaluate", "--weights", str(weights), "--dataset", str(dataset), "--json")
     assert scored.returncode == 0, scored.stderr
     scores = json.loads(scored.stdout)
     for column in ("iou", "dice", "s_measure", "mae"):
         assert scores[column] == pytest.approx(row[column], abs=1e-9), column
     assert scores["images"] == 1 and scores["weights_sha256"] == row["saved_weights_sha256"]
 
-    not_weights = cadbench_cli("evaluate", "--weights", str(out / "results.json"), "--dataset", str(dataset))
+    not_weights = cadbench_main("evaluate", "--weights", str(out / "results.json"), "--dataset", str(dataset))
     assert not_weights.returncode == 2 and "is not a safetensors file" in not_weights.stderr
     assert not_weights.stderr.count("\n") == 1
     checkpoint = tmp_path / "sam.pth"
     torch.save({"w": torch.zeros(1)}, checkpoint)
-    needless = cadbench_cli("evaluate", "--weights", str(weights), "--dataset", str(dataset),
-                            "--checkpoint", str(checkpoint))
+    needless = cadbench_main("evaluate", "--weights", str(weights), "--dataset", str(dataset),
+                             "--checkpoint", str(checkpoint))
     assert needless.returncode == 2 and "fine-tuned on random test_scale weights" in needless.stderr
 
 
@@ -150,7 +148,7 @@ def test_weights_are_never_scored_on_another_frozen_base(saved_run, tmp_path):
     with safe_open(str(source), framework="pt") as stream:
         metadata = stream.metadata()
     save_file(load_file(str(source)), str(weights), metadata={**metadata, "seed": "7"})  # another random base
-    result = cadbench_cli("evaluate", "--weights", str(weights), "--dataset", str(dataset))
+    result = cadbench_main("evaluate", "--weights", str(weights), "--dataset", str(dataset))
     assert result.returncode == 2 and "differ from those weights file" in result.stderr
     assert result.stderr.count("\n") == 1
 
@@ -185,10 +183,11 @@ def test_a_loss_that_stops_being_finite_is_an_error_row_naming_the_step(monkeypa
 
 
 def test_a_killed_fine_tune_resumes_from_its_last_epoch_when_the_run_is_started_again(tmp_path):
-    dataset = write_flat_dataset(tmp_path / "flat", 30)
+    dataset = write_flat_dataset(tmp_path / "flat", 14)  # 11 train images: 6 steps an epoch, time to kill it in
     common = ("run", "--methods", "decoder_only", "--batch-sizes", "2", *QUICK_CELL, "--protocol",
               "sam-adapter-paper", "--epochs", "3", "--dataset", str(dataset))
-    whole = cadbench_cli(*common, "--out", str(tmp_path / "whole"))
+    with cells_measured_here():  # the reference; only the run killed below needs processes of its own
+        whole = cadbench_main(*common, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     expected = json.loads((tmp_path / "whole" / "loss_curves.json").read_text())["decoder_only/test_scale/2/fp32"]
 
@@ -208,7 +207,8 @@ def test_a_killed_fine_tune_resumes_from_its_last_epoch_when_the_run_is_started_
     saved = torch.load(checkpoint, weights_only=True)
     assert 1 <= saved["epochs_done"] < 3
 
-    resumed = cadbench_cli(*common, "--out", str(out))
+    with cells_measured_here():
+        resumed = cadbench_main(*common, "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr
     curve = json.loads((out / "loss_curves.json").read_text())["decoder_only/test_scale/2/fp32"]
     assert curve["resumed_from_epoch"] == saved["epochs_done"]

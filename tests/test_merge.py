@@ -4,15 +4,10 @@ run that equals a full run is in test_launchers_slurm.py.)"""
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def cadbench(*args):
-    return subprocess.run([sys.executable, "-m", "cadbench", *args], capture_output=True, text=True, timeout=600)
+from cadbench_in_process import cadbench_main as cadbench
 
 
 @pytest.fixture(scope="module")

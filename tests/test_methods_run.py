@@ -1,10 +1,9 @@
 """lora, full and peft through `cadbench run` on the CPU, end to end: real steps, estimates, quality, labels."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from cadbench_in_process import cadbench_main, cells_measured_here
 
 pytest.importorskip("peft", reason="the peft extra is not installed (pip install 'cadbench[peft]')")
 
@@ -13,10 +12,10 @@ SPECS = ("lora:rank=8", "full", "peft")  # the three new methods, one with optio
 
 def test_the_new_methods_run_end_to_end_on_the_cpu_at_test_scale(tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "cadbench", "run", "--device", "cpu", "--backbone", "test_scale", "--methods",
-         ",".join(SPECS), "--batch-sizes", "2", "--steps", "2", "--warmup", "1", "--train-steps",
-         "3", "--no-progress", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    with cells_measured_here():  # the cell process is tested in test_harness.py
+        result = cadbench_main("run", "--device", "cpu", "--backbone", "test_scale", "--methods", ",".join(SPECS),
+                               "--batch-sizes", "2", "--steps", "2", "--warmup", "1", "--train-steps", "3",
+                               "--no-progress", "--out", out)
     assert result.returncode == 0, result.stderr
     rows = {(row["method"], row["method_options"]): row
             for row in json.loads((out / "results.json").read_text())["rows"]}

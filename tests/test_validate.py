@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from cadbench_fakecuda import FakeCudaConfig, GiB, MiB, StepProfile, gpus
+from cadbench_in_process import cadbench_main
 
 from cadbench.harness.results.rows import explain_nulls, new_row
 from cadbench.validation import compare_cell, reference_folder, within_target
@@ -85,9 +86,9 @@ def test_the_reference_folder_is_named_by_gpu_model_and_date():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
-def test_validate_reference_without_cuda_refuses_in_one_line_and_writes_nothing(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "cadbench", "validate", "--reference"], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=120)
+def test_validate_reference_without_cuda_refuses_in_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a reference folder would be written under ./reports/reference
+    result = cadbench_main("validate", "--reference")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "validate measures on a CUDA GPU" in result.stderr, result.stderr
     assert result.stdout == "" and list(tmp_path.iterdir()) == []
