@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import numpy as np
-import py_sod_metrics
 import torch
 
 from cadbench.training.protocol import MASK_THRESHOLD
@@ -70,6 +69,10 @@ class SegmentationMetrics:
         self.dices: list[float] = []
         self.counts = np.zeros(4, dtype=np.int64)  # TP, TN, Np, Nn for BER
         self.soft = soft
+        # Imported here, not at the top: py_sod_metrics imports scikit-learn, SciPy and pandas (about 1.3 s of CPU),
+        # which a cell process that scores no quality (`--no-quality`, estimates, the CUDA tests) never needs.
+        import py_sod_metrics
+
         self.s_measure = py_sod_metrics.Smeasure()
         self.e_measure = py_sod_metrics.Emeasure()
         self.weighted_f_measure = py_sod_metrics.WeightedFmeasure()
