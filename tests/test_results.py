@@ -304,3 +304,16 @@ def test_comparison_table_gives_a_method_with_options_its_own_labelled_column():
     line = comparison_table(rows, "sam_adapter").iloc[0]
     assert line["lora"] == "20.00 GB (0.50×)" and line["lora (rank 16)"] == "30.00 GB (0.75×)"
     assert comparison_table(rows, "lora (rank 16)").iloc[0]["lora"] == "20.00 GB (0.67×)"
+
+
+@pytest.mark.parametrize("mode", ["cuda", "cpu", "estimate"])
+def test_a_cell_that_did_not_finish_explains_its_memory_nulls_by_its_failure_not_by_its_mode(mode):
+    from cadbench.harness.nulls import null_reasons
+    from cadbench.harness.options import RunOptions
+
+    row = {"status": "error", "error": "RuntimeError: CUDA error: an illegal memory access"}
+    reasons = null_reasons(row, mode, RunOptions())
+    for column in ("fragmentation_ratio", "peak_memory_bytes", "reserved_memory_bytes"):
+        assert reasons[column] == "cell did not finish (error: RuntimeError: CUDA error: an illegal memory access)"
+    assert null_reasons({"status": "ok", "error": None}, "cuda", RunOptions())["fragmentation_ratio"] == (
+        "the step allocated no GPU memory")

@@ -20,10 +20,11 @@ from cadbench.vocabulary.modes import Mode
 def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
     """Why each column of a measured row may be null, given how the cell was measured (results.rows.explain_nulls)."""
     reasons = {"error": "no error"}
+    unfinished: dict[str, str] = {}  # a cell that did not finish: why, before any reason its mode gives
     if row["status"] != "ok":
         why = (f"not measured: {row['error']}" if row["status"] == "not_applicable"
                else f"cell did not finish ({row['status']}: {row['error']})")
-        reasons.update({column: why for column in (
+        unfinished.update({column: why for column in (
             "peak_memory_bytes", "memory_source", "throughput_img_s", "throughput_source", "step_time_*",
             "flops_per_step", "breakdown_*", "reserved_memory_bytes", *NVML_COLUMNS, "device",
             "device_total_memory_bytes", "fragmentation_ratio", "oom_capacity_bytes", "trainable_params",
@@ -63,7 +64,7 @@ def null_reasons(row: dict, mode: Mode, options: RunOptions) -> dict[str, str]:
     reasons.update({"driver_version": reasons.get("driver_version", "NVML could not tell the driver version"),
                     "memory_source": reasons.get("memory_source", "no memory figure"),
                     "ber": reasons.get("ber", "not computed")})
-    return reasons
+    return {**reasons, **unfinished}
 
 
 def _allocator_not_simulated(options: RunOptions) -> str:
