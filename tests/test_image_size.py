@@ -130,15 +130,18 @@ def test_list_shows_the_counts_at_each_size():
     assert counts[128] - counts[64] == (64 - 16) * 64 + 2 * 2 * (15 - 7) * 16
 
 
-@pytest.mark.parametrize("method", tuple(BUILTIN_METHODS))
-def test_the_fake_replay_equals_the_real_cpu_tracker_at_a_non_native_size(method):
-    """The estimator's exactness test (test_estimator.py) at 64 px: the resized encoder, batch and prompts."""
-    make = lambda: make_training_setup(Cell(method, "test_scale", 2, image_size=64))  # noqa: E731
+@pytest.mark.parametrize("method, levers", [(method, {}) for method in BUILTIN_METHODS] + [
+    ("cad", {"lean_encoder": "on"}), ("sam_adapter", {"checkpointing": "encoder"})])
+def test_the_fake_replay_equals_the_real_cpu_tracker_at_a_non_native_size(method, levers):
+    """The estimator's exactness test (test_estimator.py) at 64 px: the resized encoder, batch and prompts, and the
+    levers that replace the encoder's attention (the lean encoder's, checkpointing's) on the resized tables."""
+    make = lambda: make_training_setup(Cell(method, "test_scale", 2, image_size=64, **levers))  # noqa: E731
     fake, real = estimate_setup(make), estimate_setup(make, fake=False)
     assert fake.replayed_peak_bytes == real.replayed_peak_bytes
     assert fake.peak_bytes == real.peak_bytes and fake.breakdown == real.breakdown
-    assert fake.flops_per_step == real.flops_per_step > 0
-    native = estimate_setup(lambda: make_training_setup(Cell(method, "test_scale", 2)))
+    if not levers:  # the fused attention's FLOPs differ between fake and real CPU tensors at the native size too
+        assert fake.flops_per_step == real.flops_per_step > 0
+    native = estimate_setup(lambda: make_training_setup(Cell(method, "test_scale", 2, **levers)))
     assert fake.flops_per_step < native.flops_per_step  # the replay did run at 64 px
 
 
@@ -151,6 +154,10 @@ def test_a_run_at_a_non_native_size_records_its_pixels(tmp_path):
     assert "px" in result.stdout  # the terminal table shows the pixels
     peaks = {row["image_px"]: row["peak_memory_bytes"] for row in rows}
     assert peaks[64] == estimate_cell(Cell("lora", "test_scale", 1, image_size=64)).peak_bytes < peaks[128]
+    html = (tmp_path / "index.html").read_text()  # one section, and charts, per size: never two sizes on one line
+    for size in (64, 128):
+        assert f"test_scale (test scale) at {size} px</h2>" in html
+        assert f"test_scale at {size} px: peak training memory" in html
 
 
 def test_fit_uses_resolution_as_a_lever_only_among_listed_sizes_and_names_the_one_it_chose():
