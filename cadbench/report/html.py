@@ -116,6 +116,11 @@ def _quality_inputs(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
         frame["cell"] = [Cell.key_of(row) for _, row in frame.iterrows()]
         frame["protocol"] = [_protocol_of(row) for _, row in frame.iterrows()]
         frame["quality_key"] = [f"{protocol} {cell}" for protocol, cell in zip(frame["protocol"], frame["cell"])]
+        # a method at another input size is another bar and point: quality is never averaged across resolutions
+        native = [_backbone_at(backbone, pixels) == _label(backbone)
+                  for backbone, pixels in zip(frame["backbone"], _pixels(frame))]
+        frame["method"] = [method if at_native else f"{method} at {pixels:.0f} px"
+                           for method, at_native, pixels in zip(frame["method"], native, _pixels(frame))]
         for cell, curve in _read_json(folder / "loss_curves.json").items():
             protocols = frame.loc[frame["cell"] == cell, "protocol"]
             protocol = curve.get("protocol") if isinstance(curve, dict) else None
@@ -265,7 +270,7 @@ def _headlines(rows: pd.DataFrame, baseline: str | None) -> list[str]:
     lines = []
     ok = rows[(rows["status"] == "ok") & rows["peak_memory_bytes"].notna()]
     several_precisions = ok["precision"].nunique() > 1
-    for (backbone, precision), group in ok.groupby(["backbone", "precision"], sort=False):
+    for (backbone, pixels, precision), group in ok.groupby(["backbone", "px", "precision"], sort=False, dropna=False):
         if BACKBONES.get(backbone) and BACKBONES[backbone].test_scale:
             continue  # a demo model's ratios are no headline
         with_baseline = group[group["method"] == baseline]["batch_size"]
@@ -276,7 +281,8 @@ def _headlines(rows: pd.DataFrame, baseline: str | None) -> list[str]:
         others = [f"{method} needs {at[method] / at[baseline]:.2f}×" for method in at.index if method != baseline]
         if others:
             source = ", ".join(sorted(set(group["memory_source"].dropna())))
-            where = f"{_label(backbone)}, batch {largest}" + (f", {precision}" if several_precisions else "")
+            where = f"{_backbone_at(backbone, pixels)}, batch {largest}" + (f", {precision}" if several_precisions
+                                                                             else "")
             lines.append(f"{where}: {baseline} peaks at {at[baseline] / GB:.1f} GB; "
                          f"{'; '.join(others)} of that ({source}).")
     return lines
