@@ -108,13 +108,16 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
     that reach the target batch, with the card needed (OOM line), the peak and the FLOPs ratio."""
     import pandas as pd
 
+    from cadbench.backbones import get_backbone
     from cadbench.vocabulary.method_spec import method_label
 
     def largest(batch: int) -> str:
         return "none" if batch == 0 else f"{batch}+" if batch >= max_batch else str(batch)
 
     target = advice[0].target_batch if advice else None
-    several_sizes = len({answer.image_px for answer in advice}) > 1
+    # the pixels are shown where they say something: several sizes, or one that is not the backbone's native size
+    show_px = len({answer.image_px for answer in advice}) > 1 or any(
+        answer.image_px != get_backbone(answer.backbone).image_size for answer in advice)
     resolution_lever = any(answer.resolution_lever for answer in advice)
     rows = []
     for answer in advice:
@@ -129,14 +132,14 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
                      "chosen": answer.chosen is not False})
     table = pd.DataFrame(rows)
     cards = list(dict.fromkeys(table["GPU"])) if rows else []
-    index = ["method", "backbone", "px"] if several_sizes else ["method", "backbone"]
+    index = ["method", "backbone", "px"] if show_px else ["method", "backbone"]
     plain = table.pivot_table(index=index, columns="GPU", values="plain", aggfunc="first",
                               sort=False)[cards] if rows else table
-    lever_answer = ("largest size and cheapest levers" if resolution_lever else "cheapest levers") + f" for batch {target}"
+    lever_answer = f"{'largest size and cheapest' if resolution_lever else 'cheapest'} levers for batch {target}"
     levers = table[table["chosen"]] if rows else table
     levers = levers.rename(columns={"levers": lever_answer}).drop(columns=["plain", "chosen"])
-    if rows and (resolution_lever or not several_sizes):
-        levers = levers.drop(columns="px")  # one size, or the answer names its own
+    if rows and (resolution_lever or not show_px):
+        levers = levers.drop(columns="px")  # the native size, or the answer names its own
     heading = (f"Largest batch with no levers (fp32; estimated: simulated caching-allocator OOM line, allocator "
                f"settings {alloc_label}, + {context / 1e9:.2f} GB CUDA context; searched up to {max_batch}, each "
                f"answer B replayed at B and B+1):")
