@@ -105,6 +105,7 @@ def run(
     precisions: Iterable[str] = DEFAULT_PRECISIONS,
     *,
     levers: Mapping[str, Iterable[Any]] | None = None,
+    image_sizes: Iterable[int] | None = None,
     checkpoint: str | Path | Mapping[str, str] | None = None,
     out: str | Path | None = None,
     baseline_method: str | None = None,
@@ -129,6 +130,10 @@ def run(
             frozen_dtype ("fp32", "bf16"), micro_batch (0 for none, or images per micro-batch), lean_encoder
             ("off", "on"), encoder_chunk (images per lean-encoder forward). Default: the plain step. A lever that
             cannot apply to a method gives that cell a row with status "not_applicable" and the reason.
+        image_sizes: input sides in pixels to cross with the grid, multiples of 16 up to 2048 (default: each
+            backbone's native size; a cell at it keeps the key it had before image sizes). The encoder's position
+            tables are resized to the new token grid (cadbench.backbones.resize_input); rows say the pixels in
+            `image_px`.
         checkpoint: an official SAM checkpoint for the one backbone, or a dict {backbone: path}.
         out: output folder (default: reports/<timestamp>/); an existing one is resumed.
         baseline_method: memory ratios in the summary and report are against this method spec.
@@ -161,7 +166,7 @@ def run(
         no_gpu = not cuda and not options.estimate_only and options.device != "cuda"
         backbones = list(FULL_SIZE_BACKBONES) + (["test_scale"] if no_gpu else [])
     backbones = list(backbones)
-    cells = expand_grid(methods, backbones, batch_sizes, precisions, levers)
+    cells = expand_grid(methods, backbones, batch_sizes, precisions, levers, image_sizes)
     if baseline_method is not None and parse_method_spec(baseline_method).text not in {c.method_spec for c in cells}:
         raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
     mode_of = mode_chooser(options.device, options.estimate_only, cuda)

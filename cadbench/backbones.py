@@ -4,6 +4,12 @@ Full-size backbones (`vit_b`, `vit_l`, `vit_h`) come from `segment_anything.sam_
 builder. The `test_scale` backbone is assembled from the very same Meta classes (`ImageEncoderViT`, `PromptEncoder`,
 `MaskDecoder`, `TwoWayTransformer`, `Sam`) with smaller dimensions, so tests and CPU demos run real compute in
 milliseconds. It is labelled as test scale wherever it appears.
+
+Every backbone is built at its native input size (a checkpoint loads there, as Meta's builder expects) and then,
+for another input size S, resized in place (`resize_input`), as SAMed does for 512 px: the image encoder's absolute
+position embedding and the relative-position tables of its global-attention blocks are resampled bilinearly to the
+S / 16 token grid, and every attribute that encodes the size follows. Windowed blocks keep their window (Meta's
+blocks pad the grid to a multiple of it) and their tables.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from cadbench.errors import CadbenchError, summarize_names, unknown_name_error
+from cadbench.vocabulary.resolution import NATIVE_IMAGE_SIZE, check_image_size
 
 RANDOM_WEIGHTS = "random"
 
@@ -40,6 +48,16 @@ class BackboneSpec:
     @property
     def label(self) -> str:
         return f"{self.name} (test scale)" if self.test_scale else self.name
+
+    def input_size(self, image_size: int = NATIVE_IMAGE_SIZE) -> int:
+        """The pixels a cell's image size stands for: its own, or this backbone's native size for 0."""
+        return self.image_size if image_size == NATIVE_IMAGE_SIZE else image_size
+
+    def cell_image_size(self, pixels: int) -> int:
+        """What a cell holds for an input of `pixels`: 0 at the native size (so its key is the one it had before
+        the dimension existed), else the pixels, checked (one line naming --image-size and the rule)."""
+        check_image_size(pixels, native_allowed=False)
+        return NATIVE_IMAGE_SIZE if pixels == self.image_size else pixels
 
 
 def _build_test_scale_sam() -> Sam:
@@ -99,31 +117,69 @@ def get_backbone(name: str) -> BackboneSpec:
 
 @dataclass
 class BuiltSam:
-    """A SAM model and where its weights came from (`random` or `sha256:<hex>` of the checkpoint file)."""
+    """A SAM model, where its weights came from (`random` or `sha256:<hex>` of the checkpoint file), and the side in
+    pixels of the images it takes."""
 
     sam: Sam
     spec: BackboneSpec
     weights: str
+    image_size: int
 
 
-def build_sam(backbone: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> BuiltSam:
-    """Build `backbone` on `device` (``"meta"`` counts parameters without allocating), optionally from a checkpoint.
+def build_sam(backbone: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu",
+              image_size: int = NATIVE_IMAGE_SIZE) -> BuiltSam:
+    """Build `backbone` on `device` (``"meta"`` counts parameters without allocating), optionally from a checkpoint,
+    for images of `image_size` pixels a side (0: the backbone's native size; see `resize_input`).
 
     Without a checkpoint the weights are randomly initialised and `weights` says ``random``.
     """
     spec = get_backbone(backbone)
+    pixels = spec.input_size(check_image_size(image_size))
     if checkpoint is None:
         with torch.device(device):
             sam = spec.build()
-        return BuiltSam(_pixel_statistics_to(sam, device), spec, RANDOM_WEIGHTS)
-    state_dict = load_state_dict(checkpoint)
-    with torch.device("meta"):
-        skeleton = spec.build()
-    check_state_dict_matches(skeleton, state_dict, spec, checkpoint)
-    with torch.device(device):
-        sam = _pixel_statistics_to(spec.build(), device)
-    sam.load_state_dict(state_dict)
-    return BuiltSam(sam, spec, f"sha256:{file_sha256(checkpoint)}")
+        weights = RANDOM_WEIGHTS
+    else:
+        state_dict = load_state_dict(checkpoint)
+        with torch.device("meta"):
+            skeleton = spec.build()
+        check_state_dict_matches(skeleton, state_dict, spec, checkpoint)
+        with torch.device(device):
+            sam = spec.build()
+        sam.load_state_dict(state_dict)
+        weights = f"sha256:{file_sha256(checkpoint)}"
+    sam = _pixel_statistics_to(sam, device)
+    if pixels != spec.image_size:
+        resize_input(sam, pixels)
+    return BuiltSam(sam, spec, weights, pixels)
+
+
+def resize_input(sam: Sam, image_size: int) -> None:
+    """Make `sam` take images of `image_size` pixels a side, in place: the encoder's absolute position embedding
+    (1, G, G, C) and the relative-position tables (2G - 1, head_dim) of its global-attention blocks resampled
+    bilinearly (align_corners=False, as SAMed's `load_from`) to the new token grid G = image_size / patch size, as
+    new parameters; the windowed blocks' tables stay (their window does not change). `img_size`, the prompt
+    encoder's `image_embedding_size`, `input_image_size` and `mask_input_size` follow. Works on real, meta and fake
+    tensors alike."""
+    encoder, prompt = sam.image_encoder, sam.prompt_encoder
+    grid = image_size // encoder.patch_embed.proj.stride[0]
+    with torch.no_grad():
+        if encoder.pos_embed is not None:
+            table = encoder.pos_embed
+            resized = F.interpolate(table.permute(0, 3, 1, 2), (grid, grid), mode="bilinear", align_corners=False)
+            encoder.pos_embed = torch.nn.Parameter(resized.permute(0, 2, 3, 1).contiguous(), table.requires_grad)
+        for block in encoder.blocks:
+            if block.window_size != 0 or not block.attn.use_rel_pos:
+                continue
+            for name in ("rel_pos_h", "rel_pos_w"):
+                table = getattr(block.attn, name)
+                resized = F.interpolate(table[None, None], (2 * grid - 1, table.shape[1]), mode="bilinear",
+                                        align_corners=False)[0, 0].contiguous()
+                setattr(block.attn, name, torch.nn.Parameter(resized, table.requires_grad))
+    encoder.img_size = image_size
+    prompt.image_embedding_size = (grid, grid)
+    prompt.input_image_size = (image_size, image_size)
+    prompt.mask_input_size = (4 * grid, 4 * grid)
 
 
 def _pixel_statistics_to(sam: Sam, device: str | torch.device) -> Sam:

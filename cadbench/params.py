@@ -9,6 +9,7 @@ import torch
 from cadbench.backbones import build_sam
 from cadbench.registry import parse_method_spec
 from cadbench.vocabulary.outcomes import RowPart
+from cadbench.vocabulary.resolution import NATIVE_IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class ParameterCount(RowPart):
     test_scale: bool
     trainable_params: int
     total_params: int
+    image_px: int  # the input side the counts are for: resizing the encoder's position tables changes them
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -27,12 +29,14 @@ class ParameterCount(RowPart):
         return {"trainable_params": self.trainable_params, "total_params": self.total_params}
 
 
-def count_parameters(method_spec: str, backbone: str) -> ParameterCount:
-    """Counts of the method a spec names ('lora:rank=16'), options included, wrapped around `backbone`."""
+def count_parameters(method_spec: str, backbone: str, image_size: int = NATIVE_IMAGE_SIZE) -> ParameterCount:
+    """Counts of the method a spec names ('lora:rank=16'), options included, wrapped around `backbone` built for
+    images of `image_size` pixels (0: its native size)."""
     spec = parse_method_spec(method_spec)
-    built = build_sam(backbone, device="meta")
+    built = build_sam(backbone, device="meta", image_size=image_size)
     with torch.device("meta"):
         method = spec.build(built.sam)
     trainable = sum(parameter.numel() for parameter in method.trainable_parameters())
     total = sum(parameter.numel() for parameter in method.parameters())
-    return ParameterCount(spec.name, spec.options_text, backbone, built.spec.test_scale, trainable, total)
+    return ParameterCount(spec.name, spec.options_text, backbone, built.spec.test_scale, trainable, total,
+                          built.image_size)

@@ -43,7 +43,7 @@ PARTS = {
                                   mask_grey_values=0, loss_curve={"losses": [1.0]}),
     "quality elsewhere": QualityElsewhere("the cad-paper protocol fine-tunes at batch size 4"),
     "saved weights": SavedWeights("weights/cad.safetensors", "ab" * 32),
-    "parameters": ParameterCount("cad", "", "test_scale", True, 10, 100),
+    "parameters": ParameterCount("cad", "", "test_scale", True, 10, 100, 128),
     "environment without git, GPU or CUDA": EnvironmentColumns.of({"torch_version": "2.5.1+cpu",
                                                                    "cadbench_version": "0.1.0"}),
     "this environment": EnvironmentColumns.of(collect_environment()),

@@ -10,6 +10,7 @@ from cadbench.harness.options import DEFAULTS
 from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES
 from cadbench.vocabulary.levers import LeverDeclaration, declared_levers
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS, PRECISIONS
+from cadbench.vocabulary.resolution import IMAGE_SIZE_FLAG, IMAGE_SIZE_RULE, check_image_size
 
 
 def comma_list(text: str) -> list[str]:
@@ -31,6 +32,28 @@ def int_list(text: str) -> list[int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"batch sizes must be integers, got {item!r}") from None
     return values
+
+
+def image_size_list(text: str) -> list[int]:
+    """'512,1024' -> [512, 1024]; each checked against the rule (cadbench.vocabulary.resolution), so that a bad size
+    is refused in one line naming --image-size before anything runs."""
+    values = []
+    for item in comma_list(text):
+        try:
+            values.append(check_image_size(int(item), native_allowed=False))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: the image size must be {IMAGE_SIZE_RULE}") from None
+        except CadbenchError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{IMAGE_SIZE_FLAG} ")) from None
+    return values
+
+
+def add_image_size(parser: argparse.ArgumentParser, help: str = "") -> None:
+    """--image-size: the input sides in pixels to cross with the grid (default: each backbone's native size)."""
+    parser.add_argument("--image-size", "--image-sizes", dest="image_size", type=image_size_list, default=None,
+                        help=f"comma-separated input sides in pixels, multiples of 16 up to 2048, e.g. 512,1024; the "
+                             f"encoder's position tables are resized to the new token grid{help} (default: each "
+                             f"backbone's native size, 1024 for SAM, 128 for test_scale)")
 
 
 def joined(values) -> str:
@@ -78,6 +101,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=int_list, default=list(DEFAULT_BATCH_SIZES),
                         help=f"comma-separated batch sizes (default: {joined(DEFAULT_BATCH_SIZES)})")
     add_precision(parser)
+    add_image_size(parser)
     add_levers(parser)
     add_option(parser, "--seed", type=int)
     parser.add_argument("--checkpoint", help="official SAM .pth for the one backbone, or BACKBONE=PATH,...")
@@ -177,6 +201,6 @@ def run_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in RunOptions.field_names() if hasattr(args, name)}
 
 
-__all__ = ["add_alloc_conf", "add_cell_selection", "add_grid_arguments", "add_levers", "add_option", "add_precision",
-           "checkpoint_argument", "comma_list", "int_list", "lever_arguments", "memory_size", "method_list",
-           "run_options"]
+__all__ = ["add_alloc_conf", "add_cell_selection", "add_grid_arguments", "add_image_size", "add_levers", "add_option",
+           "add_precision", "checkpoint_argument", "comma_list", "image_size_list", "int_list", "lever_arguments",
+           "memory_size", "method_list", "run_options"]

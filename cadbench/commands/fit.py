@@ -8,7 +8,8 @@ import json
 import sys
 
 from cadbench.cards import DEFAULT_GPU_MEMORY
-from cadbench.commands.arguments import add_alloc_conf, add_cell_selection, add_precision, comma_list, memory_size
+from cadbench.commands.arguments import (add_alloc_conf, add_cell_selection, add_image_size, add_precision, comma_list,
+                                         memory_size)
 from cadbench.errors import CadbenchError
 from cadbench.vocabulary.precision import PRECISIONS
 
@@ -27,6 +28,8 @@ def register(commands) -> None:
                              f"minutes per pair on a CPU")
     add_cell_selection(parser)
     add_precision(parser, default=list(PRECISIONS), help=" the levers may use")
+    add_image_size(parser, help="; the task's resolution, a lever only where several are listed: each answer is then "
+                                "the largest size at which the target batch fits")
     parser.add_argument("--cuda-context", type=memory_size, default=None,
                         help="memory the CUDA context takes outside PyTorch's allocator (default: the estimator's "
                              "stated figure)")
@@ -70,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
                             f"the caching-allocator simulation does not model it")
     specs = [split_method_spec(spec) for spec in resolve_methods(args.methods)]
     backbones = resolve_backbones(args.backbone)
-    with _progress(len(specs) * len(backbones), enabled=not args.no_progress) as step:
+    pairs = len(specs) * len(backbones) * len(args.image_size or [None])
+    with _progress(pairs, enabled=not args.no_progress) as step:
         advice = advise(specs, backbones, capacities, args.target_batch, context, args.max_batch, alloc_conf,
-                        precisions=args.precision, on_progress=step, workers=args.jobs or default_jobs())
+                        precisions=args.precision, on_progress=step, workers=args.jobs or default_jobs(),
+                        image_sizes=args.image_size)
     if args.json:
         print(json.dumps([answer.as_dict() for answer in advice], indent=2))
         return 0
@@ -103,26 +108,38 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
     that reach the target batch, with the card needed (OOM line), the peak and the FLOPs ratio."""
     import pandas as pd
 
+    from cadbench.backbones import get_backbone
     from cadbench.vocabulary.method_spec import method_label
 
     def largest(batch: int) -> str:
         return "none" if batch == 0 else f"{batch}+" if batch >= max_batch else str(batch)
 
     target = advice[0].target_batch if advice else None
+    # the pixels are shown where they say something: several sizes, or one that is not the backbone's native size
+    show_px = len({answer.image_px for answer in advice}) > 1 or any(
+        answer.image_px != get_backbone(answer.backbone).image_size for answer in advice)
+    resolution_lever = any(answer.resolution_lever for answer in advice)
     rows = []
     for answer in advice:
         rows.append({"method": method_label(answer.method, answer.method_options), "backbone": answer.backbone,
+                     "px": answer.image_px,
                      "GPU": capacity_names.get(answer.capacity_bytes, f"{answer.capacity_bytes / 1e9:g}GB"),
                      "plain": largest(answer.largest_plain_batch),
-                     "levers": answer.levers if answer.cell is not None else "nothing fits",
+                     "levers": answer.answer,
                      "card needed": "—" if answer.needed_bytes is None else f"{answer.needed_bytes / 1e9:.2f} GB",
                      "peak": "—" if answer.peak_bytes is None else f"{answer.peak_bytes / 1e9:.2f} GB",
-                     "FLOPs": "—" if answer.flops_ratio is None else f"{answer.flops_ratio:.2f}×"})
+                     "FLOPs": "—" if answer.flops_ratio is None else f"{answer.flops_ratio:.2f}×",
+                     "chosen": answer.chosen is not False})
     table = pd.DataFrame(rows)
     cards = list(dict.fromkeys(table["GPU"])) if rows else []
-    plain = table.pivot_table(index=["method", "backbone"], columns="GPU", values="plain", aggfunc="first",
+    index = ["method", "backbone", "px"] if show_px else ["method", "backbone"]
+    plain = table.pivot_table(index=index, columns="GPU", values="plain", aggfunc="first",
                               sort=False)[cards] if rows else table
-    levers = table.rename(columns={"levers": f"cheapest levers for batch {target}"}).drop(columns="plain")
+    lever_answer = f"{'largest size and cheapest' if resolution_lever else 'cheapest'} levers for batch {target}"
+    levers = table[table["chosen"]] if rows else table
+    levers = levers.rename(columns={"levers": lever_answer}).drop(columns=["plain", "chosen"])
+    if rows and (resolution_lever or not show_px):
+        levers = levers.drop(columns="px")  # the native size, or the answer names its own
     heading = (f"Largest batch with no levers (fp32; estimated: simulated caching-allocator OOM line, allocator "
                f"settings {alloc_label}, + {context / 1e9:.2f} GB CUDA context; searched up to {max_batch}, each "
                f"answer B replayed at B and B+1):")
@@ -134,8 +151,10 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
         heading,
         plain.to_string(),
         "",
-        f"Cheapest levers that reach an effective batch of {target} (least extra FLOPs, then least numerical change, "
-        f"then fewest micro-batches; each answer replayed at batch {target}; card needed = OOM line + context):",
+        ("The largest listed image size, then " if resolution_lever else "")
+        + f"{'c' if resolution_lever else 'C'}heapest levers that reach an effective batch of {target} (least extra "
+        f"FLOPs, then least numerical change, then fewest micro-batches; each answer replayed at batch {target}; card "
+        f"needed = OOM line + context):",
         levers.to_string(index=False),
     ])
 

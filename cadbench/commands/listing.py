@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from cadbench.commands.arguments import add_cell_selection
+from cadbench.commands.arguments import add_cell_selection, image_size_list
 
 
 def register(commands) -> None:
@@ -15,6 +15,9 @@ def register(commands) -> None:
                                               "parameter counts")
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects instead of tables")
     add_cell_selection(parser)
+    parser.add_argument("--image-size", type=image_size_list, default=None,
+                        help="count parameters for these input sides in pixels, e.g. 512 (the encoder's position "
+                             "tables are resized to the token grid; default: each backbone's native size)")
     parser.set_defaults(handler=run)
 
 
@@ -39,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from cadbench.backbones import BACKBONES
     from cadbench.params import count_parameters
     from cadbench.registry import parse_method_spec, unavailable_methods
+    from cadbench.vocabulary.resolution import NATIVE_IMAGE_SIZE
     from cadbench.vocabulary.method_spec import method_label
 
     specs = resolve_methods(args.methods)
@@ -46,12 +50,14 @@ def run(args: argparse.Namespace) -> int:
     left_out = {} if args.methods else unavailable_methods()
     for name, reason in left_out.items():
         print(f"cadbench: note: method {name} is not listed: it {reason}", file=sys.stderr)
-    counts = [count_parameters(spec, backbone) for backbone in backbones for spec in specs]
+    sizes = args.image_size or [NATIVE_IMAGE_SIZE]
+    combinations = [(backbone, size, spec) for backbone in backbones for size in sizes for spec in specs]
+    counts = [count_parameters(spec, backbone, size) for backbone, size, spec in combinations]
     if args.json:
         declared = {spec: [info.as_dict() for info in parse_method_spec(spec).method.Options.declared()]
                     for spec in specs}
         print(json.dumps([{**count.as_dict(), "options": declared[spec]}
-                          for count, spec in zip(counts, [s for _ in backbones for s in specs])], indent=2))
+                          for count, (_, _, spec) in zip(counts, combinations)], indent=2))
         return 0
     print("Methods (options: NAME:OPTION=VALUE,...):")
     for name in dict.fromkeys(parse_method_spec(spec).name for spec in specs):
@@ -67,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {spec.label:<22} embed {spec.embed_dim}, depth {spec.depth}, heads {spec.num_heads}, "
               f"global attention in blocks {', '.join(map(str, spec.global_attn_indexes))}, input {spec.image_size} px")
     print("\nParameters (counted on the meta device, nothing allocated):")
-    print(_aligned([("method", "backbone", "trainable_params", "total_params", "trainable_%")] + [
-        (method_label(count.method, count.method_options), BACKBONES[count.backbone].label,
+    print(_aligned([("method", "backbone", "px", "trainable_params", "total_params", "trainable_%")] + [
+        (method_label(count.method, count.method_options), BACKBONES[count.backbone].label, str(count.image_px),
          f"{count.trainable_params:,}", f"{count.total_params:,}",
          f"{100 * count.trainable_params / count.total_params:.2f}") for count in counts]))
     return 0

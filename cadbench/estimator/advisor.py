@@ -17,6 +17,11 @@ than fp32). So the strongest combination of each precision is replayed before th
 precision (the plain step itself is tried first, with nothing before it). The rule never makes an answer that was
 not replayed; it can only make a "nothing fits" or the skipping of a cheaper combination rest on it, which the
 answer's `pruned` count says.
+
+The input resolution changes the task, so it is no lever unless the user lists several sizes (`image_sizes`): then
+each size is searched as above, and each method x backbone x card is answered at the largest size at which the
+target batch fits (with that size's cheapest levers): any lever that keeps the task comes before a smaller image.
+Without a target batch, each size gets its own largest plain batch.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from functools import partial
 from itertools import product
 from typing import Callable, Iterable
 
+from cadbench.backbones import get_backbone
 from cadbench.estimator.alloc_conf import AllocatorConfig
 from cadbench.estimator.cells import estimate_cell
 from cadbench.estimator.cheapest import cheapness, describe_levers
@@ -58,6 +64,24 @@ class Advice:
     candidates: int  # lever combinations that apply to the method
     replayed: int  # of those, replayed at the target batch for this card's answer
     pruned: int  # skipped because a stronger one with the same precision did not fit
+    image_px: int = 0  # the input side of the answer, in pixels
+    sizes_tried: tuple[int, ...] = ()  # where resolution was a lever: every size searched (pixels, largest first)
+    chosen: bool | None = None  # where resolution was a lever: whether this size's answer is the one given
+
+    @property
+    def resolution_lever(self) -> bool:
+        """Whether the answer was chosen among several input sizes (and must name the one it chose)."""
+        return len(self.sizes_tried) > 1
+
+    @property
+    def answer(self) -> str:
+        """For people: 'fits at 512 px, batch 4: bf16' where resolution was a lever, else the levers alone."""
+        if not self.resolution_lever or self.target_batch is None:
+            return self.levers if self.cell is not None else "nothing fits"
+        if self.cell is None:
+            sizes = [str(size) for size in (self.sizes_tried if self.chosen else (self.image_px,))]
+            return f"nothing fits at {' or '.join(filter(None, [', '.join(sizes[:-1]), sizes[-1]]))} px"
+        return f"fits at {self.image_px} px, batch {self.target_batch}: {self.levers}"
 
     @property
     def levers(self) -> str:
@@ -74,7 +98,9 @@ class Advice:
                 "cell": None if cell is None else cell.key,
                 "lever_settings": None if cell is None else {"precision": cell.precision, **cell.levers},
                 "needed_bytes": self.needed_bytes, "peak_bytes": self.peak_bytes, "flops_ratio": self.flops_ratio,
-                "candidates": self.candidates, "replayed": self.replayed, "pruned": self.pruned}
+                "candidates": self.candidates, "replayed": self.replayed, "pruned": self.pruned,
+                "image_px": self.image_px, "sizes_tried": list(self.sizes_tried) or None, "chosen": self.chosen,
+                "answer": None if self.target_batch is None else self.answer}
 
 
 def candidates(plain: Cell) -> list[Cell]:
@@ -115,30 +141,55 @@ def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacitie
            target_batch: int | None = DEFAULT_TARGET_BATCH, cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
            max_batch: int = DEFAULT_MAX_BATCH, alloc_conf: AllocatorConfig | None = None,
            precisions: Iterable[str] = PRECISIONS, on_progress: Callable[[str], None] = lambda label: None,
-           workers: int = 1) -> list[Advice]:
+           workers: int = 1, image_sizes: Iterable[int] | None = None) -> list[Advice]:
     """Advice for every (method name, method options) x backbone x capacity, the levers using only `precisions`.
     `target_batch=None` asks only for the largest plain batch (no lever search: that replays every lever combination
     at the target batch, which takes minutes per method x backbone on a CPU).
 
     Each method x backbone is searched on its own (estimates are shared within it, never between pairs), so with
     `workers` > 1 the pairs are searched by that many processes at once; the answers are the same, in the same
-    order. `on_progress(label)` is called before each pair is searched (one process), or as each is finished."""
+    order. `on_progress(label)` is called before each pair is searched (one process), or as each is finished.
+
+    `image_sizes` are input sides in pixels (default: each backbone's native size); with several and a target batch,
+    resolution is a lever (see the module's docstring) and each answer names its size."""
     config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
     search = partial(_advise_pair, target_batch=target_batch, capacities=sorted(set(capacities_bytes)),
                      context=cuda_context_bytes, max_batch=max_batch, config=config, precisions=tuple(precisions))
-    plains = [Cell(name, backbone, target_batch or 1, method_options=options)
-              for backbone, (name, options) in product(list(backbones), list(specs))]
+    sizes = [None] if image_sizes is None else sorted(set(image_sizes), reverse=True)
+    plains = [Cell(name, backbone, target_batch or 1, method_options=options,
+                   image_size=0 if size is None else get_backbone(backbone).cell_image_size(size))
+              for backbone, (name, options), size in product(list(backbones), list(specs), sizes)]
     if workers <= 1 or len(plains) <= 1:
         answers = []
         for plain in plains:
             on_progress(_pair_label(plain))
             answers += search(plain)
-        return answers
-    return _in_processes(search, plains, workers, on_progress)
+    else:
+        answers = _in_processes(search, plains, workers, on_progress)
+    if len(sizes) > 1 and target_batch is not None:
+        return _resolution_as_lever(answers)
+    return answers
+
+
+def _resolution_as_lever(answers: list[Advice]) -> list[Advice]:
+    """Every size's answers, each naming the sizes searched, and per method x backbone x card one of them `chosen`:
+    the one at the largest size whose target batch fits (else the smallest size's "nothing fits"). `answers` hold
+    each size's, largest size first."""
+    def key(answer: Advice) -> tuple:
+        return answer.method, answer.method_options, answer.backbone, answer.capacity_bytes
+
+    chosen: dict[tuple, Advice] = {}
+    tried: dict[tuple, list[int]] = {}
+    for answer in answers:
+        tried.setdefault(key(answer), []).append(answer.image_px)
+        if key(answer) not in chosen or chosen[key(answer)].cell is None:
+            chosen[key(answer)] = answer
+    return [replace(answer, sizes_tried=tuple(tried[key(answer)]), chosen=answer is chosen[key(answer)])
+            for answer in answers]
 
 
 def _pair_label(plain: Cell) -> str:
-    return f"{plain.method_label} on {plain.backbone}"
+    return f"{plain.method_label} on {plain.backbone}" + (f" at {_pixels(plain)} px" if plain.image_size else "")
 
 
 def _advise_pair(plain: Cell, target_batch: int | None, capacities: list[int], context: int, max_batch: int,
@@ -147,7 +198,11 @@ def _advise_pair(plain: Cell, target_batch: int | None, capacities: list[int], c
         return _advise_one(plain, capacities, context, max_batch, config, precisions)
     return [Advice(plain.method, plain.method_options, plain.backbone, capacity, context,
                    largest_fitting_batch(plain, capacity, context, max_batch, config), None, None, None, None, None,
-                   0, 0, 0) for capacity in capacities]
+                   0, 0, 0, _pixels(plain)) for capacity in capacities]
+
+
+def _pixels(cell: Cell) -> int:
+    return get_backbone(cell.backbone).input_size(cell.image_size)
 
 
 def _in_processes(search: Callable[[Cell], list[Advice]], plains: list[Cell], workers: int,
@@ -183,8 +238,6 @@ def _ignore_interrupts() -> None:
 
 
 def _backbone_size(name: str) -> int:
-    from cadbench.backbones import get_backbone
-
     spec = get_backbone(name)
     return spec.embed_dim * spec.depth
 
@@ -239,5 +292,6 @@ def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int
             plain.method, plain.method_options, plain.backbone, capacity, context, largest, plain.batch_size,
             chosen, None if found is None else found.oom_capacity_bytes(context),
             None if found is None else found.peak_bytes,
-            None if found is None else found.flops_per_step / base_flops, len(options), len(replayed), pruned))
+            None if found is None else found.flops_per_step / base_flops, len(options), len(replayed), pruned,
+            _pixels(plain)))
     return answers

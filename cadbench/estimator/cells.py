@@ -68,7 +68,7 @@ def cell_allocation_trace(cell: Cell, seed: int = 0) -> AllocationTrace:
 
 def _measure(cell: Cell, seed: int) -> tuple[StepRecord, AllocationTrace]:
     replay = _warm_replay(cell, seed)
-    image_size = get_backbone(cell.backbone).image_size
+    image_size = get_backbone(cell.backbone).input_size(cell.image_size)
     try:
         replay.replace_batch(lambda: random_batch(image_size, cell.batch_size, seed=seed),
                              lambda setup: rebatch(cell, setup.trainee, setup.plan))

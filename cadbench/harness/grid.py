@@ -14,15 +14,18 @@ from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
 from cadbench.vocabulary.levers import declared_levers, lever_named
 from cadbench.vocabulary.method_spec import split_method_spec
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
+from cadbench.vocabulary.resolution import IMAGE_SIZE_FLAG, NATIVE_IMAGE_SIZE, check_image_size
 
 def make_cell(method: str, backbone: str, batch_size: int, precision: str = "fp32", method_options: str = "",
-              **levers: Any) -> Cell:
+              image_size: int | None = None, **levers: Any) -> Cell:
     """The cell of a method name (with its options text), a backbone and the rest: the names checked (one line
     naming an unknown one), the options parsed through the method's `Options` and made canonical ('lora' with
-    'rank=4', its default, is the cell 'lora')."""
+    'rank=4', its default, is the cell 'lora'), and the image size in pixels (None: the backbone's native size)
+    checked and made canonical (the native size is the cell's 0, so its key is the one it had before image sizes)."""
     spec = resolve_method(method, method_options)
-    get_backbone(backbone)
-    return Cell(method, backbone, batch_size, precision, method_options=spec.options_text, **levers)
+    backbone_spec = get_backbone(backbone)
+    size = NATIVE_IMAGE_SIZE if image_size is None else backbone_spec.cell_image_size(image_size)
+    return Cell(method, backbone, batch_size, precision, image_size=size, method_options=spec.options_text, **levers)
 
 
 def cell_label(cell: Cell) -> str:
@@ -35,24 +38,32 @@ def cell_label(cell: Cell) -> str:
 def expand_grid(
     methods: Iterable[str], backbones: Iterable[str], batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
     precisions: Iterable[str] = DEFAULT_PRECISIONS, levers: Mapping[str, Iterable[Any]] | None = None,
+    image_sizes: Iterable[int] | None = None,
 ) -> list[Cell]:
     """All cells, backbone-major so that a sweep finishes the small backbones first. Raises on any bad value.
 
     `methods` are method specs: 'cad', 'lora:rank=16' (see cadbench.vocabulary.method_spec). `levers` maps declared
     levers ('checkpointing', 'micro_batch', ...; cadbench.vocabulary.levers) to the values to cross (default: each at
     its default). A lever value that needs another lever's value (an encoder chunk needs the lean encoder on) is
-    crossed with that value only.
+    crossed with that value only. `image_sizes` are input sides in pixels (default: each backbone's native size);
+    every one is checked before any cell is made (one line naming --image-size and the rule).
     """
+    sizes: list[int | None] = [None] if image_sizes is None else list(dict.fromkeys(image_sizes))
+    if not sizes:
+        raise CadbenchError(f"{IMAGE_SIZE_FLAG}: no value given")
+    for pixels in sizes:
+        if pixels is not None:
+            check_image_size(pixels, native_allowed=False)
     specs = [split_method_spec(method) for method in methods]
     lever_values = _lever_values(levers or {})
     names = list(lever_values)
     cells = []
-    for backbone, size, precision, lever_combination, (name, options) in product(
-            backbones, batch_sizes, precisions, product(*lever_values.values()), specs):
+    for backbone, pixels, size, precision, lever_combination, (name, options) in product(
+            backbones, sizes, batch_sizes, precisions, product(*lever_values.values()), specs):
         chosen = dict(zip(names, lever_combination))
         if not _needs_met(chosen):
             continue  # e.g. the chunk of an encoder that is not lean: that cell is the one at the chunk's default
-        cells.append(make_cell(name, backbone, size, precision, method_options=options, **chosen))
+        cells.append(make_cell(name, backbone, size, precision, method_options=options, image_size=pixels, **chosen))
     return list(dict.fromkeys(cells))  # duplicates in the lists give each cell once
 
 

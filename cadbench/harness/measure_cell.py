@@ -23,7 +23,7 @@ from cadbench.errors import CadbenchError
 from cadbench.harness.environment import EnvironmentColumns
 from cadbench.harness.nulls import null_reasons
 from cadbench.harness.options import RunContext, RunOptions
-from cadbench.harness.results.rows import explain_nulls, new_row, set_outcome
+from cadbench.harness.results.rows import explain_nulls, identity_of, new_row, set_outcome
 from cadbench.methods import Method
 from cadbench.training.finetune import TrainingPlan
 from cadbench.vocabulary.cell import Cell
@@ -74,7 +74,7 @@ def not_applicable_row(cell: Cell, reason: str, mode: Mode, options: RunOptions,
 
 def _identity_row(cell: Cell, options: RunOptions, context: RunContext, environment: dict) -> dict:
     """A new row with the cell, the environment and the run's settings that the row records."""
-    row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
+    row = new_row(identity_of(cell), environment)
     row["weights"] = context.weights_of(cell.backbone)
     row["alloc_conf"] = options.alloc_conf or "default"  # the caching allocator's settings (real or simulated)
     row["protocol"] = options.protocol
@@ -91,7 +91,7 @@ def _measured_parts(cell: Cell, mode: Mode, options: RunOptions, context: RunCon
     measurement, or CPU timing and the estimate, or the estimate alone, then quality."""
     from cadbench.params import count_parameters
 
-    yield count_parameters(cell.method_spec, cell.backbone)
+    yield count_parameters(cell.method_spec, cell.backbone, cell.image_size)
     if mode == "cuda":
         yield from _measure_on_cuda(cell, options, context)
     elif mode == "cpu":
@@ -160,7 +160,8 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
     if elsewhere:
         yield QualityElsewhere(elsewhere)
         return
-    splits = open_splits(options.dataset, get_backbone(cell.backbone).image_size, layout=options.layout,
+    image_size = get_backbone(cell.backbone).input_size(cell.image_size)
+    splits = open_splits(options.dataset, image_size, layout=options.layout,
                          seed=options.seed, test_fraction=options.test_fraction, val_fraction=options.val_fraction)
     plan = TrainingPlan.resolve(protocol, cell.batch_size, cell.precision, options.epochs, options.train_steps,
                                 options.seed)
@@ -198,6 +199,7 @@ def _save_trained_weights(cell: Cell, options: RunOptions, context: RunContext, 
     relative = Path("weights") / f"{_slug(cell)}.safetensors"
     sha256 = save_weights(method, Path(context.state_dir) / relative, {
         "method": cell.method_spec, "backbone": cell.backbone, "cell": cell.key, "protocol": plan.protocol.name,
+        "image_size": str(get_backbone(cell.backbone).input_size(cell.image_size)),
         "epochs": str(plan.epochs), "train_steps": str(steps), "seed": str(options.seed),
         "base_weights": context.weights_of(cell.backbone), "base_fingerprint": base_fingerprint(method),
         "initialised_on": device.type, "dataset": str(options.dataset), "layout": str(options.layout),

@@ -60,7 +60,8 @@ def card_needed_gb(rows: pd.DataFrame, context_gb: float) -> pd.Series:
     return (oom.astype(float) / GB).fillna(measured)
 
 
-def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str, context_gb: float = 0.0) -> str:
+def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str, context_gb: float = 0.0,
+                    heading: str | None = None) -> str:
     """Peak memory per method over batch sizes and, dashed, the card each needs (the simulated OOM line, or measured
     reserved memory plus the CUDA context); lines at the common GPU capacities the data comes near."""
     data = rows[(rows["backbone"] == backbone) & (rows["status"] == "ok")]
@@ -83,7 +84,7 @@ def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str, contex
         axes.annotate(f"{capacity} GB GPU", xy=(1.0, capacity), xycoords=("axes fraction", "data"),
                       xytext=(3, 0), textcoords="offset points", va="center", fontsize=8, color="#555")
     axes.set_ylabel(f"GB, {source_label} (solid: peak; dashed: card needed)")
-    axes.set_title(f"{backbone}: peak training memory")
+    axes.set_title(f"{heading or backbone}: peak training memory")
     _legend_below(axes)  # inside the axes it covers the GPU capacity lines and their labels
     return to_svg(figure)
 
@@ -95,18 +96,19 @@ def _legend_below(axes, **options) -> None:
                 **options)
 
 
-def throughput_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str) -> str | None:
+def throughput_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str, heading: str | None = None
+                        ) -> str | None:
     data = rows[(rows["backbone"] == backbone) & rows["throughput_img_s"].notna()]
     if data.empty:
         return None
     figure, axes, _ = _lines_over_batch_size(data, "throughput_img_s", 1.0, 3.4)
     axes.set_ylabel(f"images / s ({source_label})")
-    axes.set_title(f"{backbone}: training throughput")
+    axes.set_title(f"{heading or backbone}: training throughput")
     _legend_below(axes)
     return to_svg(figure)
 
 
-def breakdown_bars(rows: pd.DataFrame, backbone: str, batch_size: int) -> str | None:
+def breakdown_bars(rows: pd.DataFrame, backbone: str, batch_size: int, heading: str | None = None) -> str | None:
     """Where the memory goes at the peak, stacked per method."""
     data = rows[(rows["backbone"] == backbone) & (rows["batch_size"] == batch_size) & (rows["status"] == "ok")]
     data = data[data["breakdown_parameters_bytes"].notna()]
@@ -119,7 +121,7 @@ def breakdown_bars(rows: pd.DataFrame, backbone: str, batch_size: int) -> str | 
         axes.barh(data["method"], values, left=left, label=label, color=fill)
         left += values
     axes.set_xlabel("GB at the peak (estimated)")
-    axes.set_title(f"{backbone}, batch {batch_size}: memory at the peak")
+    axes.set_title(f"{heading or backbone}, batch {batch_size}: memory at the peak")
     axes.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3)
     axes.grid(axis="x", alpha=0.3)
     return to_svg(figure)

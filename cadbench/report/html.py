@@ -116,6 +116,11 @@ def _quality_inputs(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
         frame["cell"] = [Cell.key_of(row) for _, row in frame.iterrows()]
         frame["protocol"] = [_protocol_of(row) for _, row in frame.iterrows()]
         frame["quality_key"] = [f"{protocol} {cell}" for protocol, cell in zip(frame["protocol"], frame["cell"])]
+        # a method at another input size is another bar and point: quality is never averaged across resolutions
+        native = [_backbone_at(backbone, pixels) == _label(backbone)
+                  for backbone, pixels in zip(frame["backbone"], _pixels(frame))]
+        frame["method"] = [method if at_native else f"{method} at {pixels:.0f} px"
+                           for method, at_native, pixels in zip(frame["method"], native, _pixels(frame))]
         for cell, curve in _read_json(folder / "loss_curves.json").items():
             protocols = frame.loc[frame["cell"] == cell, "protocol"]
             protocol = curve.get("protocol") if isinstance(curve, dict) else None
@@ -183,6 +188,26 @@ def _full_size(rows: pd.DataFrame) -> pd.Series:
     return ~rows["backbone"].map(lambda name: bool(BACKBONES.get(name) and BACKBONES[name].test_scale))
 
 
+def _pixels(rows: pd.DataFrame) -> pd.Series:
+    """The input side each row ran at, in pixels: its `image_px`, else (results written before image sizes) its
+    backbone's native size; NaN for a backbone this cadbench does not know."""
+    native = rows["backbone"].map(lambda name: BACKBONES[name].image_size if name in BACKBONES else float("nan"))
+    given = rows["image_px"] if "image_px" in rows else pd.Series(float("nan"), index=rows.index)
+    return given.astype(float).fillna(native)
+
+
+def _where(backbone: str, pixels: float) -> str:
+    """'vit_b at 512 px' ('vit_b' where the size is not known)."""
+    return backbone if pd.isna(pixels) else f"{backbone} at {pixels:.0f} px"
+
+
+def _backbone_at(backbone: str, pixels: float) -> str:
+    """A backbone's label, with the input size where it is not the backbone's native one: 'vit_b at 512 px'."""
+    spec = BACKBONES.get(backbone)
+    native = spec is not None and not pd.isna(pixels) and int(pixels) == spec.image_size
+    return _label(backbone) if native or pd.isna(pixels) else f"{_label(backbone)} at {pixels:.0f} px"
+
+
 def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[list[str]]]:
     """Largest batch in the results that fits each card, per full-size method with its levers (the label names them:
     'sam_adapter + checkpointed encoder'), backbone and precision, in the results' order; a test-scale model says
@@ -193,8 +218,9 @@ def _fit_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list[l
     needed = charts.card_needed_gb(rows, context_gb)
     full_size = _full_size(rows)
     ok = rows[(rows["status"] == "ok") & needed.notna() & full_size]
-    for (method, backbone, precision), group in ok.groupby(["method", "backbone", "precision"], sort=False):
-        line = [method, _label(backbone), precision]
+    for (method, backbone, pixels, precision), group in ok.groupby(["method", "backbone", "px", "precision"],
+                                                                    sort=False, dropna=False):
+        line = [method, _backbone_at(backbone, pixels), precision]
         for capacity in capacities:
             fitting = group[needed[group.index] <= capacity]["batch_size"]
             line.append(str(int(fitting.max())) if not fitting.empty else "—")
@@ -220,17 +246,17 @@ def _lever_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list
         except CadbenchError:  # a method or value this cadbench does not know: no advice from it
             continue
         flops = row.get("flops_per_step")
-        groups.setdefault((cell.method, cell.method_options, cell.backbone, cell.batch_size), {})[cell] = (
+        groups.setdefault((cell.method, cell.method_options, cell.backbone, row["px"], cell.batch_size), {})[cell] = (
             float(needed[index]), None if flops is None or pd.isna(flops) else float(flops))
     lines = []
-    for (method, options, backbone, batch), found in groups.items():
+    for (method, options, backbone, pixels, batch), found in groups.items():
         if len(found) < 2:
             continue
         plain = next(iter(found)).plain
         base = found.get(replace(plain, precision="fp32"), (None, None))[1]
         known = base is not None and all(flops is not None for _, flops in found.values())
         order = sorted(found, key=lambda cell: cheapness(cell, found[cell][1] / base if known else None))
-        line = [method_label(method, options), _label(backbone), str(batch)]
+        line = [method_label(method, options), _backbone_at(backbone, pixels), str(batch)]
         for capacity in capacities:
             cell = next((cell for cell in order if found[cell][0] <= capacity), None)
             line.append("—" if cell is None else (describe_levers(cell), f"{found[cell][0]:.1f} GB"))
@@ -244,7 +270,7 @@ def _headlines(rows: pd.DataFrame, baseline: str | None) -> list[str]:
     lines = []
     ok = rows[(rows["status"] == "ok") & rows["peak_memory_bytes"].notna()]
     several_precisions = ok["precision"].nunique() > 1
-    for (backbone, precision), group in ok.groupby(["backbone", "precision"], sort=False):
+    for (backbone, pixels, precision), group in ok.groupby(["backbone", "px", "precision"], sort=False, dropna=False):
         if BACKBONES.get(backbone) and BACKBONES[backbone].test_scale:
             continue  # a demo model's ratios are no headline
         with_baseline = group[group["method"] == baseline]["batch_size"]
@@ -255,7 +281,8 @@ def _headlines(rows: pd.DataFrame, baseline: str | None) -> list[str]:
         others = [f"{method} needs {at[method] / at[baseline]:.2f}×" for method in at.index if method != baseline]
         if others:
             source = ", ".join(sorted(set(group["memory_source"].dropna())))
-            where = f"{_label(backbone)}, batch {largest}" + (f", {precision}" if several_precisions else "")
+            where = f"{_backbone_at(backbone, pixels)}, batch {largest}" + (f", {precision}" if several_precisions
+                                                                             else "")
             lines.append(f"{where}: {baseline} peaks at {at[baseline] / GB:.1f} GB; "
                          f"{'; '.join(others)} of that ({source}).")
     return lines
@@ -278,6 +305,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
     rows["cell"] = [Cell.key_of(row) for _, row in rows.iterrows()]
     # the same cell in several folders: the folder named last wins
     rows = rows.drop_duplicates(subset="cell", keep="last")
+    rows["px"] = _pixels(rows)
     lever_columns, lever_rows = _lever_table(rows, context_gb)
     rows["method"] = method_labels(rows)  # shown as 'lora (rank 16)': a method with options is a method of its own
     if rows.empty:
@@ -291,21 +319,25 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         curves.update(_read_json(folder / "loss_curves.json"))
 
     sections = []
-    for backbone in dict.fromkeys(rows["backbone"]):
-        subset = rows[rows["backbone"] == backbone]
+    # one section per backbone and, where the results hold several input sizes of it, per size: a chart never
+    # mixes resolutions
+    for (backbone, pixels), subset in rows.groupby(["backbone", "px"], sort=False, dropna=False):
+        several = rows.loc[rows["backbone"] == backbone, "px"].nunique(dropna=False) > 1
+        where = _where(backbone, pixels) if several else backbone
         sources = "/".join(sorted(set(subset["memory_source"].dropna()))) or "no data"
         columns, lines = _table(subset, baseline, references)
-        section_charts = [charts.memory_vs_batch(rows, backbone, sources, context_gb),
-                          charts.throughput_vs_batch(rows, backbone, "/".join(
-                              sorted(set(subset["throughput_source"].dropna()))))]
+        section_charts = [charts.memory_vs_batch(subset, backbone, sources, context_gb, heading=where),
+                          charts.throughput_vs_batch(subset, backbone, "/".join(
+                              sorted(set(subset["throughput_source"].dropna()))), heading=where)]
         largest = int(subset["batch_size"].max())
-        section_charts.append(charts.breakdown_bars(rows, backbone, largest))
+        section_charts.append(charts.breakdown_bars(subset, backbone, largest, heading=where))
         at_largest = subset[subset["batch_size"] == largest]
         step_series = {method: timelines[key] for method, key in zip(at_largest["method"], at_largest["cell"])
                        if key in timelines}
-        section_charts.append(charts.timelines(step_series, f"{backbone}, batch {largest}: live memory over one step"))
+        section_charts.append(charts.timelines(step_series, f"{where}, batch {largest}: live memory over one step"))
         checked = any(_is_pipeline_check(row) and not pd.isna(row["iou"]) for _, row in subset.iterrows())
-        sections.append({"name": backbone, "label": _label(backbone), "columns": columns, "rows": lines,
+        label = _label(backbone) + (f" at {pixels:.0f} px" if several and not pd.isna(pixels) else "")
+        sections.append({"name": backbone, "label": label, "columns": columns, "rows": lines,
                          "charts": [chart for chart in section_charts if chart], "pipeline_check": checked,
                          "noisy": bool(subset["step_time_noisy"].eq(True).any())})
 

@@ -23,7 +23,7 @@ from cadbench.vocabulary.method_spec import method_label, split_method_spec
 from cadbench.vocabulary.modes import Mode
 
 GB = 10**9  # decimal gigabytes, as GPU capacities and the report state them
-SHORT_NAMES = {"batch_size": "batch"}
+SHORT_NAMES = {"batch_size": "batch", "image_px": "px"}
 LEVER_SEPARATOR = " + "
 DEFAULT_BASELINE = "sam_adapter"
 
@@ -63,6 +63,21 @@ def choose_baseline(labels: list[str], requested: str | None) -> str | None:
     return DEFAULT_BASELINE if DEFAULT_BASELINE in labels else None
 
 
+def identity_columns(rows: pd.DataFrame) -> list[str]:
+    """The columns a table line stands for, beyond the method: the cell's key columns that are not part of the method
+    label (backbone, batch size, precision, ...). The image size is shown as the pixels it stands for (`image_px`,
+    'px') where any row is not at its backbone's native size, and left out where none is (the table of a grid
+    without --image-size is the one it was before image sizes)."""
+    identity = [column for column in Cell.key_columns() if column not in method_columns() and column in rows]
+    if "image_size" in identity:
+        identity.remove("image_size")
+        sizes = rows["image_size"].fillna(0)
+        if (sizes != 0).any():
+            shown = "image_px" if "image_px" in rows and rows["image_px"].notna().all() else "image_size"
+            identity.insert(identity.index("precision") + 1 if "precision" in identity else len(identity), shown)
+    return identity
+
+
 def comparison_table(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """One line per cell identity without the method (backbone x batch size x precision x ...), one column per
     method label: 'peak GB (ratio×)' or OOM/error. `baseline` is a method label."""
@@ -70,13 +85,13 @@ def comparison_table(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
         return pd.DataFrame()
     rows = rows.assign(method=method_labels(rows))
     methods = list(dict.fromkeys(rows["method"]))
-    identity = [column for column in Cell.key_columns() if column not in method_columns() and column in rows]
+    identity = identity_columns(rows)
     lines = []
     for values, group in rows.groupby(identity, sort=False, dropna=False):
         by_method = {row["method"]: row for _, row in group.iterrows()}
         base = by_method.get(baseline) if baseline else None
         base_peak = base["peak_memory_bytes"] if base is not None and base["status"] == "ok" else None
-        line = {SHORT_NAMES.get(column, column): int(value) if column == "batch_size" else value
+        line = {SHORT_NAMES.get(column, column): int(value) if column in ("batch_size", "image_px") else value
                 for column, value in zip(identity, values)}
         for method in methods:
             line[method] = _memory_cell(by_method.get(method), base_peak)
@@ -92,13 +107,13 @@ def throughput_table(rows: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     rows = rows.assign(method=method_labels(rows))
     methods = list(dict.fromkeys(rows.loc[rows["throughput_img_s"].notna(), "method"]))
-    identity = [column for column in Cell.key_columns() if column not in method_columns() and column in rows]
+    identity = identity_columns(rows)
     lines = []
     for values, group in rows.groupby(identity, sort=False, dropna=False):
         timed = group[group["throughput_img_s"].notna()]
         if timed.empty:
             continue
-        line = {SHORT_NAMES.get(column, column): int(value) if column == "batch_size" else value
+        line = {SHORT_NAMES.get(column, column): int(value) if column in ("batch_size", "image_px") else value
                 for column, value in zip(identity, values)}
         by_method = {row["method"]: row for _, row in timed.iterrows()}
         for method in methods:

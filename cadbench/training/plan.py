@@ -39,4 +39,5 @@ class Trainee:
 
     @property
     def image_size(self) -> int:
-        return self.built.spec.image_size
+        """The side in pixels of the images the model takes (its cell's image size)."""
+        return self.built.image_size

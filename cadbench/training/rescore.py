@@ -87,11 +87,13 @@ def rescore(weights: str | Path, dataset: str, split: str = "test", checkpoint: 
     if random_base and initialised_on == "cuda" and not torch.cuda.is_available():
         raise CadbenchError(f"weights file {path} was fine-tuned on random weights drawn on a CUDA device; "
                             "rebuilding them needs one")
-    data = open_scored_split(dataset, split, get_backbone(metadata["backbone"]).image_size, layout, seed,
-                             test_fraction)
+    # the input size the weights were trained at (written since image sizes exist; before, always the native one)
+    image_size = int(metadata.get("image_size", get_backbone(metadata["backbone"]).image_size))
+    data = open_scored_split(dataset, split, image_size, layout, seed, test_fraction)
     torch.manual_seed(run_seed)
     build_on = initialised_on if random_base else device
-    method = prepare(metadata["method"], metadata["backbone"], checkpoint=checkpoint, device=build_on).method
+    method = prepare(metadata["method"], metadata["backbone"], checkpoint=checkpoint, device=build_on,
+                     image_size=image_size).method
     if "base_fingerprint" in metadata and base_fingerprint(method) != metadata["base_fingerprint"]:
         raise CadbenchError(f"the frozen {metadata['backbone']} weights rebuilt here differ from those weights file "
                             f"{path} was fine-tuned on; it cannot be scored on them")

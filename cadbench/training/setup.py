@@ -18,12 +18,14 @@ from cadbench.training.protocol import build_optimizer
 from cadbench.training.step import training_step
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.precision import Precision
+from cadbench.vocabulary.resolution import NATIVE_IMAGE_SIZE
 
 
-def prepare(method_spec: str, backbone: str, checkpoint: str | None = None, device: str | torch.device = "cpu") -> Trainee:
-    """Build the backbone, wrap it with the method ('cad', 'lora:rank=16'), and make the optimizer over the method's
-    trainable parameters."""
-    built = build_sam(backbone, checkpoint=checkpoint, device=device)
+def prepare(method_spec: str, backbone: str, checkpoint: str | None = None, device: str | torch.device = "cpu",
+            image_size: int = NATIVE_IMAGE_SIZE) -> Trainee:
+    """Build the backbone for images of `image_size` pixels (0: its native size), wrap it with the method ('cad',
+    'lora:rank=16'), and make the optimizer over the method's trainable parameters."""
+    built = build_sam(backbone, checkpoint=checkpoint, device=device, image_size=image_size)
     with torch.device(device):
         method = build_method(method_spec, built.sam)
     method.train()
@@ -65,7 +67,8 @@ def prepare_cell(cell: Cell, checkpoint: str | None = None, device: str | torch.
     Raises `LeverNotApplicable` (a CadbenchError) for a lever that cannot apply to the cell's method; the harness
     asks `levers.not_applicable(cell)` first and records such a cell as a row saying why.
     """
-    trainee = prepare(cell.method_spec, cell.backbone, checkpoint=checkpoint, device=device)
+    trainee = prepare(cell.method_spec, cell.backbone, checkpoint=checkpoint, device=device,
+                      image_size=cell.image_size)
     return trainee, apply_levers(cell, trainee)
 
 

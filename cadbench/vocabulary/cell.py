@@ -34,6 +34,7 @@ from cadbench.vocabulary.levers import NO_MICRO_BATCH, LeverDeclaration, declare
 from cadbench.vocabulary.method_spec import NAME_SEPARATOR, join_method_spec
 from cadbench.vocabulary.method_spec import method_label as spec_label
 from cadbench.vocabulary.precision import PRECISIONS, Precision
+from cadbench.vocabulary.resolution import NATIVE_IMAGE_SIZE, check_image_size, image_size_label
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)  # the grid's batch sizes unless the user gives some
 
@@ -51,12 +52,15 @@ LeverSettings = tuple[tuple[str, Any], ...]  # (name, value) of each lever not a
 
 @dataclass(frozen=True, init=False)
 class Cell:
-    """method × backbone × batch size × precision × levers (and, as the grid grows, each further dimension)."""
+    """method × backbone × batch size × precision × image size × levers (and, as the grid grows, each further
+    dimension)."""
 
     method: str = field(metadata=POSITIONAL)
     backbone: str = field(metadata=POSITIONAL)
     batch_size: int = field(metadata=POSITIONAL)
     precision: Precision = field(default="fp32", metadata=POSITIONAL)
+    # The input side in pixels (cadbench.vocabulary.resolution); 0: the backbone's native size, today's key.
+    image_size: int = field(default=NATIVE_IMAGE_SIZE, metadata={"label": image_size_label})
     # The method's options, canonical: 'rank=16', only those that differ from their defaults, in declared order.
     method_options: str = field(default="", metadata=attached_to("method", NAME_SEPARATOR))
     # The memory levers (cadbench.vocabulary.levers) not at their defaults; none: the plain step.
@@ -89,6 +93,7 @@ class Cell:
         if not isinstance(self.method_options, str):
             raise ValueError(f"method_options must be text like 'rank=16', got {self.method_options!r}")
         check_batch_size(self.batch_size)
+        check_image_size(self.image_size)
         if self.precision not in PRECISIONS:
             raise unknown_name_error("precision", self.precision, PRECISIONS)
         object.__setattr__(self, "lever_settings", _canonical_levers(dict(self.lever_settings), self.batch_size))
@@ -186,7 +191,8 @@ class Cell:
                 labels += [lever.describe(value) for lever in declared_levers()
                            if (value := getattr(self, lever.name)) != lever.default]
             elif kind not in ("positional", "attached") and getattr(self, f.name) != _default(f):
-                labels.append(f"{f.name} {getattr(self, f.name)}")
+                value = getattr(self, f.name)
+                labels.append(f.metadata["label"](value) if "label" in f.metadata else f"{f.name} {value}")
         return labels
 
     def as_dict(self) -> dict[str, Any]:

@@ -56,10 +56,9 @@ def run_in_fresh_process(cell: Cell, mode: Mode, options: RunOptions, context: R
 
 def dead_cell_row(cell: Cell, environment: dict, error: str, why: str | None = None) -> dict:
     """The error row of a cell whose process (or job) ended without writing one."""
-    from cadbench.backbones import get_backbone
-    from cadbench.harness.results.rows import explain_nulls, new_row, set_outcome
+    from cadbench.harness.results.rows import explain_nulls, identity_of, new_row, set_outcome
 
-    row = new_row({**cell.as_dict(), "test_scale": get_backbone(cell.backbone).test_scale}, environment)
+    row = new_row(identity_of(cell), environment)
     set_outcome(row, "error", error)
     return explain_nulls(row, {"*": why or f"cell process died ({error})"})
 

@@ -39,8 +39,17 @@ MEASURED_COLUMNS = (
 
 
 def identity_columns() -> tuple[str, ...]:
-    """The cell's columns (cadbench.vocabulary.cell.Cell: its fields and each declared lever), then test_scale."""
-    return (*Cell.key_columns(), "test_scale")
+    """The cell's columns (cadbench.vocabulary.cell.Cell: its fields and each declared lever), then test_scale and
+    image_px (the input side the cell ran at, in pixels: its image_size is 0 at the backbone's native size)."""
+    return (*Cell.key_columns(), "test_scale", "image_px")
+
+
+def identity_of(cell: Cell) -> dict[str, Any]:
+    """A cell's identity columns (see identity_columns)."""
+    from cadbench.backbones import get_backbone
+
+    spec = get_backbone(cell.backbone)
+    return {**cell.as_dict(), "test_scale": spec.test_scale, "image_px": spec.input_size(cell.image_size)}
 
 
 def contract_columns() -> tuple[str, ...]:
