@@ -105,6 +105,7 @@ def run(
     precisions: Iterable[str] = DEFAULT_PRECISIONS,
     *,
     levers: Mapping[str, Iterable[Any]] | None = None,
+    prompts_per_image: Iterable[str | int] = ("image",),
     checkpoint: str | Path | Mapping[str, str] | None = None,
     out: str | Path | None = None,
     baseline_method: str | None = None,
@@ -129,6 +130,8 @@ def run(
             frozen_dtype ("fp32", "bf16"), micro_batch (0 for none, or images per micro-batch), lean_encoder
             ("off", "on"), encoder_chunk (images per lean-encoder forward). Default: the plain step. A lever that
             cannot apply to a method gives that cell a row with status "not_applicable" and the reason.
+        prompts_per_image: objects prompted per image: "image" (one box around the whole image, the default) and/or
+            integers N from 1 to 256 (N boxes per image, one per object, decoded in one mask-decoder call).
         checkpoint: an official SAM checkpoint for the one backbone, or a dict {backbone: path}.
         out: output folder (default: reports/<timestamp>/); an existing one is resumed.
         baseline_method: memory ratios in the summary and report are against this method spec.
@@ -161,7 +164,7 @@ def run(
         no_gpu = not cuda and not options.estimate_only and options.device != "cuda"
         backbones = list(FULL_SIZE_BACKBONES) + (["test_scale"] if no_gpu else [])
     backbones = list(backbones)
-    cells = expand_grid(methods, backbones, batch_sizes, precisions, levers)
+    cells = expand_grid(methods, backbones, batch_sizes, precisions, levers, prompts_per_image)
     if baseline_method is not None and parse_method_spec(baseline_method).text not in {c.method_spec for c in cells}:
         raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
     mode_of = mode_chooser(options.device, options.estimate_only, cuda)

@@ -33,6 +33,24 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def prompts_list(text: str) -> list:
+    """--prompts-per-image's text: 'image,8' -> ['image', 8], each checked (cadbench.vocabulary.prompts)."""
+    from cadbench.vocabulary.prompts import check_prompts_per_image
+
+    try:
+        return [check_prompts_per_image(item) for item in comma_list(text)]
+    except CadbenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--prompts-per-image ")) from None
+
+
+def add_prompts_per_image(parser: argparse.ArgumentParser) -> None:
+    """--prompts-per-image: objects prompted per image, a grid dimension that changes the task (not a lever)."""
+    parser.add_argument("--prompts-per-image", dest="prompts_per_image", type=prompts_list, default=["image"],
+                        help="comma-separated: 'image' (one box around the whole image, the binary mask as target) "
+                             "and/or N from 1 to 256 (N boxes per image, one per object, decoded in one mask-decoder "
+                             "call; objects: README) (default: image)")
+
+
 def joined(values) -> str:
     return ",".join(str(value) for value in values)
 
@@ -78,6 +96,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=int_list, default=list(DEFAULT_BATCH_SIZES),
                         help=f"comma-separated batch sizes (default: {joined(DEFAULT_BATCH_SIZES)})")
     add_precision(parser)
+    add_prompts_per_image(parser)
     add_levers(parser)
     add_option(parser, "--seed", type=int)
     parser.add_argument("--checkpoint", help="official SAM .pth for the one backbone, or BACKBONE=PATH,...")

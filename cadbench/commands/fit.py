@@ -8,7 +8,8 @@ import json
 import sys
 
 from cadbench.cards import DEFAULT_GPU_MEMORY
-from cadbench.commands.arguments import add_alloc_conf, add_cell_selection, add_precision, comma_list, memory_size
+from cadbench.commands.arguments import (add_alloc_conf, add_cell_selection, add_precision, add_prompts_per_image,
+                                         comma_list, memory_size)
 from cadbench.errors import CadbenchError
 from cadbench.vocabulary.precision import PRECISIONS
 
@@ -27,6 +28,7 @@ def register(commands) -> None:
                              f"minutes per pair on a CPU")
     add_cell_selection(parser)
     add_precision(parser, default=list(PRECISIONS), help=" the levers may use")
+    add_prompts_per_image(parser)  # a task choice, never a lever: each value listed is advised on its own
     parser.add_argument("--cuda-context", type=memory_size, default=None,
                         help="memory the CUDA context takes outside PyTorch's allocator (default: the estimator's "
                              "stated figure)")
@@ -70,9 +72,10 @@ def run(args: argparse.Namespace) -> int:
                             f"the caching-allocator simulation does not model it")
     specs = [split_method_spec(spec) for spec in resolve_methods(args.methods)]
     backbones = resolve_backbones(args.backbone)
-    with _progress(len(specs) * len(backbones), enabled=not args.no_progress) as step:
+    with _progress(len(specs) * len(backbones) * len(args.prompts_per_image), enabled=not args.no_progress) as step:
         advice = advise(specs, backbones, capacities, args.target_batch, context, args.max_batch, alloc_conf,
-                        precisions=args.precision, on_progress=step, workers=args.jobs or default_jobs())
+                        precisions=args.precision, on_progress=step, workers=args.jobs or default_jobs(),
+                        prompts_per_image=args.prompts_per_image)
     if args.json:
         print(json.dumps([answer.as_dict() for answer in advice], indent=2))
         return 0
@@ -104,6 +107,7 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
     import pandas as pd
 
     from cadbench.vocabulary.method_spec import method_label
+    from cadbench.vocabulary.prompts import describe_prompts
 
     def largest(batch: int) -> str:
         return "none" if batch == 0 else f"{batch}+" if batch >= max_batch else str(batch)
@@ -111,7 +115,9 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
     target = advice[0].target_batch if advice else None
     rows = []
     for answer in advice:
-        rows.append({"method": method_label(answer.method, answer.method_options), "backbone": answer.backbone,
+        prompts = describe_prompts(answer.prompts_per_image)
+        rows.append({"method": method_label(answer.method, answer.method_options),
+                     "backbone": answer.backbone + (f", {prompts}" if prompts else ""),
                      "GPU": capacity_names.get(answer.capacity_bytes, f"{answer.capacity_bytes / 1e9:g}GB"),
                      "plain": largest(answer.largest_plain_batch),
                      "levers": answer.levers if answer.cell is not None else "nothing fits",

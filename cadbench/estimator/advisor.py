@@ -34,6 +34,7 @@ from cadbench.estimator.estimate import MemoryEstimate
 from cadbench.estimator.fit import DEFAULT_MAX_BATCH, largest_fitting_batch
 from cadbench.training.levers import not_applicable
 from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.prompts import describe_prompts
 from cadbench.vocabulary.levers import declared_levers, lever_named
 from cadbench.vocabulary.precision import PRECISIONS
 
@@ -58,6 +59,7 @@ class Advice:
     candidates: int  # lever combinations that apply to the method
     replayed: int  # of those, replayed at the target batch for this card's answer
     pruned: int  # skipped because a stronger one with the same precision did not fit
+    prompts_per_image: str | int = "image"  # the task advised on (cadbench.vocabulary.prompts), never a lever
 
     @property
     def levers(self) -> str:
@@ -74,7 +76,8 @@ class Advice:
                 "cell": None if cell is None else cell.key,
                 "lever_settings": None if cell is None else {"precision": cell.precision, **cell.levers},
                 "needed_bytes": self.needed_bytes, "peak_bytes": self.peak_bytes, "flops_ratio": self.flops_ratio,
-                "candidates": self.candidates, "replayed": self.replayed, "pruned": self.pruned}
+                "candidates": self.candidates, "replayed": self.replayed, "pruned": self.pruned,
+                "prompts_per_image": self.prompts_per_image}
 
 
 def candidates(plain: Cell) -> list[Cell]:
@@ -115,19 +118,20 @@ def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacitie
            target_batch: int | None = DEFAULT_TARGET_BATCH, cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
            max_batch: int = DEFAULT_MAX_BATCH, alloc_conf: AllocatorConfig | None = None,
            precisions: Iterable[str] = PRECISIONS, on_progress: Callable[[str], None] = lambda label: None,
-           workers: int = 1) -> list[Advice]:
+           workers: int = 1, prompts_per_image: Iterable[str | int] = ("image",)) -> list[Advice]:
     """Advice for every (method name, method options) x backbone x capacity, the levers using only `precisions`.
     `target_batch=None` asks only for the largest plain batch (no lever search: that replays every lever combination
     at the target batch, which takes minutes per method x backbone on a CPU).
 
     Each method x backbone is searched on its own (estimates are shared within it, never between pairs), so with
     `workers` > 1 the pairs are searched by that many processes at once; the answers are the same, in the same
-    order. `on_progress(label)` is called before each pair is searched (one process), or as each is finished."""
+    order. `prompts_per_image` (a task choice, never a lever) gives each value listed its own answers.
+    `on_progress(label)` is called before each pair is searched (one process), or as each is finished."""
     config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
     search = partial(_advise_pair, target_batch=target_batch, capacities=sorted(set(capacities_bytes)),
                      context=cuda_context_bytes, max_batch=max_batch, config=config, precisions=tuple(precisions))
-    plains = [Cell(name, backbone, target_batch or 1, method_options=options)
-              for backbone, (name, options) in product(list(backbones), list(specs))]
+    plains = [Cell(name, backbone, target_batch or 1, method_options=options, prompts_per_image=prompts)
+              for backbone, prompts, (name, options) in product(list(backbones), list(prompts_per_image), list(specs))]
     if workers <= 1 or len(plains) <= 1:
         answers = []
         for plain in plains:
@@ -138,7 +142,8 @@ def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacitie
 
 
 def _pair_label(plain: Cell) -> str:
-    return f"{plain.method_label} on {plain.backbone}"
+    prompts = describe_prompts(plain.prompts_per_image)
+    return f"{plain.method_label} on {plain.backbone}" + (f", {prompts}" if prompts else "")
 
 
 def _advise_pair(plain: Cell, target_batch: int | None, capacities: list[int], context: int, max_batch: int,
@@ -147,7 +152,7 @@ def _advise_pair(plain: Cell, target_batch: int | None, capacities: list[int], c
         return _advise_one(plain, capacities, context, max_batch, config, precisions)
     return [Advice(plain.method, plain.method_options, plain.backbone, capacity, context,
                    largest_fitting_batch(plain, capacity, context, max_batch, config), None, None, None, None, None,
-                   0, 0, 0) for capacity in capacities]
+                   0, 0, 0, plain.prompts_per_image) for capacity in capacities]
 
 
 def _in_processes(search: Callable[[Cell], list[Advice]], plains: list[Cell], workers: int,
@@ -239,5 +244,6 @@ def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int
             plain.method, plain.method_options, plain.backbone, capacity, context, largest, plain.batch_size,
             chosen, None if found is None else found.oom_capacity_bytes(context),
             None if found is None else found.peak_bytes,
-            None if found is None else found.flops_per_step / base_flops, len(options), len(replayed), pruned))
+            None if found is None else found.flops_per_step / base_flops, len(options), len(replayed), pruned,
+            plain.prompts_per_image))
     return answers

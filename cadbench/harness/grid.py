@@ -14,15 +14,17 @@ from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
 from cadbench.vocabulary.levers import declared_levers, lever_named
 from cadbench.vocabulary.method_spec import split_method_spec
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
+from cadbench.vocabulary.prompts import WHOLE_IMAGE, check_prompts_per_image
 
 def make_cell(method: str, backbone: str, batch_size: int, precision: str = "fp32", method_options: str = "",
-              **levers: Any) -> Cell:
+              prompts_per_image: Any = WHOLE_IMAGE, **levers: Any) -> Cell:
     """The cell of a method name (with its options text), a backbone and the rest: the names checked (one line
     naming an unknown one), the options parsed through the method's `Options` and made canonical ('lora' with
     'rank=4', its default, is the cell 'lora')."""
     spec = resolve_method(method, method_options)
     get_backbone(backbone)
-    return Cell(method, backbone, batch_size, precision, method_options=spec.options_text, **levers)
+    return Cell(method, backbone, batch_size, precision, method_options=spec.options_text,
+                prompts_per_image=prompts_per_image, **levers)
 
 
 def cell_label(cell: Cell) -> str:
@@ -35,24 +37,29 @@ def cell_label(cell: Cell) -> str:
 def expand_grid(
     methods: Iterable[str], backbones: Iterable[str], batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
     precisions: Iterable[str] = DEFAULT_PRECISIONS, levers: Mapping[str, Iterable[Any]] | None = None,
+    prompts_per_image: Iterable[Any] = (WHOLE_IMAGE,),
 ) -> list[Cell]:
     """All cells, backbone-major so that a sweep finishes the small backbones first. Raises on any bad value.
 
     `methods` are method specs: 'cad', 'lora:rank=16' (see cadbench.vocabulary.method_spec). `levers` maps declared
     levers ('checkpointing', 'micro_batch', ...; cadbench.vocabulary.levers) to the values to cross (default: each at
     its default). A lever value that needs another lever's value (an encoder chunk needs the lean encoder on) is
-    crossed with that value only.
+    crossed with that value only. `prompts_per_image`: 'image' (the default) and/or numbers of objects per image.
     """
+    prompts = list(dict.fromkeys(check_prompts_per_image(value) for value in prompts_per_image))
+    if not prompts:
+        raise CadbenchError("--prompts-per-image: no value given")
     specs = [split_method_spec(method) for method in methods]
     lever_values = _lever_values(levers or {})
     names = list(lever_values)
     cells = []
-    for backbone, size, precision, lever_combination, (name, options) in product(
-            backbones, batch_sizes, precisions, product(*lever_values.values()), specs):
+    for backbone, size, precision, prompt, lever_combination, (name, options) in product(
+            backbones, batch_sizes, precisions, prompts, product(*lever_values.values()), specs):
         chosen = dict(zip(names, lever_combination))
         if not _needs_met(chosen):
             continue  # e.g. the chunk of an encoder that is not lean: that cell is the one at the chunk's default
-        cells.append(make_cell(name, backbone, size, precision, method_options=options, **chosen))
+        cells.append(make_cell(name, backbone, size, precision, method_options=options, prompts_per_image=prompt,
+                               **chosen))
     return list(dict.fromkeys(cells))  # duplicates in the lists give each cell once
 
 

@@ -34,6 +34,7 @@ from cadbench.vocabulary.levers import NO_MICRO_BATCH, LeverDeclaration, declare
 from cadbench.vocabulary.method_spec import NAME_SEPARATOR, join_method_spec
 from cadbench.vocabulary.method_spec import method_label as spec_label
 from cadbench.vocabulary.precision import PRECISIONS, Precision
+from cadbench.vocabulary.prompts import WHOLE_IMAGE, PromptsPerImage, check_prompts_per_image, describe_prompts
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)  # the grid's batch sizes unless the user gives some
 
@@ -57,6 +58,9 @@ class Cell:
     backbone: str = field(metadata=POSITIONAL)
     batch_size: int = field(metadata=POSITIONAL)
     precision: Precision = field(default="fp32", metadata=POSITIONAL)
+    # Objects prompted per image (cadbench.vocabulary.prompts): 'image' (one box around the whole image) or N.
+    prompts_per_image: PromptsPerImage = field(default=WHOLE_IMAGE, metadata={
+        "canonical": check_prompts_per_image, "describe": describe_prompts})
     # The method's options, canonical: 'rank=16', only those that differ from their defaults, in declared order.
     method_options: str = field(default="", metadata=attached_to("method", NAME_SEPARATOR))
     # The memory levers (cadbench.vocabulary.levers) not at their defaults; none: the plain step.
@@ -91,6 +95,7 @@ class Cell:
         check_batch_size(self.batch_size)
         if self.precision not in PRECISIONS:
             raise unknown_name_error("precision", self.precision, PRECISIONS)
+        object.__setattr__(self, "prompts_per_image", check_prompts_per_image(self.prompts_per_image))
         object.__setattr__(self, "lever_settings", _canonical_levers(dict(self.lever_settings), self.batch_size))
 
     def __getattr__(self, name: str) -> Any:
@@ -186,7 +191,8 @@ class Cell:
                 labels += [lever.describe(value) for lever in declared_levers()
                            if (value := getattr(self, lever.name)) != lever.default]
             elif kind not in ("positional", "attached") and getattr(self, f.name) != _default(f):
-                labels.append(f"{f.name} {getattr(self, f.name)}")
+                describe = f.metadata.get("describe")
+                labels.append(describe(getattr(self, f.name)) if describe else f"{f.name} {getattr(self, f.name)}")
         return labels
 
     def as_dict(self) -> dict[str, Any]:
@@ -259,6 +265,12 @@ def _row_value(row: Mapping[str, Any], f) -> Any:
             raise KeyError(f"result row has no {f.name!r}")
     if f.type in ("int", int) and isinstance(value, float) and value.is_integer():
         value = int(value)  # a CSV column with empty cells is read as floats
+    canonical = f.metadata.get("canonical")
+    if canonical is not None:
+        try:
+            value = canonical(_plain(value))  # '8' from a CSV column that also holds 'image', 8.0 from one with gaps
+        except CadbenchError:
+            pass  # a key is read without validating; `from_row` makes a Cell, which refuses it
     return value
 
 
