@@ -27,6 +27,7 @@ from cadbench.report.terminal import blanks_explained, print_sweep_summary
 from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
 from cadbench.vocabulary.modes import Device, Mode
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
+from cadbench.vocabulary.prompts import WHOLE_IMAGE
 
 
 def default_out_dir() -> Path:
@@ -88,10 +89,11 @@ def _check_quality_setup(options: RunOptions, cells: list[Cell], mode_of: Callab
     from cadbench.datasets import open_splits
     from cadbench.training.protocols import get_protocol
 
-    open_splits(options.dataset, 128, layout=options.layout, seed=options.seed, test_fraction=options.test_fraction,
-                val_fraction=options.val_fraction)
-    protocol = get_protocol(options.protocol)
     trained = [cell for cell in cells if mode_of(cell) != "estimate"]
+    objects = any(cell.prompts_per_image != WHOLE_IMAGE for cell in trained)  # masks read for their objects too
+    open_splits(options.dataset, 128, layout=options.layout, seed=options.seed, test_fraction=options.test_fraction,
+                val_fraction=options.val_fraction, objects=objects)
+    protocol = get_protocol(options.protocol)
     if trained and all(protocol.trains_cell(cell.batch_size, cell.precision) for cell in trained):
         raise CadbenchError(f"--protocol {protocol.name} fine-tunes at batch size {protocol.batch_size} in "
                             f"{protocol.precision}, and no cell that trains has that; add {protocol.batch_size} to "
