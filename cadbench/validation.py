@@ -124,8 +124,8 @@ def validate(methods: Iterable[str], backbones: Iterable[str], batch_sizes: Iter
 
     out = Path(out or default_out_dir())
     measured = run(methods=methods, backbones=backbones, batch_sizes=batch_sizes, precisions=precisions, levers=levers,
-                   prompts_per_image=prompts_per_image, device="cuda", dataset=None, out=out, print_summary=False, show_progress=show_progress,
-                   **options)
+                   prompts_per_image=prompts_per_image, device="cuda", dataset=None, out=out, print_summary=False,
+                   show_progress=show_progress, **options)
     lines = []
     for row in measured.to_dict("records"):
         row["null_reasons"] = json.loads(row["null_reasons"]) if isinstance(row["null_reasons"], str) else {}

@@ -74,7 +74,8 @@ def make_training_setup(
     cell: Cell, device: str | torch.device = "cpu", checkpoint: str | None = None, seed: int = 0,
 ) -> TrainingSetup:
     """The cell's model (levers applied), optimizer and a random batch of `cell.batch_size` images (with
-    `cell.prompts_per_image` object masks and boxes each, unless the whole-image protocol), all on `device`. The batch is made last: the estimator's allocation trace counts on it (allocation_trace)."""
+    `cell.prompts_per_image` object masks and boxes each, unless the whole-image protocol), all on `device`. The
+    batch is made last: the estimator's allocation trace counts on it (allocation_trace)."""
     torch.manual_seed(seed)
     trainee, plan = prepare_cell(cell, checkpoint=checkpoint, device=device)
     batch = random_batch(trainee.image_size, cell.batch_size, seed=seed, device=device,
