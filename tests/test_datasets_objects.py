@@ -81,8 +81,8 @@ def test_a_training_view_gives_exactly_n_objects_per_image_with_their_boxes():
 
 def _folder(tmp_path, masks: dict[str, np.ndarray], mode: str = "L"):
     for name, mask in masks.items():
-        (tmp_path / "images").mkdir(exist_ok=True)
-        (tmp_path / "masks").mkdir(exist_ok=True)
+        (tmp_path / "images").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "masks").mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((*mask.shape, 3), 90, np.uint8)).save(tmp_path / "images" / f"{name}.png")
         Image.fromarray(mask, mode=mode if mask.dtype == np.uint8 else None).save(tmp_path / "masks" / f"{name}.png")
     return tmp_path
@@ -108,3 +108,20 @@ def test_a_folder_mask_that_is_neither_binary_nor_a_label_image_is_refused_namin
     with pytest.raises(CadbenchError, match=r"mask .*soft\.png is neither binary nor a label image"):
         open_dataset(folder, None, image_size=128, objects=True)
     assert open_dataset(folder, None, image_size=128).empty_masks == 0  # the whole-image protocol reads it as before
+
+
+def test_run_refuses_a_mask_that_is_neither_binary_nor_a_label_image_in_one_line_before_anything_runs(tmp_path):
+    from cadbench_in_process import cadbench_main
+
+    good = np.zeros((12, 12), np.uint8)
+    good[3:9, 3:9] = 255
+    soft = good.copy()
+    soft[2, 3:9] = 128
+    folder = _folder(tmp_path / "data", {"a": good, "b": good, "soft": soft})
+    out = tmp_path / "out"
+    result = cadbench_main("run", "--methods", "decoder_only", "--backbone", "test_scale", "--batch-sizes", "1",
+                           "--device", "cpu", "--prompts-per-image", "2", "--dataset", folder, "--out", out,
+                           "--no-progress")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "soft.png is neither binary nor a label image" in result.stderr
+    assert not out.exists()
