@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -27,6 +26,8 @@ class NotObjectMask(ValueError):
 def label_objects(values: np.ndarray) -> np.ndarray:
     """(H, W) int32 object labels, 0 for background and 1..K, from a mask's values (see the module docstring).
     Raises `NotObjectMask` for a mask that is neither binary nor a label image."""
+    from scipy import ndimage  # here: only the object protocol needs SciPy, and a cell process need not import it
+
     values = np.asarray(values)
     levels = np.unique(values)
     levels = levels[levels != 0]
