@@ -234,7 +234,7 @@ def _save_trained_weights(cell: Cell, options: RunOptions, context: RunContext, 
         "epochs": str(plan.epochs), "train_steps": str(steps), "seed": str(options.seed),
         "base_weights": context.weights_of(cell.backbone), "base_fingerprint": base_fingerprint(method),
         "initialised_on": device.type, "dataset": str(options.dataset), "layout": str(options.layout),
-        "test_fraction": str(options.test_fraction)})
+        "test_fraction": str(options.test_fraction), "prompts_per_image": str(cell.prompts_per_image)})
     return SavedWeights(str(relative), sha256)
 
 
