@@ -27,6 +27,7 @@ from cadbench.report.terminal import blanks_explained, print_sweep_summary
 from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
 from cadbench.vocabulary.modes import Device, Mode
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
+from cadbench.vocabulary.prompts import WHOLE_IMAGE
 
 
 def default_out_dir() -> Path:
@@ -88,10 +89,11 @@ def _check_quality_setup(options: RunOptions, cells: list[Cell], mode_of: Callab
     from cadbench.datasets import open_splits
     from cadbench.training.protocols import get_protocol
 
-    open_splits(options.dataset, 128, layout=options.layout, seed=options.seed, test_fraction=options.test_fraction,
-                val_fraction=options.val_fraction)
-    protocol = get_protocol(options.protocol)
     trained = [cell for cell in cells if mode_of(cell) != "estimate"]
+    objects = any(cell.prompts_per_image != WHOLE_IMAGE for cell in trained)  # masks read for their objects too
+    open_splits(options.dataset, 128, layout=options.layout, seed=options.seed, test_fraction=options.test_fraction,
+                val_fraction=options.val_fraction, objects=objects)
+    protocol = get_protocol(options.protocol)
     if trained and all(protocol.trains_cell(cell.batch_size, cell.precision) for cell in trained):
         raise CadbenchError(f"--protocol {protocol.name} fine-tunes at batch size {protocol.batch_size} in "
                             f"{protocol.precision}, and no cell that trains has that; add {protocol.batch_size} to "
@@ -106,6 +108,7 @@ def run(
     *,
     levers: Mapping[str, Iterable[Any]] | None = None,
     image_sizes: Iterable[int] | None = None,
+    prompts_per_image: Iterable[str | int] = ("image",),
     checkpoint: str | Path | Mapping[str, str] | None = None,
     out: str | Path | None = None,
     baseline_method: str | None = None,
@@ -134,6 +137,8 @@ def run(
             backbone's native size; a cell at it keeps the key it had before image sizes). The encoder's position
             tables are resized to the new token grid (cadbench.backbones.resize_input); rows say the pixels in
             `image_px`.
+        prompts_per_image: objects prompted per image: "image" (one box around the whole image, the default) and/or
+            integers N from 1 to 256 (N boxes per image, one per object, decoded in one mask-decoder call).
         checkpoint: an official SAM checkpoint for the one backbone, or a dict {backbone: path}.
         out: output folder (default: reports/<timestamp>/); an existing one is resumed.
         baseline_method: memory ratios in the summary and report are against this method spec.
@@ -166,7 +171,8 @@ def run(
         no_gpu = not cuda and not options.estimate_only and options.device != "cuda"
         backbones = list(FULL_SIZE_BACKBONES) + (["test_scale"] if no_gpu else [])
     backbones = list(backbones)
-    cells = expand_grid(methods, backbones, batch_sizes, precisions, levers, image_sizes)
+    cells = expand_grid(methods, backbones, batch_sizes, precisions, levers, image_sizes=image_sizes,
+                        prompts_per_image=prompts_per_image)
     if baseline_method is not None and parse_method_spec(baseline_method).text not in {c.method_spec for c in cells}:
         raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
     mode_of = mode_chooser(options.device, options.estimate_only, cuda)

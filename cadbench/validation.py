@@ -114,6 +114,7 @@ def compare_cell(row: Mapping[str, Any], estimate: Mapping[str, Any] | None,
 def validate(methods: Iterable[str], backbones: Iterable[str], batch_sizes: Iterable[int],
              precisions: Iterable[str] = DEFAULT_PRECISIONS, out: str | Path | None = None, *,
              levers: Mapping[str, Iterable[Any]] | None = None, image_sizes: Iterable[int] | None = None,
+             prompts_per_image: Iterable[Any] = ("image",),
              estimate: Callable[[Cell], Mapping[str, Any]] = estimate_fields, show_progress: bool = False,
              **options: Any) -> pd.DataFrame:
     """Measure every cell on CUDA (each in a fresh process), estimate it, and write the comparison to
@@ -124,7 +125,8 @@ def validate(methods: Iterable[str], backbones: Iterable[str], batch_sizes: Iter
 
     out = Path(out or default_out_dir())
     measured = run(methods=methods, backbones=backbones, batch_sizes=batch_sizes, precisions=precisions, levers=levers,
-                   image_sizes=image_sizes, device="cuda", dataset=None, out=out, print_summary=False,
+                   image_sizes=image_sizes, prompts_per_image=prompts_per_image, device="cuda", dataset=None, out=out,
+                   print_summary=False,
                    show_progress=show_progress, **options)
     lines = []
     for row in measured.to_dict("records"):

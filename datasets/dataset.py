@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from cadbench.datasets.geometry import Augment, Geometry, Letterbox, content_box
 from cadbench.datasets.batch import Batch
+from cadbench.datasets.objects import ObjectTargets, choose_objects, label_objects, object_ids, object_targets
 
 LETTERBOX = Letterbox()
 
@@ -25,6 +26,9 @@ class Sample:
     mask: torch.Tensor  # (1, S, S) float32, 0/1
     original_mask: np.ndarray  # (H, W) bool, the mask as stored
     valid_size: tuple[int, int]  # (h, w) of the image content inside the S x S input
+    # The object protocol (--prompts-per-image N): the image's objects, every one (scoring) or the N prompted
+    # (training); None: the whole-image protocol.
+    objects: ObjectTargets | None = None
 
     @property
     def box(self) -> torch.Tensor:
@@ -36,8 +40,8 @@ class DatasetBatch:
     """Collated samples: the training tensors, one content box per image, and the originals for scoring."""
 
     images: torch.Tensor  # (B, 3, S, S)
-    masks: torch.Tensor  # (B, 1, S, S)
-    boxes: torch.Tensor  # (B, 4) x0, y0, x1, y1 in input pixels
+    masks: torch.Tensor  # (B, 1, S, S); the object protocol: (B, N, S, S), one mask per prompted object
+    boxes: torch.Tensor  # (B, 4) x0, y0, x1, y1 in input pixels; the object protocol: (B, N, 4), one per object
     original_masks: list[np.ndarray]
     valid_sizes: list[tuple[int, int]]
     names: list[str]
@@ -47,7 +51,7 @@ class DatasetBatch:
         return self.images.shape[0]
 
     def training_batch(self) -> Batch:
-        return Batch(self.images, self.masks)
+        return Batch(self.images, self.masks, self.boxes if self.boxes.dim() == 3 else None)
 
     def to(self, device: torch.device | str) -> "DatasetBatch":
         return DatasetBatch(self.images.to(device), self.masks.to(device), self.boxes.to(device),
@@ -55,11 +59,14 @@ class DatasetBatch:
 
 
 def collate(samples: Sequence[Sample]) -> DatasetBatch:
-    """Stack samples into a `DatasetBatch` (usable as a DataLoader `collate_fn`)."""
+    """Stack samples into a `DatasetBatch` (usable as a DataLoader `collate_fn`); samples of the object protocol
+    (as many objects each) give their objects' masks and boxes."""
+    objects = [s.objects for s in samples]
+    with_objects = all(o is not None for o in objects) and bool(objects)
     return DatasetBatch(
         images=torch.stack([s.image for s in samples]),
-        masks=torch.stack([s.mask for s in samples]),
-        boxes=torch.stack([s.box for s in samples]),
+        masks=torch.stack([o.masks for o in objects] if with_objects else [s.mask for s in samples]),
+        boxes=torch.stack([o.boxes for o in objects] if with_objects else [s.box for s in samples]),
         original_masks=[s.original_mask for s in samples],
         valid_sizes=[s.valid_size for s in samples],
         names=[s.name for s in samples],
@@ -138,12 +145,33 @@ class SegmentationDataset(Dataset, ABC):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 RGB image and (H, W) bool mask of the same size."""
 
-    def sample(self, index: int, geometry: Geometry = LETTERBOX, augment: Augment | None = None) -> Sample:
-        """Pair `index` in `geometry`, augmented by `augment` (image and mask together) if given."""
+    def load_objects(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 RGB image and (H, W) int32 object labels (0: background; datasets.objects): by default
+        the connected components of the binary mask."""
         image, mask = self.load(index)
-        prepared = geometry.prepare(image, mask, self.image_size, augment)
-        return Sample(self.names[index], prepared.image, prepared.mask, prepared.original_mask,
-                      prepared.valid_size)
+        return image, label_objects(mask)
+
+    def object_counts(self) -> np.ndarray:
+        """(N,) distinct objects in each image (read once, then kept)."""
+        if getattr(self, "_object_counts", None) is None:
+            self._object_counts = np.array([len(object_ids(self.load_objects(i)[1])) for i in range(len(self))],
+                                           dtype=np.int64)
+        return self._object_counts
+
+    def sample(self, index: int, geometry: Geometry = LETTERBOX, augment: Augment | None = None,
+               objects: bool = False) -> Sample:
+        """Pair `index` in `geometry`, augmented by `augment` (image and mask together) if given; `objects`: with
+        every object of the image (`Sample.objects`), the mask being their union."""
+        if not objects:
+            image, mask = self.load(index)
+            prepared = geometry.prepare(image, mask, self.image_size, augment)
+            return Sample(self.names[index], prepared.image, prepared.mask, prepared.original_mask,
+                          prepared.valid_size)
+        image, labels = self.load_objects(index)
+        prepared = geometry.prepare(image, labels, self.image_size, augment)
+        targets = object_targets(prepared.mask, prepared.original_mask, prepared.valid_size)
+        return Sample(self.names[index], prepared.image, (prepared.mask > 0).float(), prepared.original_mask > 0,
+                      prepared.valid_size, targets)
 
     def __getitem__(self, index: int) -> Sample:
         return self.sample(index)
@@ -184,6 +212,24 @@ class SubsetDataset(SegmentationDataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         return self.base.load(self.indices[index])
 
+    def load_objects(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.base.load_objects(self.indices[index])
+
+    def object_counts(self) -> np.ndarray:
+        return self.base.object_counts()[self.indices]
+
+
+def images_with_objects(dataset: SegmentationDataset) -> tuple[SegmentationDataset, int]:
+    """The object protocol's view of `dataset`: its images with at least one object (an image without any has
+    nothing to prompt, and is skipped), and how many were skipped."""
+    counts = dataset.object_counts()
+    keep = np.flatnonzero(counts > 0).tolist()
+    if len(keep) == len(dataset):
+        return dataset, 0
+    source = f"{dataset.split} ({dataset.origin})" if dataset.origin else dataset.split
+    return (SubsetDataset(dataset, keep, dataset.split, f"the images of {source!r} with objects"),
+            len(dataset) - len(keep))
+
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A seed for one sample's augmentation, a pure function of (seed, epoch, index)."""
@@ -199,15 +245,35 @@ class PreparedDataset(Dataset):
     """
 
     def __init__(self, base: SegmentationDataset, geometry: Geometry = LETTERBOX, augment: Augment | None = None,
-                 seed: int = 0, epoch: int = 0) -> None:
+                 seed: int = 0, epoch: int = 0, objects: int | str | None = None) -> None:
+        """`objects`: None for the whole-image protocol; ALL_OBJECTS for every object of each image (scoring); N
+        for exactly N objects per image (training; `choose_objects`, seeded per sample like the augmentation)."""
         self.base, self.geometry, self.augment, self.seed, self.epoch = base, geometry, augment, seed, epoch
+        self.objects = objects
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> Sample:
         if self.augment is None:
-            return self.base.sample(index, self.geometry)
+            return self._chosen(self.base.sample(index, self.geometry, objects=self.objects is not None), index)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, self.epoch, index))
-            return self.base.sample(index, self.geometry, self.augment)
+            sample = self.base.sample(index, self.geometry, self.augment, objects=self.objects is not None)
+        return self._chosen(sample, index)
+
+    def _chosen(self, sample: Sample, index: int) -> Sample:
+        """The sample with exactly `objects` of its objects, when a number is asked for."""
+        if not isinstance(self.objects, int) or sample.objects is None:
+            return sample
+        found = sample.objects
+        if found.count == 0:  # every object lost to the geometry: empty targets prompted by the content box
+            targets = ObjectTargets(torch.zeros(self.objects, *sample.mask.shape[-2:]),
+                                    sample.box.expand(self.objects, 4).clone(),
+                                    np.zeros((self.objects, *sample.original_mask.shape), bool))
+        else:
+            targets = found.chosen(choose_objects(found.count, self.objects, sample_seed(self.seed, self.epoch, index)))
+        return Sample(sample.name, sample.image, sample.mask, sample.original_mask, sample.valid_size, targets)
+
+
+ALL_OBJECTS = "all"  # PreparedDataset(objects=ALL_OBJECTS): every object of each image

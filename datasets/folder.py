@@ -26,6 +26,7 @@ from cadbench.datasets.imagefiles import (
     image_size,
     list_folder,
     read_mask,
+    read_mask_labels,
     read_mask_values,
     read_rgb,
     supported_extensions,
@@ -38,6 +39,7 @@ from cadbench.datasets.layouts import (
     missing_split_error,
     open_layout,
 )
+from cadbench.datasets.objects import NotObjectMask, label_objects, object_ids
 from cadbench.errors import CadbenchError
 
 MASK_SUFFIXES = ("_mask", "_segmentation", "_gt", "-mask")
@@ -113,25 +115,26 @@ class PairCheck:
     grey_levels: np.ndarray  # (256,) bool
 
 
-def check_pair(pair: Pair) -> PairCheck:
-    """Decode both files, compare sizes and describe the mask."""
+def check_pair(pair: Pair, objects: bool = False) -> PairCheck:
+    """Decode both files, compare sizes and describe the mask (`objects`: for the object protocol, where a 0/1 mask
+    is a binary mask, not a mistake)."""
     height, width = image_size(pair.image)
     gray, colour = read_mask_values(pair.mask)
     if gray.shape != (height, width):
         raise CadbenchError(f"mask {pair.mask} is {gray.shape[1]}x{gray.shape[0]} but its image {pair.image.name} "
                             f"is {width}x{height} (width x height)")
     foreground = bool(binarize(gray).any())
-    if not foreground and 0 < gray.max() <= 1:
+    if not foreground and 0 < gray.max() <= 1 and not objects:
         raise CadbenchError(f"mask {pair.mask} holds only the values 0 and 1; masks must mark foreground with "
                             f"values above {FOREGROUND_ABOVE} (e.g. 255)")
     return PairCheck(foreground, colour, np.bincount(gray.ravel(), minlength=256) > 0)
 
 
-def check_pairs(pairs: list[Pair]) -> MaskStats:
+def check_pairs(pairs: list[Pair], objects: bool = False) -> MaskStats:
     """`check_pair` over all pairs on a few threads (Pillow decodes without the GIL); the first bad pair in stem
     order is the one reported."""
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        checks = list(pool.map(check_pair, pairs))
+        checks = list(pool.map(lambda pair: check_pair(pair, objects), pairs))
     return MaskStats(np.array([c.foreground for c in checks], bool), np.array([c.colour for c in checks], bool),
                      np.stack([c.grey_levels for c in checks]) if checks else np.zeros((0, 256), bool))
 
@@ -139,15 +142,33 @@ def check_pairs(pairs: list[Pair]) -> MaskStats:
 class FolderDataset(SegmentationDataset):
     """Checked image/mask pairs read from disk on demand."""
 
-    def __init__(self, name: str, folders: SplitFolders, image_size: int) -> None:
+    def __init__(self, name: str, folders: SplitFolders, image_size: int, objects: bool = False) -> None:
+        """`objects`: for the object protocol: every mask is also read for its objects here (a mask that is
+        neither binary nor a label image is refused in one line naming it) and counted."""
         self.folders = folders
         self.pairs = pair_by_stem(folders)
         super().__init__(name, folders.name, image_size, [pair.stem for pair in self.pairs],
-                         check_pairs(self.pairs))
+                         check_pairs(self.pairs, objects))
+        if objects:
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                self._object_counts = np.array(list(pool.map(lambda pair: len(object_ids(_labels(pair.mask))),
+                                                             self.pairs)), dtype=np.int64)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         pair = self.pairs[index]
         return read_rgb(pair.image), read_mask(pair.mask)
+
+    def load_objects(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        pair = self.pairs[index]
+        return read_rgb(pair.image), _labels(pair.mask)
+
+
+def _labels(path: Path) -> np.ndarray:
+    """A mask file's object labels (datasets.objects), or one line naming the file."""
+    try:
+        return label_objects(read_mask_labels(path))
+    except NotObjectMask as exc:
+        raise CadbenchError(f"mask {path} is neither binary nor a label image: it {exc}") from None
 
 
 def held_out_indices(count: int, fraction: float, seed: int) -> list[int]:
@@ -171,7 +192,7 @@ def split_off(dataset: SegmentationDataset, fraction: float, seed: int, held_nam
 
 
 def open_dataset(path: str | Path, split: str | None, layout: str | None = None, image_size: int = 1024,
-                 seed: int = 0, test_fraction: float = 0.0) -> SegmentationDataset:
+                 seed: int = 0, test_fraction: float = 0.0, objects: bool = False) -> SegmentationDataset:
     """Open one split of a dataset folder, detecting its layout unless `layout` names one.
 
     A dataset without a test split of its own (a flat images/ + masks/ folder, Kvasir-SEG, a train-only download)
@@ -185,10 +206,11 @@ def open_dataset(path: str | Path, split: str | None, layout: str | None = None,
     if split is None:
         if len(splits) > 1:
             raise CadbenchError(f"dataset folder {path} has several splits; choose one of {', '.join(splits)}")
-        return FolderDataset(name, next(iter(splits.values())), image_size)
+        return FolderDataset(name, next(iter(splits.values())), image_size, objects)
     source = held_out_source(splits, test_fraction)
     if source is not None and split.lower() in ("train", "test"):
-        rest, held = split_off(FolderDataset(name, splits[source], image_size), test_fraction, seed, "test", "train")
+        rest, held = split_off(FolderDataset(name, splits[source], image_size, objects), test_fraction, seed, "test",
+                               "train")
         return held if split.lower() == "test" else rest
     try:
         folders = find_split(splits, split)
@@ -196,7 +218,7 @@ def open_dataset(path: str | Path, split: str | None, layout: str | None = None,
         raise CadbenchError(f"{path}: {exc}") from None
     if folders is None:
         raise missing_split_error(path, split, chosen, splits)
-    return FolderDataset(name, folders, image_size)
+    return FolderDataset(name, folders, image_size, objects)
 
 
 __all__ = ["FLAT_SPLIT", "FolderDataset", "MASK_SUFFIXES", "Pair", "held_out_indices", "open_dataset",

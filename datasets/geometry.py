@@ -41,10 +41,15 @@ def image_to_input(image: np.ndarray, image_size: int) -> torch.Tensor:
 
 
 def mask_to_input(mask: np.ndarray, image_size: int) -> torch.Tensor:
-    """(H, W) bool -> (1, S, S) float32 0/1, nearest-neighbour resized like its image, padding = background."""
+    """(H, W) bool -> (1, S, S) float32 0/1, nearest-neighbour resized like its image, padding = background. An
+    integer mask (object labels, datasets.objects) keeps its labels, as floats."""
     height, width = resized_shape(mask.shape[0], mask.shape[1], image_size)
-    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.NEAREST)
     canvas = torch.zeros(1, image_size, image_size, dtype=torch.float32)
+    if mask.dtype != bool:
+        resized = Image.fromarray(mask.astype(np.int32)).resize((width, height), Image.Resampling.NEAREST)
+        canvas[0, :height, :width] = torch.from_numpy(np.asarray(resized).astype(np.float32))
+        return canvas
+    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.NEAREST)
     canvas[0, :height, :width] = torch.from_numpy(np.asarray(resized) > 127).float()
     return canvas
 
@@ -67,17 +72,24 @@ class Prepared:
     """One pair in a protocol's geometry (the fields of `cadbench.datasets.Sample` except its name)."""
 
     image: torch.Tensor  # (3, S, S) float32, raw pixels 0-255: the encoder's input
-    mask: torch.Tensor  # (1, h, w) float32 0/1: the training target (the loss is computed at h x w)
-    original_mask: np.ndarray  # (H, W) bool: the scoring target (metrics are computed at H x W)
+    mask: torch.Tensor  # (1, h, w) float32 0/1 (object labels for a label mask): the training target (loss at h x w)
+    original_mask: np.ndarray  # (H, W) bool (int32 labels): the scoring target (metrics are computed at H x W)
     valid_size: tuple[int, int]  # (h, w) of the content inside the S x S input (the box prompt)
 
 
 def as_tv_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     """(H, W, 3) uint8 and (H, W) bool -> torchvision's typed (3, H, W) uint8 image and (1, H, W) uint8 mask, so
-    that `torchvision.transforms.v2` moves both together (masks with nearest-neighbour resampling)."""
+    that `torchvision.transforms.v2` moves both together (masks with nearest-neighbour resampling). An integer mask
+    (object labels) becomes an int32 one, its labels kept."""
     writable = ("C", "W")  # read-only arrays (cached synthetic scenes) are copied: torch wants writable memory
+    dtype = torch.uint8 if mask.dtype == bool else torch.int32
     return (tv_tensors.Image(torch.from_numpy(np.require(image, requirements=writable)).permute(2, 0, 1)),
-            tv_tensors.Mask(torch.from_numpy(np.require(mask, requirements=writable)).to(torch.uint8)[None]))
+            tv_tensors.Mask(torch.from_numpy(np.require(mask, requirements=writable)).to(dtype)[None]))
+
+
+def _as_stored(mask: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """A mask back in its stored kind: bool for a binary mask, int32 labels for an object-label mask."""
+    return mask.astype(bool) if like.dtype == bool else mask.astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -95,7 +107,7 @@ class Letterbox:
                 ) -> Prepared:
         if augment is not None:
             image_t, mask_t = augment(*as_tv_tensors(image, mask))
-            image, mask = image_t.permute(1, 2, 0).numpy(), mask_t[0].numpy().astype(bool)
+            image, mask = image_t.permute(1, 2, 0).numpy(), _as_stored(mask_t[0].numpy(), mask)
         return Prepared(image_to_input(image, image_size), mask_to_input(mask, image_size), mask,
                         resized_shape(image.shape[0], image.shape[1], image_size))
 
@@ -137,7 +149,7 @@ class Squash:
         if size != image_size:
             image_t = F.resize(image_t, [image_size, image_size], InterpolationMode.BILINEAR, antialias=False)
         target = mask_t.as_subclass(torch.Tensor).float()
-        return Prepared(image_t.as_subclass(torch.Tensor).float(), target, target[0].numpy().astype(bool),
+        return Prepared(image_t.as_subclass(torch.Tensor).float(), target, _as_stored(target[0].numpy(), mask),
                         (image_size, image_size))
 
 

@@ -123,6 +123,27 @@ def read_mask_values(path: Path) -> tuple[np.ndarray, bool]:
     return brightest, colour
 
 
+LOSSY_EXTENSIONS = frozenset({".jpg", ".jpeg", ".webp"})
+
+
+def read_mask_labels(path: Path) -> np.ndarray:
+    """(H, W) values of a mask for the object protocol (datasets.objects says which pixels make an object), read
+    without the binary rule's scaling or thresholding: 16-bit greyscale as stored, a palette image's indices, 8-bit
+    greyscale as stored, a colour mask's colours (each distinct RGB colour one value). A lossy file (JPEG, WebP)
+    cannot hold labels exactly: it is read by the binary rule (grey above 127), its objects the components."""
+    image = _open(path, "mask")
+    if path.suffix.lower() in LOSSY_EXTENSIONS:
+        return binarize(read_mask_values(path)[0]).astype(np.int32)
+    if _is_sixteen_bit(image, path, "mask"):
+        return np.asarray(image).astype(np.int32)
+    if image.mode == "P":
+        return np.asarray(image).astype(np.int32)
+    if image.mode in GREY_MODES:
+        return np.asarray(image.convert("L")).astype(np.int32)
+    rgb = np.asarray(image.convert("RGB")).astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
 def read_gray_mask(path: Path) -> np.ndarray:
     """(H, W) uint8 grey values of a mask, before thresholding (see the module docstring for colour masks)."""
     return read_mask_values(path)[0]

@@ -48,13 +48,14 @@ class Splits:
         return int(np.count_nonzero(levels.any(axis=0)))
 
 
-def _folder_pair(path: Path, image_size: int, layout: str | None, seed: int, test_fraction: float
-                 ) -> tuple[SegmentationDataset, SegmentationDataset, dict]:
+def _folder_pair(path: Path, image_size: int, layout: str | None, seed: int, test_fraction: float,
+                 objects: bool = False) -> tuple[SegmentationDataset, SegmentationDataset, dict]:
     name = path.name or str(path)
     chosen, splits = open_layout(path, layout)
     source = held_out_source(splits, test_fraction)
     if source is not None:
-        train, test = split_off(FolderDataset(name, splits[source], image_size), test_fraction, seed, "test", "train")
+        train, test = split_off(FolderDataset(name, splits[source], image_size, objects), test_fraction, seed, "test",
+                                "train")
         return train, test, splits
     folders = {}
     for wanted in ("train", "test"):
@@ -65,23 +66,28 @@ def _folder_pair(path: Path, image_size: int, layout: str | None, seed: int, tes
         if found is None:
             raise missing_split_error(path, wanted, chosen, splits)
         folders[wanted] = found
-    return (FolderDataset(name, folders["train"], image_size), FolderDataset(name, folders["test"], image_size),
-            splits)
+    return (FolderDataset(name, folders["train"], image_size, objects),
+            FolderDataset(name, folders["test"], image_size, objects), splits)
 
 
 def open_splits(source: str, image_size: int, layout: str | None = None, seed: int = 0, test_fraction: float = 0.2,
-                val_fraction: float = 0.0) -> Splits:
-    """Train, test and validation of `source` ("synthetic" or a dataset folder), each pair checked once."""
+                val_fraction: float = 0.0, objects: bool = False) -> Splits:
+    """Train, test and validation of `source` ("synthetic" or a dataset folder), each pair checked once.
+
+    `objects`: for the object protocol (--prompts-per-image N): the synthetic set's scenes hold several objects, and
+    every folder mask is also read for its objects (one that is neither binary nor a label image is refused here,
+    in one line naming it)."""
     if source == SYNTHETIC:
-        train: SegmentationDataset = SyntheticCamouflage("train", seed=seed, image_size=image_size)
-        test: SegmentationDataset = SyntheticCamouflage("test", seed=seed, image_size=image_size)
+        train: SegmentationDataset = SyntheticCamouflage("train", seed=seed, image_size=image_size, objects=objects)
+        test: SegmentationDataset = SyntheticCamouflage("test", seed=seed, image_size=image_size, objects=objects)
         splits: dict = {}
     else:
-        train, test, splits = _folder_pair(Path(source), image_size, layout, seed, test_fraction)
+        train, test, splits = _folder_pair(Path(source), image_size, layout, seed, test_fraction, objects)
     if val_fraction > 0:
         train, validation = split_off(train, val_fraction, seed, "validation", "train")
         return Splits(train, test, validation, validation.origin)
     own = next((folders for name, folders in splits.items() if name.lower() in VALIDATION_NAMES), None)
     if own is not None:
-        return Splits(train, test, FolderDataset(train.name, own, image_size), "the dataset's own validation split")
+        return Splits(train, test, FolderDataset(train.name, own, image_size, objects),
+                      "the dataset's own validation split")
     return Splits(train, test, test, "the test split (curve only: the scores are the last epoch's)")

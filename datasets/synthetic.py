@@ -5,7 +5,8 @@ palette, the same kind of fractal noise, independent pattern, rescaled to the ba
 spread. The object differs only slightly (its pattern is a little coarser or finer, its tone 3-10 grey levels
 lighter or darker), so it is hidden the way camouflaged animals are: by matching the statistics of their
 surroundings, with the boundary as the main cue. Shapes vary between ellipses,
-smooth blobs and polygons; sizes between about 3 % and 30 % of the image.
+smooth blobs and polygons; sizes between about 3 % and 30 % of the image. An object set (`objects=True`, for the
+object protocol) draws 0 to 4 smaller objects per scene (2-8 % each), labelled 1..K.
 
 Scene `i` of a split depends only on (seed, split, i), so sets are reproducible and train and test never overlap.
 """
@@ -27,6 +28,10 @@ DEFAULT_HEIGHT, DEFAULT_WIDTH = 192, 256
 SHAPES = ("ellipse", "blob", "polygon")
 AREA_RANGE = (0.03, 0.30)
 MIN_AREA = 0.01  # a scene is redrawn until the object covers at least this fraction of the image
+# Object sets (objects=True, for --prompts-per-image N): 0 to MAX_OBJECTS smaller objects per scene.
+MAX_OBJECTS = 4
+OBJECT_AREA_RANGE = (0.02, 0.08)
+OBJECT_STREAM = 1  # the seed stream of each scene's object count
 
 
 @lru_cache(maxsize=8)
@@ -102,12 +107,13 @@ def _polygon(rng: np.random.Generator, shape: tuple[int, int], center: tuple[flo
     return np.asarray(canvas) > 127
 
 
-def object_mask(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+def object_mask(rng: np.random.Generator, shape: tuple[int, int],
+                area_range: tuple[float, float] = AREA_RANGE) -> np.ndarray:
     """One object (ellipse, blob or polygon) of random size and place, mostly inside the frame."""
     height, width = shape
     while True:
         kind = SHAPES[int(rng.integers(len(SHAPES)))]
-        radius = np.sqrt(rng.uniform(*AREA_RANGE) * height * width / np.pi)
+        radius = np.sqrt(rng.uniform(*area_range) * height * width / np.pi)
         margin = 0.6 * radius
         center = (rng.uniform(margin, height - margin), rng.uniform(margin, width - margin))
         ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
@@ -144,8 +150,32 @@ def camouflage_scene(rng: np.random.Generator, height: int, width: int) -> tuple
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
 
 
+def objects_scene(rng: np.random.Generator, height: int, width: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 image and (H, W) int32 labels of `count` camouflaged objects (0 to MAX_OBJECTS), each cut
+    from its own texture of the scene's palette as in `camouflage_scene`; a later object may cover part of an
+    earlier one."""
+    shape = (height, width)
+    palette = Palette(rng)
+    slope = rng.uniform(0.9, 1.3)
+    background = palette.paint(rng, shape, slope)
+    image, labels = background.copy(), np.zeros(shape, np.int32)
+    for label in range(1, count + 1):
+        tone = rng.choice([-1.0, 1.0]) * rng.uniform(3, 10)
+        foreground = palette.paint(rng, shape, slope + rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.3))
+        mask = object_mask(rng, shape, OBJECT_AREA_RANGE)
+        image[mask] = match_statistics(foreground[mask], background[labels == 0]) + tone
+        labels[mask] = label
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), labels
+
+
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLIT_STREAMS[split], index])
+
+
+def object_count(seed: int, split: str, index: int) -> int:
+    """How many objects scene `index` of an object set draws: 0 to MAX_OBJECTS, uniformly (an image without
+    objects now and then: the object protocol skips it, and counts it)."""
+    return int(np.random.default_rng([seed, SPLIT_STREAMS[split], index, OBJECT_STREAM]).integers(0, MAX_OBJECTS + 1))
 
 
 class SyntheticCamouflage(SegmentationDataset):
@@ -155,22 +185,43 @@ class SyntheticCamouflage(SegmentationDataset):
     """
 
     def __init__(self, split: str = "train", seed: int = 0, image_size: int = 1024, count: int | None = None,
-                 height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH) -> None:
+                 height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH, objects: bool = False) -> None:
+        """`objects`: scenes of 0 to MAX_OBJECTS objects each (`objects_scene`), for the object protocol; its binary
+        mask (`load`) is their union. Otherwise one object per scene (`camouflage_scene`)."""
         if split not in SPLIT_STREAMS:
             raise CadbenchError(f"synthetic dataset has no split {split!r}; available: {', '.join(SPLIT_STREAMS)}")
         count = DEFAULT_COUNTS[split] if count is None else count
         if count < 1:
             raise CadbenchError(f"synthetic dataset split {split!r} would be empty (count={count})")
-        self.seed, self.height, self.width = seed, height, width
+        self.seed, self.height, self.width, self.objects = seed, height, width, objects
         self._scenes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         names = [f"synthetic-{split}-{seed}-{i:04d}" for i in range(count)]
-        super().__init__("synthetic", split, image_size, names, MaskStats.binary(count))
+        stats = MaskStats.binary(count)
+        if objects:
+            counts = np.array([object_count(seed, split, i) for i in range(count)], dtype=np.int64)
+            stats.grey_levels[counts == 0, 255] = False  # an empty scene's mask holds only 0
+            stats = MaskStats(counts > 0, stats.colour, stats.grey_levels)
+        name = "synthetic-objects" if objects else "synthetic"
+        super().__init__(name, split, image_size, names, stats)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = self._scene(index)
+        return (image, mask > 0) if self.objects else (image, mask)
+
+    def load_objects(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.objects:
+            return super().load_objects(index)
+        return self._scene(index)
+
+    def _scene(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):
             raise IndexError(index)
         if index not in self._scenes:
-            scene = camouflage_scene(scene_rng(self.seed, self.split, index), self.height, self.width)
+            rng = scene_rng(self.seed, self.split, index)
+            if self.objects:
+                scene = objects_scene(rng, self.height, self.width, object_count(self.seed, self.split, index))
+            else:
+                scene = camouflage_scene(rng, self.height, self.width)
             for array in scene:
                 array.setflags(write=False)  # shared by every later read
             self._scenes[index] = scene

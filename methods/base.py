@@ -80,7 +80,9 @@ class Method(nn.Module, ABC):
         return features
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
-        """Low-resolution mask logits (B, 1, S/4, S/4); by default each image is prompted with a box around all of it."""
+        """Low-resolution mask logits (B, 1, S/4, S/4) for boxes (B, 4), one per image (by default a box around all
+        of it), or (B, N, S/4, S/4) for boxes (B, N, 4), N objects per image decoded in one decoder call per image
+        (`decode_masks`). Methods override `image_embeddings`, never this, so every method gets both."""
         if boxes is None:
             boxes = whole_image_boxes(images)
         return decode_masks(self.sam, self.image_embeddings(images), boxes)

@@ -27,8 +27,9 @@ ROW_KEYS = {"peak_memory_bytes", "flops_per_step", "breakdown_parameters_bytes",
             "reserved_memory_bytes", "fragmentation_ratio", "oom_capacity_bytes", "alloc_conf"}
 
 
-def _setup(method: str, batch_size: int = 2, precision: str = "fp32"):
-    return lambda: make_training_setup(Cell(method, "test_scale", batch_size, precision))
+def _setup(method: str, batch_size: int = 2, precision: str = "fp32", prompts_per_image: str | int = "image"):
+    return lambda: make_training_setup(Cell(method, "test_scale", batch_size, precision,
+                                            prompts_per_image=prompts_per_image))
 
 
 @pytest.mark.parametrize("method, precision", [(m, "fp32") for m in METHODS] + [("sam_adapter", "bf16")])
@@ -42,6 +43,25 @@ def test_estimate_equals_the_tracker_on_a_real_cpu_run(method, precision):
     assert fake.flops_per_step == real.flops_per_step > 0
     # (The running totals can differ transiently: FakeTensorMode gives ConvTranspose2d's weight gradient other
     # strides than the CPU kernel, so AccumulateGrad copies it instead of stealing it. It never reaches the peak.)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_estimate_equals_the_tracker_on_a_real_cpu_run_with_several_objects_per_image(method):
+    """--prompts-per-image 5: five boxes and object masks per image, decoded in one call per image; fake = real."""
+    fake = estimate_setup(_setup(method, prompts_per_image=5))
+    real = estimate_setup(_setup(method, prompts_per_image=5), fake=False)
+    assert fake.peak_bytes == real.peak_bytes
+    assert fake.breakdown == real.breakdown
+    assert fake.flops_per_step == real.flops_per_step > 0
+    assert fake.flops_per_step > estimate_setup(_setup(method)).flops_per_step  # five decodes per image, not one
+
+
+def test_estimate_cell_replays_the_cells_objects_per_image():
+    """The shared warm replay (estimator.cells) swaps in a batch with the cell's N objects, equal to a fresh one."""
+    cell = Cell("decoder_only", "test_scale", 2, prompts_per_image=7)
+    fresh = estimate_setup(_setup("decoder_only", prompts_per_image=7))
+    assert estimate_cell(cell).peak_bytes == fresh.peak_bytes > estimate_cell(Cell("decoder_only", "test_scale",
+                                                                                    2)).peak_bytes
 
 
 def test_a_setup_built_before_the_replay_is_counted_too():

@@ -217,3 +217,39 @@ def test_a_killed_fine_tune_resumes_from_its_last_epoch_when_the_run_is_started_
     assert rows_of(out)["decoder_only/test_scale/2/fp32"]["iou"] == rows_of(tmp_path / "whole")[
         "decoder_only/test_scale/2/fp32"]["iou"]
     assert not checkpoint.exists()
+
+
+def test_an_object_run_records_objects_per_image_and_skipped_images_and_no_objects_is_a_row_with_the_reason(tmp_path):
+    """--prompts-per-image 2 on a folder: images without objects are skipped and counted, the row records the mean
+    distinct objects per image; a dataset where no image has an object gives a row saying so, never a crash."""
+    dataset = write_flat_dataset(tmp_path / "flat", 6, empty=(1, 4))
+    nothing = write_flat_dataset(tmp_path / "nothing", 3, empty=(0, 1, 2))
+    for name, data in (("some", dataset), ("none", nothing)):
+        with cells_measured_here():
+            result = cadbench_main("run", "--methods", "decoder_only", "--batch-sizes", "2", *QUICK_CELL,
+                                   "--prompts-per-image", "2", "--train-steps", "1", "--test-fraction", "0.4",
+                                   "--dataset", str(data), "--out", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+    row = rows_of(tmp_path / "some")["decoder_only/test_scale/2/fp32/prompts_per_image=2"]
+    assert row["status"] == "ok" and row["objects_per_image"] == 1.0 and row["images_without_objects"] == 2
+    assert 0.0 <= row["iou"] <= 1.0
+    empty = rows_of(tmp_path / "none")["decoder_only/test_scale/2/fp32/prompts_per_image=2"]
+    assert empty["status"] == "ok" and empty["iou"] is None and empty["peak_memory_bytes"] > 0
+    assert "no image of the train split has an object" in empty["null_reasons"]["iou"]
+
+
+def test_evaluate_scores_weights_of_an_object_run_per_object_as_the_run_did(tmp_path):
+    out = tmp_path / "out"
+    with cells_measured_here():
+        result = cadbench_main("run", "--methods", "decoder_only", "--batch-sizes", "2", *QUICK_CELL,
+                               "--prompts-per-image", "3", "--train-steps", "2", "--dataset", "synthetic",
+                               "--save-weights", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    row = rows_of(out)["decoder_only/test_scale/2/fp32/prompts_per_image=3"]
+    scored = cadbench_main("evaluate", "--weights", str(out / row["saved_weights"]), "--dataset", "synthetic",
+                           "--json")
+    assert scored.returncode == 0, scored.stderr
+    scores = json.loads(scored.stdout)
+    for column in ("iou", "dice", "s_measure", "mae"):
+        assert scores[column] == pytest.approx(row[column], abs=1e-9), column
+    assert scores["objects"] == scores["images"] > 32  # every object of the 32 test scenes (those with any)

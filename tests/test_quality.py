@@ -68,3 +68,41 @@ def test_evaluation_scores_at_the_protocols_resolution(monkeypatch):
         shapes.clear()
         evaluate(method, test, batch_size=2, geometry=get_protocol(name).geometry)
         assert shapes == [expected, expected], name
+
+
+def test_object_evaluation_scores_every_object_and_averages_over_objects():
+    """--prompts-per-image N: each object of a test image is prompted by its box and scored against its own mask;
+    IoU and Dice are means over objects (micro-sam's), equal to scoring each object alone."""
+    import numpy as np
+
+    from cadbench.datasets.dataset import ALL_OBJECTS, PreparedDataset
+    from cadbench.training.metrics import overlap_scores
+
+    torch.manual_seed(0)
+    trainee = prepare("decoder_only", "test_scale")
+    method = trainee.method.eval()
+    test = SyntheticCamouflage("test", image_size=128, count=6, objects=True)
+    results = evaluate(method, test, objects=True)
+    counts = test.object_counts()
+    assert results["objects"] == results["images"] == int(counts.sum()) and (counts == 0).any()
+    ious, dices = [], []
+    with torch.no_grad():
+        for sample in (PreparedDataset(test, objects=ALL_OBJECTS)[i] for i in range(len(test))):
+            for k in range(sample.objects.count):  # each object decoded alone, with its one box
+                low = method(sample.image[None], sample.objects.boxes[k][None])
+                logits = logits_at_original_size(low, 128, sample.valid_size, sample.original_mask.shape)
+                iou, dice = overlap_scores((logits > 0).numpy(), sample.objects.original[k])
+                ious.append(iou)
+                dices.append(dice)
+    assert results["iou"] == pytest.approx(float(np.mean(ious)), abs=1e-6)
+    assert results["dice"] == pytest.approx(float(np.mean(dices)), abs=1e-6)
+
+
+def test_a_test_split_without_any_object_is_a_one_line_error_not_a_crash():
+    test = SyntheticCamouflage("test", image_size=128, count=40, objects=True)
+    empty = [i for i, count in enumerate(test.object_counts()) if count == 0]
+    from cadbench.datasets import SubsetDataset
+
+    nothing = SubsetDataset(test, empty, "test", "the empty scenes")
+    with pytest.raises(CadbenchError, match="has an object to score"):
+        evaluate(prepare("decoder_only", "test_scale").method, nothing, objects=True)

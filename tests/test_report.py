@@ -279,6 +279,31 @@ def test_the_lever_table_names_the_cheapest_combination_in_the_results_that_fits
                      "micro-batch 1needs 22.0 GB", "noneneeds 70.0 GB"], cells
 
 
+def test_objects_per_image_is_a_task_of_its_own_in_the_lever_table_never_a_lever(tmp_path):
+    """A cell with 8 objects per image is another task, not a cheaper lever combination: the lever table groups it
+    apart, and its method label names it."""
+    store = ResultStore(tmp_path / "run")
+    store.open({"mode": "estimate"}, {"torch_version": "test"})
+    for prompts, levers, needed in (("image", {}, 30), ("image", {"lean_encoder": "on"}, 10), (8, {}, 5),
+                                    (8, {"lean_encoder": "on"}, 4)):
+        row = new_row({"method": "decoder_only", "backbone": "vit_b", "test_scale": False, "batch_size": 4,
+                       "precision": "fp32", "prompts_per_image": prompts, **levers}, {"torch_version": "test"})
+        row.update(status="ok", peak_memory_bytes=(needed - 2) * GB, memory_source="estimated",
+                   oom_capacity_bytes=needed * GB, reserved_memory_bytes=(needed - 1) * GB, flops_per_step=100,
+                   weights="random")
+        store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    html = build_report([tmp_path / "run"]).read_text()
+    table = html[html.index("Cheapest levers that fit"):]
+    table = table[table.index("<tbody>"):table.index("</tbody>")]
+    lines = [[re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td[^>]*>.*?</td>", line)]
+             for line in re.findall(r"<tr>.*?</tr>", table, re.S)]
+    assert [line[0] for line in lines] == ["decoder_only", "decoder_only + 8 objects per image"]
+    # without the split, the 8-object cell (5 GB) would be "the cheapest levers" of the whole-image task
+    assert lines[0][3:6] == ["—", "lean encoderneeds 10.0 GB", "noneneeds 30.0 GB"]
+    assert lines[1][3] == "noneneeds 5.0 GB"
+    assert "decoder_only + 8 objects per image" in html
+
+
 def test_a_results_json_whose_environment_cannot_be_read_costs_the_environment_not_the_report(tmp_path, capsys):
     from cadbench.report.html import _environment
 

@@ -73,3 +73,40 @@ def test_gradients_reach_exactly_the_declared_trainable_parameters(trainee, batc
 def test_bf16_autocast_step_runs(trainee, batch):
     loss = training_step(trainee.method, trainee.optimizer, batch, precision="bf16")
     assert torch.isfinite(loss)
+
+
+def test_the_loss_over_n_object_masks_is_the_mean_of_each_masks_own_loss():
+    """--prompts-per-image N: each object mask has its own soft IoU; the loss averages over the B x N masks."""
+    from cadbench.training.protocol import segmentation_loss
+
+    torch.manual_seed(3)
+    logits, masks = torch.randn(2, 3, 16, 16), (torch.rand(2, 3, 16, 16) > 0.6).float()
+    each = [segmentation_loss(logits[b, k][None, None], masks[b, k][None, None]) for b in range(2) for k in range(3)]
+    torch.testing.assert_close(segmentation_loss(logits, masks), torch.stack(each).mean())
+    # not the union's soft IoU per image, which is what summing over all channels would give
+    union = segmentation_loss(logits.reshape(2, 1, 48, 16), masks.reshape(2, 1, 48, 16))
+    assert not torch.allclose(segmentation_loss(logits, masks), union)
+
+
+def test_micro_batches_slice_object_boxes_and_masks_with_their_images():
+    """A step with N objects per image in micro-batches has the whole batch's gradient (the boxes go with their
+    images): the lever lives in the step, the method never sees it."""
+    from cadbench.datasets.batch import random_batch
+    from cadbench.training.plan import StepPlan
+    from cadbench.training.setup import prepare
+
+    batch = random_batch(128, 4, seed=2, prompts=3)
+    grads = []
+    for plan in (StepPlan("fp32"), StepPlan("fp32", micro_batch=2)):
+        torch.manual_seed(0)
+        trainee = prepare("decoder_only", "test_scale")
+        optimizer = torch.optim.SGD(trainee.method.trainable_parameters(), lr=0.0)
+        loss = training_step(trainee.method, optimizer, batch, plan)
+        grads.append((loss, [None if p.grad is None else p.grad.clone()
+                             for p in trainee.method.trainable_parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
+    assert sum(grad is not None for grad in grads[0][1]) > 10
+    for whole, parts in zip(grads[0][1], grads[1][1]):
+        assert (whole is None) == (parts is None)
+        if whole is not None:
+            torch.testing.assert_close(whole, parts, rtol=1e-4, atol=1e-6)

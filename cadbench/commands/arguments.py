@@ -10,6 +10,7 @@ from cadbench.harness.options import DEFAULTS
 from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES
 from cadbench.vocabulary.levers import LeverDeclaration, declared_levers
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS, PRECISIONS
+from cadbench.vocabulary.prompts import check_prompts_per_image
 from cadbench.vocabulary.resolution import IMAGE_SIZE_FLAG, IMAGE_SIZE_RULE, check_image_size
 
 
@@ -54,6 +55,22 @@ def add_image_size(parser: argparse.ArgumentParser, help: str = "") -> None:
                         help=f"comma-separated input sides in pixels, multiples of 16 up to 2048, e.g. 512,1024; the "
                              f"encoder's position tables are resized to the new token grid{help} (default: each "
                              f"backbone's native size, 1024 for SAM, 128 for test_scale)")
+
+
+def prompts_list(text: str) -> list:
+    """--prompts-per-image's text: 'image,8' -> ['image', 8], each checked (cadbench.vocabulary.prompts)."""
+    try:
+        return [check_prompts_per_image(item) for item in comma_list(text)]
+    except CadbenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--prompts-per-image ")) from None
+
+
+def add_prompts_per_image(parser: argparse.ArgumentParser) -> None:
+    """--prompts-per-image: objects prompted per image, a grid dimension that changes the task (not a lever)."""
+    parser.add_argument("--prompts-per-image", dest="prompts_per_image", type=prompts_list, default=["image"],
+                        help="comma-separated: 'image' (one box around the whole image, the binary mask as target) "
+                             "and/or N from 1 to 256 (N boxes per image, one per object, decoded in one mask-decoder "
+                             "call; objects: README) (default: image)")
 
 
 def joined(values) -> str:
@@ -102,6 +119,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated batch sizes (default: {joined(DEFAULT_BATCH_SIZES)})")
     add_precision(parser)
     add_image_size(parser)
+    add_prompts_per_image(parser)
     add_levers(parser)
     add_option(parser, "--seed", type=int)
     parser.add_argument("--checkpoint", help="official SAM .pth for the one backbone, or BACKBONE=PATH,...")

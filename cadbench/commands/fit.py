@@ -8,8 +8,8 @@ import json
 import sys
 
 from cadbench.cards import DEFAULT_GPU_MEMORY
-from cadbench.commands.arguments import (add_alloc_conf, add_cell_selection, add_image_size, add_precision, comma_list,
-                                         memory_size)
+from cadbench.commands.arguments import (add_alloc_conf, add_cell_selection, add_image_size, add_precision,
+                                         add_prompts_per_image, comma_list, memory_size)
 from cadbench.errors import CadbenchError
 from cadbench.vocabulary.precision import PRECISIONS
 
@@ -30,6 +30,7 @@ def register(commands) -> None:
     add_precision(parser, default=list(PRECISIONS), help=" the levers may use")
     add_image_size(parser, help="; the task's resolution, a lever only where several are listed: each answer is then "
                                 "the largest size at which the target batch fits")
+    add_prompts_per_image(parser)  # a task choice, never a lever: each value listed is advised on its own
     parser.add_argument("--cuda-context", type=memory_size, default=None,
                         help="memory the CUDA context takes outside PyTorch's allocator (default: the estimator's "
                              "stated figure)")
@@ -73,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
                             f"the caching-allocator simulation does not model it")
     specs = [split_method_spec(spec) for spec in resolve_methods(args.methods)]
     backbones = resolve_backbones(args.backbone)
-    pairs = len(specs) * len(backbones) * len(args.image_size or [None])
+    pairs = len(specs) * len(backbones) * len(args.image_size or [None]) * len(args.prompts_per_image)
     with _progress(pairs, enabled=not args.no_progress) as step:
         advice = advise(specs, backbones, capacities, args.target_batch, context, args.max_batch, alloc_conf,
                         precisions=args.precision, on_progress=step, workers=args.jobs or default_jobs(),
-                        image_sizes=args.image_size)
+                        image_sizes=args.image_size, prompts_per_image=args.prompts_per_image)
     if args.json:
         print(json.dumps([answer.as_dict() for answer in advice], indent=2))
         return 0
@@ -110,6 +111,7 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
 
     from cadbench.backbones import get_backbone
     from cadbench.vocabulary.method_spec import method_label
+    from cadbench.vocabulary.prompts import describe_prompts
 
     def largest(batch: int) -> str:
         return "none" if batch == 0 else f"{batch}+" if batch >= max_batch else str(batch)
@@ -121,7 +123,9 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
     resolution_lever = any(answer.resolution_lever for answer in advice)
     rows = []
     for answer in advice:
-        rows.append({"method": method_label(answer.method, answer.method_options), "backbone": answer.backbone,
+        prompts = describe_prompts(answer.prompts_per_image)
+        rows.append({"method": method_label(answer.method, answer.method_options),
+                     "backbone": answer.backbone + (f", {prompts}" if prompts else ""),
                      "px": answer.image_px,
                      "GPU": capacity_names.get(answer.capacity_bytes, f"{answer.capacity_bytes / 1e9:g}GB"),
                      "plain": largest(answer.largest_plain_batch),

@@ -53,6 +53,7 @@ def sweep(args: argparse.Namespace, **options) -> int:
 
     frame = run(methods=args.methods, backbones=args.backbone, batch_sizes=args.batch_sizes,
                 precisions=args.precision, levers=lever_arguments(args), image_sizes=args.image_size,
+                prompts_per_image=args.prompts_per_image,
                 checkpoint=checkpoint_argument(args.checkpoint), out=args.out,
                 baseline_method=args.baseline_method, show_progress=not args.no_progress,
                 **run_options(args), **options)

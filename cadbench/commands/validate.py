@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         out = reference_folder(torch.cuda.get_device_name(torch.cuda.current_device()))
     table = validate(methods, backbones, batch_sizes, args.precision, out=out,
                      checkpoint=checkpoint_argument(args.checkpoint),
-                     levers=lever_arguments(args), image_sizes=args.image_size, show_progress=not args.no_progress,
+                     levers=lever_arguments(args), image_sizes=args.image_size,
+                     prompts_per_image=args.prompts_per_image, show_progress=not args.no_progress,
                      **run_options(args))
     print(format_validation(table))
     if args.reference:

@@ -40,6 +40,7 @@ from cadbench.estimator.estimate import MemoryEstimate
 from cadbench.estimator.fit import DEFAULT_MAX_BATCH, largest_fitting_batch
 from cadbench.training.levers import not_applicable
 from cadbench.vocabulary.cell import Cell
+from cadbench.vocabulary.prompts import describe_prompts
 from cadbench.vocabulary.levers import declared_levers, lever_named
 from cadbench.vocabulary.precision import PRECISIONS
 
@@ -67,6 +68,7 @@ class Advice:
     image_px: int = 0  # the input side of the answer, in pixels
     sizes_tried: tuple[int, ...] = ()  # where resolution was a lever: every size searched (pixels, largest first)
     chosen: bool | None = None  # where resolution was a lever: whether this size's answer is the one given
+    prompts_per_image: str | int = "image"  # the task advised on (cadbench.vocabulary.prompts), never a lever
 
     @property
     def resolution_lever(self) -> bool:
@@ -100,7 +102,8 @@ class Advice:
                 "needed_bytes": self.needed_bytes, "peak_bytes": self.peak_bytes, "flops_ratio": self.flops_ratio,
                 "candidates": self.candidates, "replayed": self.replayed, "pruned": self.pruned,
                 "image_px": self.image_px, "sizes_tried": list(self.sizes_tried) or None, "chosen": self.chosen,
-                "answer": None if self.target_batch is None else self.answer}
+                "answer": None if self.target_batch is None else self.answer,
+                "prompts_per_image": self.prompts_per_image}
 
 
 def candidates(plain: Cell) -> list[Cell]:
@@ -141,7 +144,8 @@ def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacitie
            target_batch: int | None = DEFAULT_TARGET_BATCH, cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
            max_batch: int = DEFAULT_MAX_BATCH, alloc_conf: AllocatorConfig | None = None,
            precisions: Iterable[str] = PRECISIONS, on_progress: Callable[[str], None] = lambda label: None,
-           workers: int = 1, image_sizes: Iterable[int] | None = None) -> list[Advice]:
+           workers: int = 1, image_sizes: Iterable[int] | None = None,
+           prompts_per_image: Iterable[str | int] = ("image",)) -> list[Advice]:
     """Advice for every (method name, method options) x backbone x capacity, the levers using only `precisions`.
     `target_batch=None` asks only for the largest plain batch (no lever search: that replays every lever combination
     at the target batch, which takes minutes per method x backbone on a CPU).
@@ -151,14 +155,17 @@ def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacitie
     order. `on_progress(label)` is called before each pair is searched (one process), or as each is finished.
 
     `image_sizes` are input sides in pixels (default: each backbone's native size); with several and a target batch,
-    resolution is a lever (see the module's docstring) and each answer names its size."""
+    resolution is a lever (see the module's docstring) and each answer names its size. `prompts_per_image` (a task
+    choice, never a lever) gives each value listed its own answers."""
     config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
     search = partial(_advise_pair, target_batch=target_batch, capacities=sorted(set(capacities_bytes)),
                      context=cuda_context_bytes, max_batch=max_batch, config=config, precisions=tuple(precisions))
     sizes = [None] if image_sizes is None else sorted(set(image_sizes), reverse=True)
     plains = [Cell(name, backbone, target_batch or 1, method_options=options,
-                   image_size=0 if size is None else get_backbone(backbone).cell_image_size(size))
-              for backbone, (name, options), size in product(list(backbones), list(specs), sizes)]
+                   image_size=0 if size is None else get_backbone(backbone).cell_image_size(size),
+                   prompts_per_image=prompts)
+              for backbone, prompts, (name, options), size in product(list(backbones), list(prompts_per_image),
+                                                                      list(specs), sizes)]
     if workers <= 1 or len(plains) <= 1:
         answers = []
         for plain in plains:
@@ -176,7 +183,7 @@ def _resolution_as_lever(answers: list[Advice]) -> list[Advice]:
     the one at the largest size whose target batch fits (else the smallest size's "nothing fits"). `answers` hold
     each size's, largest size first."""
     def key(answer: Advice) -> tuple:
-        return answer.method, answer.method_options, answer.backbone, answer.capacity_bytes
+        return answer.method, answer.method_options, answer.backbone, answer.prompts_per_image, answer.capacity_bytes
 
     chosen: dict[tuple, Advice] = {}
     tried: dict[tuple, list[int]] = {}
@@ -189,7 +196,9 @@ def _resolution_as_lever(answers: list[Advice]) -> list[Advice]:
 
 
 def _pair_label(plain: Cell) -> str:
-    return f"{plain.method_label} on {plain.backbone}" + (f" at {_pixels(plain)} px" if plain.image_size else "")
+    prompts = describe_prompts(plain.prompts_per_image)
+    return (f"{plain.method_label} on {plain.backbone}" + (f" at {_pixels(plain)} px" if plain.image_size else "")
+            + (f", {prompts}" if prompts else ""))
 
 
 def _advise_pair(plain: Cell, target_batch: int | None, capacities: list[int], context: int, max_batch: int,
@@ -198,7 +207,7 @@ def _advise_pair(plain: Cell, target_batch: int | None, capacities: list[int], c
         return _advise_one(plain, capacities, context, max_batch, config, precisions)
     return [Advice(plain.method, plain.method_options, plain.backbone, capacity, context,
                    largest_fitting_batch(plain, capacity, context, max_batch, config), None, None, None, None, None,
-                   0, 0, 0, _pixels(plain)) for capacity in capacities]
+                   0, 0, 0, _pixels(plain), prompts_per_image=plain.prompts_per_image) for capacity in capacities]
 
 
 def _pixels(cell: Cell) -> int:
@@ -293,5 +302,5 @@ def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int
             chosen, None if found is None else found.oom_capacity_bytes(context),
             None if found is None else found.peak_bytes,
             None if found is None else found.flops_per_step / base_flops, len(options), len(replayed), pruned,
-            _pixels(plain)))
+            _pixels(plain), prompts_per_image=plain.prompts_per_image))
     return answers

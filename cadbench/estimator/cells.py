@@ -29,6 +29,7 @@ from cadbench.training.levers import rebatch
 from cadbench.training.setup import make_training_setup
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.levers import declared_levers
+from cadbench.vocabulary.prompts import objects_per_image
 
 WARM_UP_BATCH_SIZE = 1
 # The replay's time and memory grow with the batch size (SAM's mask decoder runs once per image: about 75 ms and
@@ -70,7 +71,8 @@ def _measure(cell: Cell, seed: int) -> tuple[StepRecord, AllocationTrace]:
     replay = _warm_replay(cell, seed)
     image_size = get_backbone(cell.backbone).input_size(cell.image_size)
     try:
-        replay.replace_batch(lambda: random_batch(image_size, cell.batch_size, seed=seed),
+        prompts = objects_per_image(cell.prompts_per_image)
+        replay.replace_batch(lambda: random_batch(image_size, cell.batch_size, seed=seed, prompts=prompts),
                              lambda setup: rebatch(cell, setup.trainee, setup.plan))
         record = replay.measure(1)
         if not record.previous_gradients_irrelevant:

@@ -14,10 +14,12 @@ from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
 from cadbench.vocabulary.levers import declared_levers, lever_named
 from cadbench.vocabulary.method_spec import split_method_spec
 from cadbench.vocabulary.precision import DEFAULT_PRECISIONS
+from cadbench.vocabulary.prompts import WHOLE_IMAGE, check_prompts_per_image
 from cadbench.vocabulary.resolution import IMAGE_SIZE_FLAG, NATIVE_IMAGE_SIZE, check_image_size
 
+
 def make_cell(method: str, backbone: str, batch_size: int, precision: str = "fp32", method_options: str = "",
-              image_size: int | None = None, **levers: Any) -> Cell:
+              image_size: int | None = None, prompts_per_image: Any = WHOLE_IMAGE, **levers: Any) -> Cell:
     """The cell of a method name (with its options text), a backbone and the rest: the names checked (one line
     naming an unknown one), the options parsed through the method's `Options` and made canonical ('lora' with
     'rank=4', its default, is the cell 'lora'), and the image size in pixels (None: the backbone's native size)
@@ -25,7 +27,8 @@ def make_cell(method: str, backbone: str, batch_size: int, precision: str = "fp3
     spec = resolve_method(method, method_options)
     backbone_spec = get_backbone(backbone)
     size = NATIVE_IMAGE_SIZE if image_size is None else backbone_spec.cell_image_size(image_size)
-    return Cell(method, backbone, batch_size, precision, image_size=size, method_options=spec.options_text, **levers)
+    return Cell(method, backbone, batch_size, precision, image_size=size, method_options=spec.options_text,
+                prompts_per_image=prompts_per_image, **levers)
 
 
 def cell_label(cell: Cell) -> str:
@@ -38,7 +41,7 @@ def cell_label(cell: Cell) -> str:
 def expand_grid(
     methods: Iterable[str], backbones: Iterable[str], batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
     precisions: Iterable[str] = DEFAULT_PRECISIONS, levers: Mapping[str, Iterable[Any]] | None = None,
-    image_sizes: Iterable[int] | None = None,
+    image_sizes: Iterable[int] | None = None, prompts_per_image: Iterable[Any] = (WHOLE_IMAGE,),
 ) -> list[Cell]:
     """All cells, backbone-major so that a sweep finishes the small backbones first. Raises on any bad value.
 
@@ -46,7 +49,8 @@ def expand_grid(
     levers ('checkpointing', 'micro_batch', ...; cadbench.vocabulary.levers) to the values to cross (default: each at
     its default). A lever value that needs another lever's value (an encoder chunk needs the lean encoder on) is
     crossed with that value only. `image_sizes` are input sides in pixels (default: each backbone's native size);
-    every one is checked before any cell is made (one line naming --image-size and the rule).
+    every one is checked before any cell is made (one line naming --image-size and the rule). `prompts_per_image`:
+    'image' (the default) and/or numbers of objects per image.
     """
     sizes: list[int | None] = [None] if image_sizes is None else list(dict.fromkeys(image_sizes))
     if not sizes:
@@ -54,16 +58,20 @@ def expand_grid(
     for pixels in sizes:
         if pixels is not None:
             check_image_size(pixels, native_allowed=False)
+    prompts = list(dict.fromkeys(check_prompts_per_image(value) for value in prompts_per_image))
+    if not prompts:
+        raise CadbenchError("--prompts-per-image: no value given")
     specs = [split_method_spec(method) for method in methods]
     lever_values = _lever_values(levers or {})
     names = list(lever_values)
     cells = []
-    for backbone, pixels, size, precision, lever_combination, (name, options) in product(
-            backbones, sizes, batch_sizes, precisions, product(*lever_values.values()), specs):
+    for backbone, pixels, size, precision, prompt, lever_combination, (name, options) in product(
+            backbones, sizes, batch_sizes, precisions, prompts, product(*lever_values.values()), specs):
         chosen = dict(zip(names, lever_combination))
         if not _needs_met(chosen):
             continue  # e.g. the chunk of an encoder that is not lean: that cell is the one at the chunk's default
-        cells.append(make_cell(name, backbone, size, precision, method_options=options, image_size=pixels, **chosen))
+        cells.append(make_cell(name, backbone, size, precision, method_options=options, image_size=pixels,
+                               prompts_per_image=prompt, **chosen))
     return list(dict.fromkeys(cells))  # duplicates in the lists give each cell once
 
 

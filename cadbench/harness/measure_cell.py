@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +30,7 @@ from cadbench.training.finetune import TrainingPlan
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.modes import Mode
 from cadbench.vocabulary.outcomes import RowPart
+from cadbench.vocabulary.prompts import objects_per_image
 
 
 def measure_cell(cell: Cell, mode: Mode, options: RunOptions, environment: dict,
@@ -161,8 +163,16 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
         yield QualityElsewhere(elsewhere)
         return
     image_size = get_backbone(cell.backbone).input_size(cell.image_size)
+    prompts = objects_per_image(cell.prompts_per_image)
     splits = open_splits(options.dataset, image_size, layout=options.layout,
-                         seed=options.seed, test_fraction=options.test_fraction, val_fraction=options.val_fraction)
+                         seed=options.seed, test_fraction=options.test_fraction, val_fraction=options.val_fraction,
+                         objects=prompts is not None)
+    object_columns: dict = {}
+    if prompts is not None:
+        splits, object_columns, no_objects = _images_with_objects(splits)
+        if no_objects:
+            yield QualityElsewhere(no_objects)
+            return
     plan = TrainingPlan.resolve(protocol, cell.batch_size, cell.precision, options.epochs, options.train_steps,
                                 options.seed)
     torch.manual_seed(options.seed)
@@ -172,19 +182,42 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
     history = fine_tune(trainee.method, splits.train, plan, validation=splits.validation,
                         checkpoint=state, fingerprint=_fingerprint(cell, options, context), step=step_plan,
                         workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0,
-                        validate_last_epoch=not validating_on_test)
-    scores = evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry)
+                        validate_last_epoch=not validating_on_test, objects=prompts)
+    scores = evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry,
+                      objects=prompts is not None)
     if validating_on_test:
         history.set_last_validation(scores)  # the same weights on the same images: not scored twice
     yield QualityMeasurement(
         scores=scores, protocol=protocol.name, dataset=splits.summary(), split=splits.split_description(),
         train_steps=len(history.losses), epochs=plan.epochs, empty_train_masks=splits.train.empty_masks,
         empty_test_masks=splits.test.empty_masks, mask_grey_values=splits.grey_values,
-        loss_curve={"protocol": protocol.name, "plan": plan.describe(), **history.curve()})
+        loss_curve={"protocol": protocol.name, "plan": plan.describe(), **history.curve()}, **object_columns)
     if options.save_weights:
         yield _save_trained_weights(cell, options, context, trainee.method, plan, len(history.losses), device)
     if state is not None:
         state.unlink(missing_ok=True)  # finished: nothing left to resume
+
+
+def _images_with_objects(splits):
+    """The object protocol's splits: each without its images that hold no object (skipped, and counted); the
+    row's object columns; and why quality cannot be measured when a split is left with no image (else '')."""
+    import numpy as np
+
+    from cadbench.datasets.dataset import images_with_objects
+
+    train, skipped_train = images_with_objects(splits.train)
+    test, skipped_test = images_with_objects(splits.test)
+    for name, part in (("train", train), ("test", test)):
+        if len(part) == 0:
+            return splits, {}, f"no image of the {name} split has an object to prompt (--prompts-per-image)"
+    if splits.validation is splits.test:
+        validation = test
+    else:
+        validation = images_with_objects(splits.validation)[0] if splits.validation is not None else None
+        validation = validation if validation is not None and len(validation) else None
+    counts = np.concatenate([train.object_counts(), test.object_counts()])
+    columns = {"objects_per_image": float(counts.mean()), "images_without_objects": skipped_train + skipped_test}
+    return replace(splits, train=train, test=test, validation=validation), columns, ""
 
 
 def _save_trained_weights(cell: Cell, options: RunOptions, context: RunContext, method: Method, plan: TrainingPlan,
@@ -203,7 +236,7 @@ def _save_trained_weights(cell: Cell, options: RunOptions, context: RunContext, 
         "epochs": str(plan.epochs), "train_steps": str(steps), "seed": str(options.seed),
         "base_weights": context.weights_of(cell.backbone), "base_fingerprint": base_fingerprint(method),
         "initialised_on": device.type, "dataset": str(options.dataset), "layout": str(options.layout),
-        "test_fraction": str(options.test_fraction)})
+        "test_fraction": str(options.test_fraction), "prompts_per_image": str(cell.prompts_per_image)})
     return SavedWeights(str(relative), sha256)
 
 

@@ -234,6 +234,7 @@ def _lever_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list
     (levers, card needed), or "—". Takes the rows before their method column becomes a label."""
     from cadbench.estimator.cheapest import cheapness, describe_levers
     from cadbench.vocabulary.method_spec import method_label
+    from cadbench.vocabulary.prompts import describe_prompts
 
     capacities = charts.GPU_CAPACITIES_GB
     columns = ["method", "backbone", "batch"] + [f"{capacity} GB" for capacity in capacities]
@@ -246,17 +247,21 @@ def _lever_table(rows: pd.DataFrame, context_gb: float) -> tuple[list[str], list
         except CadbenchError:  # a method or value this cadbench does not know: no advice from it
             continue
         flops = row.get("flops_per_step")
-        groups.setdefault((cell.method, cell.method_options, cell.backbone, row["px"], cell.batch_size), {})[cell] = (
+        # the objects per image are the task, never a lever: each value is a group of its own
+        groups.setdefault((cell.method, cell.method_options, cell.prompts_per_image, cell.backbone, row["px"],
+                           cell.batch_size), {})[cell] = (
             float(needed[index]), None if flops is None or pd.isna(flops) else float(flops))
     lines = []
-    for (method, options, backbone, pixels, batch), found in groups.items():
+    for (method, options, prompts, backbone, pixels, batch), found in groups.items():
         if len(found) < 2:
             continue
         plain = next(iter(found)).plain
         base = found.get(replace(plain, precision="fp32"), (None, None))[1]
         known = base is not None and all(flops is not None for _, flops in found.values())
         order = sorted(found, key=lambda cell: cheapness(cell, found[cell][1] / base if known else None))
-        line = [method_label(method, options), _backbone_at(backbone, pixels), str(batch)]
+        task = describe_prompts(prompts)
+        line = [method_label(method, options) + (f" + {task}" if task else ""), _backbone_at(backbone, pixels),
+                str(batch)]
         for capacity in capacities:
             cell = next((cell for cell in order if found[cell][0] <= capacity), None)
             line.append("—" if cell is None else (describe_levers(cell), f"{found[cell][0]:.1f} GB"))

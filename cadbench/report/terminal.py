@@ -21,6 +21,7 @@ from cadbench.vocabulary.cell import Cell, cell_key, lever_label
 from cadbench.vocabulary.levers import declared_levers
 from cadbench.vocabulary.method_spec import method_label, split_method_spec
 from cadbench.vocabulary.modes import Mode
+from cadbench.vocabulary.prompts import WHOLE_IMAGE, describe_prompts
 
 GB = 10**9  # decimal gigabytes, as GPU capacities and the report state them
 SHORT_NAMES = {"batch_size": "batch", "image_px": "px"}
@@ -31,16 +32,20 @@ DEFAULT_BASELINE = "sam_adapter"
 def method_columns() -> tuple[str, ...]:
     """What a method label is made of: the method spec (see Cell.method_label) and each declared lever (see
     lever_label)."""
-    return ("method", "method_options", *(lever.name for lever in declared_levers()))
+    return ("method", "method_options", "prompts_per_image", *(lever.name for lever in declared_levers()))
 
 
 def method_labels(rows: pd.DataFrame) -> list[str]:
     """Each row's method label: 'lora (rank 16)', or the bare name at the method's defaults (and in rows written
-    before methods had options), followed by its non-default levers: 'sam_adapter + checkpointed encoder'."""
+    before methods had options), followed by its objects per image unless the whole-image protocol, and its non-default
+    levers: 'sam_adapter + 8 objects per image + checkpointed encoder'."""
     options = rows["method_options"] if "method_options" in rows else [""] * len(rows)
     labels = []
     for (_, row), option in zip(rows.iterrows(), options):
         label = method_label(row["method"], option if isinstance(option, str) else "")
+        prompts = row.get("prompts_per_image")  # a row written before the dimension existed: the default
+        prompts = describe_prompts(WHOLE_IMAGE if prompts is None or pd.isna(prompts) else str(prompts))
+        label = f"{label}{LEVER_SEPARATOR}{prompts}" if prompts else label
         levers = lever_label(row)
         labels.append(f"{label}{LEVER_SEPARATOR}{levers}" if levers else label)
     return labels

@@ -146,7 +146,8 @@ def _load_checkpoint(path: Path | None, fingerprint: str) -> dict[str, Any] | No
 def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
               validation: SegmentationDataset | None = None, checkpoint: str | Path | None = None,
               fingerprint: str = "", on_step: Callable[[int, float], None] | None = None,
-              workers: int = 0, validate_last_epoch: bool = True, step: StepPlan | None = None) -> History:
+              workers: int = 0, validate_last_epoch: bool = True, step: StepPlan | None = None,
+              objects: int | None = None) -> History:
     """Train `method` on `train` as `plan` says; score `validation` (IoU, Dice) after every epoch.
 
     `checkpoint`: where the state after each epoch is kept; if it holds a state with the same `fingerprint`, the
@@ -157,6 +158,9 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
     same data anyway when the validation data is the test split; see `History.set_last_validation`).
     `step`: how each training step runs under the cell's memory levers (micro-batches, contexts such as activation
     checkpointing; see cadbench.training.levers), at the plan's precision; None: the plain step.
+    `objects`: the object protocol: each image prompted with exactly this many of its objects (datasets.objects:
+    seeded per sample, repeated when an image has fewer), and validation scored per object; None: one box around
+    each whole image.
     """
     check_image_size(method, train)
     device = next(method.parameters()).device
@@ -181,7 +185,7 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
             continue
         torch.manual_seed(epoch_seed(plan.seed, epoch))
         learning_rate = float(optimizer.param_groups[0]["lr"])
-        view = PreparedDataset(train, protocol.geometry, augment, seed=plan.seed, epoch=epoch)
+        view = PreparedDataset(train, protocol.geometry, augment, seed=plan.seed, epoch=epoch, objects=objects)
         loader = DataLoader(view, batch_sampler=batches, collate_fn=collate, num_workers=workers)
         for data in loader:
             data = data.to(device)
@@ -197,7 +201,8 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
         record: dict[str, Any] = {"epoch": epoch + 1, "step": len(history.losses), "lr": learning_rate,
                                   "validation_iou": None, "validation_dice": None}
         if validation is not None and (validate_last_epoch or epoch < len(epochs) - 1):
-            scores = evaluate(method, validation, batch_size=plan.batch_size, geometry=protocol.geometry, soft=False)
+            scores = evaluate(method, validation, batch_size=plan.batch_size, geometry=protocol.geometry, soft=False,
+                              objects=objects is not None)
             record.update(validation_iou=scores["iou"], validation_dice=scores["dice"])
             method.train()
         history.epochs.append(record)

@@ -29,8 +29,12 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy + soft-IoU loss (1 - IoU of the probabilities), each averaged over the batch.
 
-    `logits` and `masks` are (B, 1, H, W); masks hold 0/1.
+    `logits` and `masks` are (B, 1, H, W), or (B, N, H, W) for N objects per image: each of the B x N masks then
+    has its own soft IoU, and both terms average over all B x N masks (the loss averages over the N masks of each
+    image, as micro-sam's does). Masks hold 0/1.
     """
+    if masks.shape[1] != 1:  # N object masks per image: each its own (1, H, W) mask
+        logits, masks = logits.flatten(0, 1).unsqueeze(1), masks.flatten(0, 1).unsqueeze(1)
     logits = logits.float()
     bce = F.binary_cross_entropy_with_logits(logits, masks)
     probabilities = torch.sigmoid(logits)

@@ -1,7 +1,8 @@
 """Score a method on a dataset: the quality half of a result row (fine-tuning is `cadbench.training.finetune`), and
 that half as a row's part (`QualityMeasurement`, or `QualityElsewhere` for a cell its protocol does not fine-tune).
 
-Each image is prompted by the box around its content (padding excluded). Evaluation follows Meta's
+Each image is prompted by the box around its content (padding excluded); under the object protocol each object by
+the box around it, scored against its own mask (scores are means over objects). Evaluation follows Meta's
 `Sam.postprocess_masks`: low-resolution logits are upsampled to the encoder size, the padding is cropped, and the
 rest is resized to the scoring target's size, where the metrics are computed (`cadbench.training.metrics`): the
 stored mask's own size in SAM's letterbox geometry, the squashed size in the reference codes' (a protocol chooses).
@@ -14,8 +15,8 @@ from typing import Any, Mapping
 
 import torch
 
-from cadbench.datasets import DatasetBatch, PreparedDataset, SegmentationDataset, collate
-from cadbench.datasets.dataset import LETTERBOX
+from cadbench.datasets import DatasetBatch, PreparedDataset, Sample, SegmentationDataset, collate
+from cadbench.datasets.dataset import ALL_OBJECTS, LETTERBOX
 from cadbench.datasets.geometry import Geometry
 from cadbench.errors import CadbenchError
 from cadbench.methods import Method
@@ -26,8 +27,11 @@ from cadbench.vocabulary.outcomes import RowPart
 
 QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")  # the scores
 # What a fine-tune records beside its scores (null exactly when the scores are, unless a reason says otherwise)
+# The object protocol's (--prompts-per-image N): mean distinct objects per image, and images skipped for having none
+OBJECT_COLUMNS = ("objects_per_image", "images_without_objects")
 FINE_TUNE_COLUMNS = ("quality_dataset", "train_steps", "epochs", "dataset_split", "empty_train_masks",
-                     "empty_test_masks", "mask_grey_values", *SAVED_WEIGHTS_COLUMNS)
+                     "empty_test_masks", "mask_grey_values", *OBJECT_COLUMNS, *SAVED_WEIGHTS_COLUMNS)
+WHOLE_IMAGE_REASON = "the whole-image protocol (--prompts-per-image image) prompts no objects"
 
 
 @dataclass(frozen=True)
@@ -45,17 +49,23 @@ class QualityMeasurement(RowPart):
     empty_test_masks: int
     mask_grey_values: int  # distinct grey values over the masks of train and test together
     loss_curve: Mapping[str, Any]  # the losses and the validation after each epoch, for the report
+    # The object protocol: mean distinct objects per image of train and test (the images with objects), and the
+    # images of train and test skipped for having none; None for the whole-image protocol.
+    objects_per_image: float | None = None
+    images_without_objects: int | None = None
 
     def columns(self) -> dict[str, Any]:
         return {**{column: self.scores[column] for column in QUALITY_COLUMNS}, "quality_dataset": self.dataset,
                 "dataset_split": self.split, "train_steps": self.train_steps, "epochs": self.epochs,
                 "empty_train_masks": self.empty_train_masks, "empty_test_masks": self.empty_test_masks,
-                "mask_grey_values": self.mask_grey_values}
+                "mask_grey_values": self.mask_grey_values, "objects_per_image": self.objects_per_image,
+                "images_without_objects": self.images_without_objects}
 
     def null_reasons(self) -> dict[str, str]:
+        reasons = {} if self.objects_per_image is not None else dict.fromkeys(OBJECT_COLUMNS, WHOLE_IMAGE_REASON)
         if self.epochs is not None:
-            return {}
-        return {"epochs": f"the {self.protocol} protocol counts steps (train_steps), not epochs"}
+            return reasons
+        return {**reasons, "epochs": f"the {self.protocol} protocol counts steps (train_steps), not epochs"}
 
     def side_data(self) -> dict[str, Any]:
         return {"_loss_curve": dict(self.loss_curve)}
@@ -102,18 +112,42 @@ def predict(method: Method, batch: DatasetBatch, image_size: int) -> list[torch.
     ]
 
 
+def predict_objects(method: Method, sample: Sample, image_size: int, device: torch.device) -> list[torch.Tensor]:
+    """Per-object logits at the scoring resolution for one image of the object protocol: every object's box
+    prompted in one mask-decoder call (no gradients)."""
+    objects = sample.objects
+    low_res = method(sample.image[None].to(device), objects.boxes[None].to(device))  # (1, K, h, w)
+    return [logits_at_original_size(low_res[:, k : k + 1], image_size, sample.valid_size, objects.original[k].shape)
+            for k in range(objects.count)]
+
+
 def evaluate(method: Method, test_dataset: SegmentationDataset, batch_size: int = 1,
-             geometry: Geometry = LETTERBOX, soft: bool = True) -> dict[str, float | int]:
+             geometry: Geometry = LETTERBOX, soft: bool = True, objects: bool = False) -> dict[str, float | int]:
     """Metrics over the whole dataset (see `cadbench.training.metrics`; `soft=False`: IoU, Dice and BER only),
-    scored at the resolution of `geometry`'s scoring target (a protocol's), plus the image and empty-mask counts."""
+    scored at the resolution of `geometry`'s scoring target (a protocol's), plus the image and empty-mask counts.
+
+    `objects`: the object protocol: every object of every image is prompted by its box (all of an image's objects
+    in one decoder call) and scored against its own mask, so each score is a mean over objects, as micro-sam reports
+    them (`objects`: how many); an image without objects scores nothing."""
     check_image_size(method, test_dataset)
     device = _device(method)
     was_training = method.training
     method.eval()
     metrics = SegmentationMetrics(soft=soft)
-    view = PreparedDataset(test_dataset, geometry)
+    view = PreparedDataset(test_dataset, geometry, objects=ALL_OBJECTS if objects else None)
     try:
         with torch.no_grad():
+            if objects:
+                for index in range(len(test_dataset)):
+                    sample = view[index]
+                    if sample.objects.count == 0:
+                        continue
+                    for logits, mask in zip(predict_objects(method, sample, test_dataset.image_size, device),
+                                            sample.objects.original):
+                        metrics.update(logits, mask)
+                if not metrics.images:
+                    raise CadbenchError(f"no image of {test_dataset.summary()} has an object to score")
+                return {**metrics.results(), "objects": metrics.images, "empty_masks": test_dataset.empty_masks}
             for start in range(0, len(test_dataset), batch_size):
                 indices = range(start, min(start + batch_size, len(test_dataset)))
                 batch = collate([view[i] for i in indices]).to(device)

@@ -16,11 +16,13 @@ import torch
 
 from cadbench.backbones import RANDOM_WEIGHTS, file_sha256, get_backbone
 from cadbench.datasets import SYNTHETIC, SegmentationDataset, SyntheticCamouflage, open_dataset
+from cadbench.datasets.dataset import images_with_objects
 from cadbench.errors import CadbenchError
 from cadbench.training.protocols import get_protocol
 from cadbench.training.quality import evaluate
 from cadbench.training.setup import prepare
 from cadbench.training.weights import base_fingerprint, load_trainable_state, read_weights
+from cadbench.vocabulary.prompts import WHOLE_IMAGE
 
 
 @dataclass
@@ -54,16 +56,22 @@ def _check_base(metadata: dict[str, str], checkpoint: str | None, path: Path) ->
 
 
 def open_scored_split(dataset: str, split: str, image_size: int, layout: str | None, seed: int,
-                      test_fraction: float) -> SegmentationDataset:
+                      test_fraction: float, objects: bool = False) -> SegmentationDataset:
+    """The split to score; `objects`: read for its objects (the object protocol), its images without any left out,
+    as the run left them out."""
     if dataset == SYNTHETIC:
-        return SyntheticCamouflage(split, seed=seed, image_size=image_size)
-    return open_dataset(dataset, split, layout=layout, image_size=image_size, seed=seed, test_fraction=test_fraction)
+        data: SegmentationDataset = SyntheticCamouflage(split, seed=seed, image_size=image_size, objects=objects)
+    else:
+        data = open_dataset(dataset, split, layout=layout, image_size=image_size, seed=seed,
+                            test_fraction=test_fraction, objects=objects)
+    return images_with_objects(data)[0] if objects else data
 
 
 def rescore(weights: str | Path, dataset: str, split: str = "test", checkpoint: str | None = None,
             layout: str | None = None, protocol: str | None = None, seed: int | None = None,
             test_fraction: float | None = None, device: str = "auto", batch_size: int = 1) -> Rescore:
-    """Scores (IoU, Dice, S/E/wF, MAE, BER) of the weights in `weights` on one split of `dataset`.
+    """Scores (IoU, Dice, S/E/wF, MAE, BER) of the weights in `weights` on one split of `dataset` (per object,
+    for weights fine-tuned with --prompts-per-image N, as their run scored them).
 
     `protocol`, `seed` and `test_fraction` default to those the weights were trained with, so that a dataset's
     held-out test split is the same images as in the run.
@@ -89,7 +97,9 @@ def rescore(weights: str | Path, dataset: str, split: str = "test", checkpoint: 
                             "rebuilding them needs one")
     # the input size the weights were trained at (written since image sizes exist; before, always the native one)
     image_size = int(metadata.get("image_size", get_backbone(metadata["backbone"]).image_size))
-    data = open_scored_split(dataset, split, image_size, layout, seed, test_fraction)
+    # weights saved before the dimension existed were trained on the whole-image protocol
+    objects = metadata.get("prompts_per_image", WHOLE_IMAGE) != WHOLE_IMAGE
+    data = open_scored_split(dataset, split, image_size, layout, seed, test_fraction, objects)
     torch.manual_seed(run_seed)
     build_on = initialised_on if random_base else device
     method = prepare(metadata["method"], metadata["backbone"], checkpoint=checkpoint, device=build_on,
@@ -99,5 +109,5 @@ def rescore(weights: str | Path, dataset: str, split: str = "test", checkpoint: 
                             f"{path} was fine-tuned on; it cannot be scored on them")
     method.to(device)
     load_trainable_state(method, tensors, f"weights file {path}")
-    scores = evaluate(method, data, batch_size=batch_size, geometry=chosen.geometry)
+    scores = evaluate(method, data, batch_size=batch_size, geometry=chosen.geometry, objects=objects)
     return Rescore(scores, metadata, data, chosen.name, file_sha256(path))

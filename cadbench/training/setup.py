@@ -18,6 +18,7 @@ from cadbench.training.protocol import build_optimizer
 from cadbench.training.step import training_step
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.precision import Precision
+from cadbench.vocabulary.prompts import objects_per_image
 from cadbench.vocabulary.resolution import NATIVE_IMAGE_SIZE
 
 
@@ -75,9 +76,11 @@ def prepare_cell(cell: Cell, checkpoint: str | None = None, device: str | torch.
 def make_training_setup(
     cell: Cell, device: str | torch.device = "cpu", checkpoint: str | None = None, seed: int = 0,
 ) -> TrainingSetup:
-    """The cell's model (levers applied), optimizer and a random batch of `cell.batch_size` images, all on
-    `device`. The batch is made last: the estimator's allocation trace counts on it (allocation_trace)."""
+    """The cell's model (levers applied), optimizer and a random batch of `cell.batch_size` images (with
+    `cell.prompts_per_image` object masks and boxes each, unless the whole-image protocol), all on `device`. The
+    batch is made last: the estimator's allocation trace counts on it (allocation_trace)."""
     torch.manual_seed(seed)
     trainee, plan = prepare_cell(cell, checkpoint=checkpoint, device=device)
-    batch = random_batch(trainee.image_size, cell.batch_size, seed=seed, device=device)
+    batch = random_batch(trainee.image_size, cell.batch_size, seed=seed, device=device,
+                         prompts=objects_per_image(cell.prompts_per_image))
     return TrainingSetup(trainee, batch, plan)

@@ -37,8 +37,10 @@ def training_step(
 ) -> torch.Tensor:
     """One step of the shared protocol; returns the (detached) loss without synchronising the device.
 
-    `precision` is a precision name or a whole `StepPlan`. `boxes` (B, 4) are the box prompts; by default each covers
-    its whole image (padded dataset images pass the box around their content instead).
+    `precision` is a precision name or a whole `StepPlan`. `boxes` are the box prompts: (B, 4), one per image, by
+    default (None, and the batch has none) each covering its whole image (padded dataset images pass the box around
+    their content instead); or (B, N, 4), one per object mask of `batch.masks` (B, N, H, W), the batch's own
+    `boxes` when not given. The loss averages over the N masks of each image (`segmentation_loss`).
 
     With micro-batches of m images out of B, each micro-batch's loss is scaled by m / B before its backward, so the
     accumulated gradient is the gradient of the whole batch's loss (the loss averages over images and pixels, and
@@ -46,6 +48,7 @@ def training_step(
     optimizer's `GradScaler` (see loss_scaling) and skips the optimizer step when a gradient overflowed.
     """
     plan = precision if isinstance(precision, StepPlan) else StepPlan(precision)
+    boxes = batch.boxes if boxes is None else boxes
     optimizer.zero_grad(set_to_none=True)
     scaler = loss_scaler(optimizer, batch.images.device) if plan.precision == "fp16" else None
     size = plan.micro_batch or batch.size
@@ -74,7 +77,8 @@ def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
 
 def _accumulate(method: Method, batch: Batch, boxes: torch.Tensor | None, precision: Precision, size: int,
                 scaler: torch.amp.GradScaler | None) -> torch.Tensor:
-    """Forward and backward of each micro-batch of `size` images (views of the batch); their gradients add up.
+    """Forward and backward of each micro-batch of `size` images (views of the batch: images, masks and boxes
+    sliced alike, all the objects of an image in its micro-batch); their gradients add up.
 
     Each micro-batch's loss is weighted by its share of the batch, so a last, smaller micro-batch (an epoch's
     short last batch) counts for what it holds."""

@@ -34,6 +34,7 @@ from cadbench.vocabulary.levers import NO_MICRO_BATCH, LeverDeclaration, declare
 from cadbench.vocabulary.method_spec import NAME_SEPARATOR, join_method_spec
 from cadbench.vocabulary.method_spec import method_label as spec_label
 from cadbench.vocabulary.precision import PRECISIONS, Precision
+from cadbench.vocabulary.prompts import WHOLE_IMAGE, PromptsPerImage, check_prompts_per_image, describe_prompts
 from cadbench.vocabulary.resolution import NATIVE_IMAGE_SIZE, check_image_size, image_size_label
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)  # the grid's batch sizes unless the user gives some
@@ -60,7 +61,10 @@ class Cell:
     batch_size: int = field(metadata=POSITIONAL)
     precision: Precision = field(default="fp32", metadata=POSITIONAL)
     # The input side in pixels (cadbench.vocabulary.resolution); 0: the backbone's native size, today's key.
-    image_size: int = field(default=NATIVE_IMAGE_SIZE, metadata={"label": image_size_label})
+    image_size: int = field(default=NATIVE_IMAGE_SIZE, metadata={"describe": image_size_label})
+    # Objects prompted per image (cadbench.vocabulary.prompts): 'image' (one box around the whole image) or N.
+    prompts_per_image: PromptsPerImage = field(default=WHOLE_IMAGE, metadata={
+        "canonical": check_prompts_per_image, "describe": describe_prompts})
     # The method's options, canonical: 'rank=16', only those that differ from their defaults, in declared order.
     method_options: str = field(default="", metadata=attached_to("method", NAME_SEPARATOR))
     # The memory levers (cadbench.vocabulary.levers) not at their defaults; none: the plain step.
@@ -96,6 +100,7 @@ class Cell:
         check_image_size(self.image_size)
         if self.precision not in PRECISIONS:
             raise unknown_name_error("precision", self.precision, PRECISIONS)
+        object.__setattr__(self, "prompts_per_image", check_prompts_per_image(self.prompts_per_image))
         object.__setattr__(self, "lever_settings", _canonical_levers(dict(self.lever_settings), self.batch_size))
 
     def __getattr__(self, name: str) -> Any:
@@ -191,8 +196,8 @@ class Cell:
                 labels += [lever.describe(value) for lever in declared_levers()
                            if (value := getattr(self, lever.name)) != lever.default]
             elif kind not in ("positional", "attached") and getattr(self, f.name) != _default(f):
-                value = getattr(self, f.name)
-                labels.append(f.metadata["label"](value) if "label" in f.metadata else f"{f.name} {value}")
+                describe = f.metadata.get("describe")
+                labels.append(describe(getattr(self, f.name)) if describe else f"{f.name} {getattr(self, f.name)}")
         return labels
 
     def as_dict(self) -> dict[str, Any]:
@@ -265,6 +270,12 @@ def _row_value(row: Mapping[str, Any], f) -> Any:
             raise KeyError(f"result row has no {f.name!r}")
     if f.type in ("int", int) and isinstance(value, float) and value.is_integer():
         value = int(value)  # a CSV column with empty cells is read as floats
+    canonical = f.metadata.get("canonical")
+    if canonical is not None:
+        try:
+            value = canonical(_plain(value))  # '8' from a CSV column that also holds 'image', 8.0 from one with gaps
+        except CadbenchError:
+            pass  # a key is read without validating; `from_row` makes a Cell, which refuses it
     return value
 
 
