@@ -27,11 +27,11 @@ def resolve_methods(specs: list[str] | None) -> list[str]:
 
 
 def resolve_backbones(names: list[str] | None) -> list[str]:
-    from cadbench.backbones import FULL_SIZE_BACKBONES, get_backbone
+    from cadbench.backbones import FULL_SIZE_BACKBONES, require_backbone
 
     names = names or list(FULL_SIZE_BACKBONES)
     for name in names:
-        get_backbone(name)
+        require_backbone(name)
     return names
 
 
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     print("\nBackbones:")
     for name in backbones:
         spec = BACKBONES[name]
-        print(f"  {spec.label:<22} embed {spec.embed_dim}, depth {spec.depth}, heads {spec.num_heads}, "
-              f"global attention in blocks {', '.join(map(str, spec.global_attn_indexes))}, input {spec.image_size} px")
+        print(f"  {spec.label:<22} {spec.describe}")
     print("\nParameters (counted on the meta device, nothing allocated):")
     print(_aligned([("method", "backbone", "trainable_params", "total_params", "trainable_%")] + [
         (method_label(count.method, count.method_options), BACKBONES[count.backbone].label,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from itertools import product
 from typing import Any, Iterable, Mapping
 
-from cadbench.backbones import get_backbone
+from cadbench.backbones import get_backbone, require_backbone
 from cadbench.errors import CadbenchError
 from cadbench.registry import resolve_method
 from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
@@ -21,7 +21,7 @@ def make_cell(method: str, backbone: str, batch_size: int, precision: str = "fp3
     naming an unknown one), the options parsed through the method's `Options` and made canonical ('lora' with
     'rank=4', its default, is the cell 'lora')."""
     spec = resolve_method(method, method_options)
-    get_backbone(backbone)
+    require_backbone(backbone)
     return Cell(method, backbone, batch_size, precision, method_options=spec.options_text, **levers)
 
 
