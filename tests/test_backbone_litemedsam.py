@@ -129,6 +129,20 @@ def test_each_method_on_litemedsam_takes_a_step_changing_exactly_its_trainable_w
 
 
 @needs_extra
+def test_checkpointing_wraps_every_tinyvit_block_and_changes_no_update():
+    from cadbench.training.levers import CheckpointedBlock
+
+    plain = make_training_setup(make_cell("lora", "litemedsam", 1))
+    checkpointed = make_training_setup(make_cell("lora", "litemedsam", 1, checkpointing="encoder"))
+    stages = checkpointed.trainee.method.sam.image_encoder.layers
+    assert [len(stage.blocks) for stage in stages] == [2, 2, 6, 2]
+    assert all(isinstance(block, CheckpointedBlock) for stage in stages for block in stage.blocks)
+    assert torch.allclose(plain.step(), checkpointed.step())
+    for (name, a), (_, b) in zip(plain.trainee.method.named_parameters(), checkpointed.trainee.method.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+@needs_extra
 def test_lora_on_tinyvit_adds_into_each_heads_q_and_v_slices_only():
     sam = build_sam("litemedsam").sam
     model = build_method("lora", sam)
