@@ -143,6 +143,22 @@ def test_checkpointing_wraps_every_tinyvit_block_and_changes_no_update():
 
 
 @needs_extra
+@pytest.mark.parametrize("method, batch, precision, levers", [
+    ("decoder_only", 1, "fp32", {"frozen_dtype": "bf16"}),
+    ("cad", 2, "fp32", {"lean_encoder": "on", "micro_batch": 1}),
+])
+def test_the_other_levers_take_a_real_step_on_litemedsam(method, batch, precision, levers):
+    """(bf16 autocast is left to the estimator's replay, which runs it for every method: on a CPU it is slow.)"""
+    cell = make_cell(method, "litemedsam", batch, precision, **levers)
+    assert not_applicable(cell) is None
+    setup = make_training_setup(cell)
+    assert torch.isfinite(setup.step())
+    if levers.get("frozen_dtype"):
+        frozen = [p for p in setup.trainee.method.sam.image_encoder.parameters()]
+        assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+
+
+@needs_extra
 def test_lora_on_tinyvit_adds_into_each_heads_q_and_v_slices_only():
     sam = build_sam("litemedsam").sam
     model = build_method("lora", sam)
