@@ -268,3 +268,16 @@ def test_litemedsam_without_its_extra_is_refused_in_one_line_with_the_install_co
         result = cadbench_main(*args)
         assert result.returncode == 2, args
         assert result.stderr.strip().splitlines() == [f"cadbench: error: {line}"], result.stderr
+
+
+@needs_extra
+def test_fit_gives_no_advice_where_a_method_is_not_defined_and_says_so():
+    from cadbench.estimator.advisor import advise
+
+    assert advise([("sam_adapter", "")], ["litemedsam"], [8 * 2**30], target_batch=None) == []
+    result = cadbench_main("fit", "--methods", "sam_adapter", "--backbone", "litemedsam", "--gpu-memory", "8GB",
+                           "--no-progress")
+    assert result.returncode == 2
+    assert "note: no advice for sam_adapter on litemedsam: it is not defined there" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == ("cadbench: error: nothing to advise: no method of --methods "
+                                                      "(sam_adapter) is defined on --backbone (litemedsam)")

@@ -128,6 +128,7 @@ def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacitie
                      context=cuda_context_bytes, max_batch=max_batch, config=config, precisions=tuple(precisions))
     plains = [Cell(name, backbone, target_batch or 1, method_options=options)
               for backbone, (name, options) in product(list(backbones), list(specs))]
+    plains = [plain for plain in plains if not_defined(plain) is None]  # no advice where the method has no definition
     if workers <= 1 or len(plains) <= 1:
         answers = []
         for plain in plains:
@@ -135,6 +136,14 @@ def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacitie
             answers += search(plain)
         return answers
     return _in_processes(search, plains, workers, on_progress)
+
+
+def not_defined(plain: Cell) -> str | None:
+    """Why the cell's method has no definition on its backbone's model family (sam_adapter on litemedsam), or None."""
+    from cadbench.backbones import get_backbone
+    from cadbench.registry import get_method
+
+    return get_method(plain.method).not_defined_on(get_backbone(plain.backbone).family)
 
 
 def _pair_label(plain: Cell) -> str:
