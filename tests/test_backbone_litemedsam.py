@@ -138,7 +138,8 @@ def test_checkpointing_wraps_every_tinyvit_block_and_changes_no_update():
     assert [len(stage.blocks) for stage in stages] == [2, 2, 6, 2]
     assert all(isinstance(block, CheckpointedBlock) for stage in stages for block in stage.blocks)
     assert torch.allclose(plain.step(), checkpointed.step())
-    for (name, a), (_, b) in zip(plain.trainee.method.named_parameters(), checkpointed.trainee.method.named_parameters()):
+    pairs = zip(plain.trainee.method.named_parameters(), checkpointed.trainee.method.named_parameters())
+    for (name, a), (_, b) in pairs:
         assert torch.allclose(a, b, atol=1e-6), name
 
 
