@@ -282,3 +282,16 @@ def test_fit_gives_no_advice_where_a_method_is_not_defined_and_says_so():
     assert "note: no advice for sam_adapter on litemedsam: it is not defined there" in result.stderr
     assert result.stderr.strip().splitlines()[-1] == ("cadbench: error: nothing to advise: no method of --methods "
                                                       "(sam_adapter) is defined on --backbone (litemedsam)")
+
+
+@needs_extra
+def test_an_image_size_other_than_256_is_refused_for_litemedsam_in_one_line(tmp_path):
+    with pytest.raises(CadbenchError, match=r"--image-size 512: backbone litemedsam takes only its native 256 px"):
+        make_cell("decoder_only", "litemedsam", 1, image_size=512)
+    assert make_cell("decoder_only", "litemedsam", 1, image_size=256).image_size == 0  # native: today's key
+    result = cadbench_main("estimate", "--backbone", "litemedsam", "--methods", "cad", "--image-size", "512",
+                           "--out", tmp_path / "out")
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert result.stderr.strip().splitlines() == [
+        "cadbench: error: --image-size 512: backbone litemedsam takes only its native 256 px (TinyViT's forward "
+        "fixes its token grid at 64 x 64)"]
