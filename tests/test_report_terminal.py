@@ -41,3 +41,18 @@ def test_a_table_wider_than_the_terminal_is_wrapped_into_blocks_that_fit(monkeyp
     monkeypatch.setenv("COLUMNS", "40")
     lines = to_text(comparison_table(ROWS, "sam_adapter")).splitlines()
     assert max(map(len, lines)) <= 40 and len(lines) > 5
+
+
+def test_a_quality_line_names_the_pixels_of_a_cell_off_its_native_size(capsys, tmp_path):
+    from cadbench.report.terminal import print_sweep_summary
+
+    rows = []
+    for size in (0, 64):
+        row = _row("cad", "test_scale", 2, 20.0, False)
+        row.update(image_size=size, image_px=size or 128, iou=0.25, dice=0.4, train_steps=4, protocol="quick",
+                   quality_dataset="synthetic", weights="random")
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(contract_columns()))
+    print_sweep_summary(frame, ["cad"], None, "cpu", tmp_path, ["cpu"], 0, [], [])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "IoU 0.250" in line]
+    assert [line.split(" · ")[1] for line in lines] == ["test_scale (test scale)", "test_scale (test scale) at 64 px"]

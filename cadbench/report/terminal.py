@@ -216,7 +216,9 @@ def print_sweep_summary(frame: pd.DataFrame, labels: list[str], baseline_method:
         spec = get_backbone(row["backbone"])
         kind = ("pipeline check (test scale, random weights)" if spec.test_scale and row["weights"] == RANDOM_WEIGHTS
                 else "quality")
-        print(f"{kind} {label} · {spec.label} · batch {row['batch_size']}: IoU {row['iou']:.3f}, "
+        size = row.get("image_size")  # a cell off its backbone's native size says its pixels
+        where = spec.label + (f" at {spec.input_size(int(size))} px" if size and not pd.isna(size) else "")
+        print(f"{kind} {label} · {where} · batch {row['batch_size']}: IoU {row['iou']:.3f}, "
               f"Dice {row['dice']:.3f} after {int(row['train_steps'])} steps of {row['protocol']} "
               f"({row['quality_dataset']})")
     if set(frame["weights"].dropna()) == {RANDOM_WEIGHTS}:
