@@ -3,6 +3,7 @@
 import hashlib
 
 import numpy as np
+import torch
 import pytest
 
 from cadbench.datasets import NucleiSample, load_dataset, open_splits
@@ -52,3 +53,29 @@ def test_the_sample_follows_the_encoder_size_and_refuses_an_unknown_split_in_one
     assert sample.image.shape == (3, 1024, 1024) and sample.original_mask.shape == (256, 256)
     with pytest.raises(CadbenchError, match="nuclei-sample has no split 'val'"):
         NucleiSample("val")
+
+
+def test_evaluation_boxes_are_the_tight_box_plus_the_stated_margin_and_training_boxes_jitter_outward_seeded():
+    from cadbench.datasets.objects import EVAL_BOX_MARGIN_PX, TRAIN_BOX_DISTORTION
+
+    test = NucleiSample("test", image_size=256, objects=True)
+    tight = test.sample(0, objects=True).objects.boxes
+    scored = PreparedDataset(test, objects=ALL_OBJECTS)[0].objects.boxes
+    expected = tight + torch.tensor([-1.0, -1.0, 1.0, 1.0]) * EVAL_BOX_MARGIN_PX
+    assert torch.allclose(scored, expected.clamp(0, 256))
+    assert (scored != tight).any()
+    train = NucleiSample("train", image_size=256, objects=True)
+    first = PreparedDataset(train, seed=0, epoch=0, objects=8)[0].objects.boxes
+    again = PreparedDataset(train, seed=0, epoch=0, objects=8)[0].objects.boxes
+    other_epoch = PreparedDataset(train, seed=0, epoch=1, objects=8)[0].objects.boxes
+    assert torch.equal(first, again) and not torch.equal(first, other_epoch)
+    # each edge moved outward from the evaluation box by at most TRAIN_BOX_DISTORTION of the object's side
+    chosen_tight = train.sample(0, objects=True).objects
+    from cadbench.datasets.objects import choose_objects
+    from cadbench.datasets.dataset import sample_seed
+    picked = chosen_tight.boxes[choose_objects(chosen_tight.count, 8, sample_seed(0, 0, 0))]
+    margin = (picked + torch.tensor([-1.0, -1.0, 1.0, 1.0]) * EVAL_BOX_MARGIN_PX).clamp(0, 256)
+    outward = (first - margin) * torch.tensor([-1.0, -1.0, 1.0, 1.0])
+    sides = torch.stack([picked[:, 2] - picked[:, 0], picked[:, 3] - picked[:, 1]] * 2, dim=1)
+    assert (outward >= -1e-5).all() and (outward <= TRAIN_BOX_DISTORTION * sides + 1e-5).all()
+    assert (outward > 0).any()
