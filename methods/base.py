@@ -3,19 +3,25 @@
 A method wraps Meta's `Sam`, names its trainable parameters and maps a batch of images to mask logits. The harness
 owns the optimizer, the loss and the loop, so one training step serves every method.
 
-Images enter as raw pixel values (0-255, float, RGB) at the encoder's input size; `normalize` applies SAM's own
-pixel normalisation for the encoder.
+Images enter as raw pixel values (0-255, float, RGB) at the encoder's input size; `normalize` applies the model's own
+preprocessing for the encoder (SAM's mean/std; LiteMedSAM's per-image min-max).
+
+A method is defined per model family (`cadbench.families`): `families` lists those it is defined on; on any other
+family `not_defined_on` gives the reason, and the harness records the cell as `not_applicable` with it. A method that
+needs to know more than the three parts every family has (`image_encoder`, `prompt_encoder`, `mask_decoder`) asks
+`self.family`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import torch
 from segment_anything.modeling import Sam
 from torch import nn
 
+from cadbench.families import FAMILIES, SAM, ModelFamily, family_of
 from cadbench.methods.decoding import decode_masks, whole_image_boxes
 from cadbench.methods.options import MethodOptions
 
@@ -39,6 +45,18 @@ class Method(nn.Module, ABC):
     # (what runs under no_grad) and `trainable_embeddings` (what trains on top), which the lean-encoder lever uses.
     encoder_under_no_grad: ClassVar[bool] = False
     backward_through_encoder: ClassVar[bool] = False  # gradients flow back through the image encoder's blocks
+    # The model families the method is defined on (a plugin that says nothing: Meta's SAM only); on another family,
+    # the reason from `undefined_on`, or a generic one.
+    families: ClassVar[tuple[str, ...]] = (SAM,)
+    undefined_on: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def not_defined_on(cls, family: str) -> str | None:
+        """Why the method has no definition on the model family `family`, or None when it has one."""
+        if family in cls.families:
+            return None
+        return cls.undefined_on.get(family, f"{cls.name} declares no definition on the {FAMILIES[family].label} "
+                                            f"family")
 
     @classmethod
     def missing_requirement(cls) -> str | None:
@@ -54,6 +72,23 @@ class Method(nn.Module, ABC):
         self.sam = sam
         sam.requires_grad_(False)
         sam.mask_decoder.requires_grad_(True)
+
+    @property
+    def family(self) -> ModelFamily:
+        return family_of(self.sam)
+
+    def train(self, mode: bool = True) -> "Method":
+        """As `nn.Module.train`, except that a BatchNorm whose parameters do not train stays in eval mode: it
+        normalises with its running statistics and never updates them, so a frozen encoder stays frozen (TinyViT's
+        Conv2d_BN layers; SAM's ViT has no BatchNorm). A trainable one (CAD's adapter; TinyViT under `full`, as
+        LiteMedSAM's own training script does) trains in train mode."""
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                        parameter.requires_grad for parameter in module.parameters()):
+                    module.eval()
+        return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Exactly the parameters the optimizer updates."""

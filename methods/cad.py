@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
+from cadbench.families import LITEMEDSAM, SAM
 from cadbench.methods.base import Method
 from cadbench.methods.frequency import high_pass
 
@@ -72,11 +73,13 @@ class CAD(Method):
     name = "cad"
     summary = "convolutional adapter beside the encoder (under no_grad) + mask decoder"
     encoder_under_no_grad = True
+    families = (SAM, LITEMEDSAM)
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)
-        encoder = sam.image_encoder
-        grid = encoder.img_size // encoder.patch_embed.proj.stride[0]
+        # The grid and width of the embeddings the decoder reads (SAM: 64 x 64 x 256 at 1024 px; LiteMedSAM: 64 x 64
+        # x 256 at 256 px, where the adapter's coarser two blocks, 32 and 16 px, are brought up to the grid).
+        grid = sam.prompt_encoder.image_embedding_size[0]
         channels = sam.prompt_encoder.embed_dim
         self.adapter = ConvAdapter(channels=channels, grid=grid)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cadbench.families import LITEMEDSAM, SAM
 from cadbench.methods.base import Method
 
 
@@ -11,6 +12,7 @@ class DecoderOnly(Method):
     name = "decoder_only"
     summary = "mask decoder only; image encoder frozen under no_grad"
     encoder_under_no_grad = True
+    families = (SAM, LITEMEDSAM)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import Sam
 
+from cadbench.families import LITEMEDSAM, SAM
 from cadbench.methods.base import Method
 
 
@@ -17,6 +18,7 @@ class Full(Method):
     name = "full"
     summary = "image encoder + mask decoder all trainable (the memory upper bound)"
     backward_through_encoder = True
+    families = (SAM, LITEMEDSAM)
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)

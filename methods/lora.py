@@ -13,6 +13,13 @@ attribute, never registered, never on the GPU) is left out.
 
 Backward runs through every encoder block (the branches sit in all of them), so like SAM Adapter the method is
 light in parameters and heavy in activations.
+
+On LiteMedSAM (TinyViT) the branches go on the ``qkv`` Linear of every attention block (stages 2-4, 10 blocks; the
+first stage is convolutional and has no attention). TinyViT's fused ``qkv`` is laid out head by head: each head's
+slice is ``[q (key_dim) | k (key_dim) | v (4 * key_dim)]`` (`Attention.forward` views it as (B, N, heads, -1) and
+splits it), so the q branch ends in ``heads * key_dim`` outputs added into each head's q slice and the v branch in
+``heads * 4 * key_dim`` outputs added into each head's v slice, in place as on SAM; k is untouched. Same ranks, same
+initialisation.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch import nn
 
+from cadbench.families import LITEMEDSAM, SAM
 from cadbench.methods.base import Method
 from cadbench.methods.options import MethodOptions, OptionError, option
 
@@ -65,16 +73,57 @@ class LoraQkv(nn.Module):
         return qkv
 
 
+class TinyVitLoraQkv(nn.Module):
+    """TinyViT's fused qkv Linear with q and v LoRA branches added in place into each head's q and v slices.
+
+    Input (B, N, dim); output (B, N, heads * (2 * key_dim + value_dim)), laid out head by head as TinyViT reads it."""
+
+    def __init__(self, qkv: nn.Linear, rank: int, num_heads: int, key_dim: int, value_dim: int) -> None:
+        super().__init__()
+        self.qkv = qkv
+        self.num_heads, self.key_dim, self.value_dim = num_heads, key_dim, value_dim
+        dim = qkv.in_features
+        self.linear_a_q = nn.Linear(dim, rank, bias=False)
+        self.linear_b_q = nn.Linear(rank, num_heads * key_dim, bias=False)
+        self.linear_a_v = nn.Linear(dim, rank, bias=False)
+        self.linear_b_v = nn.Linear(rank, num_heads * value_dim, bias=False)
+        for a in (self.linear_a_q, self.linear_a_v):
+            nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
+        for b in (self.linear_b_q, self.linear_b_v):
+            nn.init.zeros_(b.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x)
+        lead = qkv.shape[:-1]
+        per_head = qkv.view(*lead, self.num_heads, -1)
+        per_head[..., : self.key_dim] += self.linear_b_q(self.linear_a_q(x)).view(*lead, self.num_heads, -1)
+        per_head[..., -self.value_dim :] += self.linear_b_v(self.linear_a_v(x)).view(*lead, self.num_heads, -1)
+        return qkv
+
+
+def _lora_on_vit(encoder: nn.Module, rank: int) -> None:
+    for block in encoder.blocks:
+        block.attn.qkv = LoraQkv(block.attn.qkv, rank)
+
+
+def _lora_on_tinyvit(encoder: nn.Module, rank: int) -> None:
+    for stage in encoder.layers[1:]:  # stage 1 is MBConv blocks, without attention
+        for block in stage.blocks:
+            attn = block.attn
+            attn.qkv = TinyVitLoraQkv(attn.qkv, rank, attn.num_heads, attn.key_dim, attn.d)
+
+
 class Lora(Method):
     name = "lora"
     summary = "SAMed's LoRA on q and v of every encoder block (backward through the whole encoder) + mask decoder"
     Options = LoraOptions
     backward_through_encoder = True
+    families = (SAM, LITEMEDSAM)
+    _ON_FAMILY = {SAM: _lora_on_vit, LITEMEDSAM: _lora_on_tinyvit}  # where the branches go, per family
 
     def __init__(self, sam: Sam, options: LoraOptions | None = None) -> None:
         super().__init__(sam, options)
-        for block in sam.image_encoder.blocks:
-            block.attn.qkv = LoraQkv(block.attn.qkv, self.options.rank)
+        self._ON_FAMILY[self.family.name](sam.image_encoder, self.options.rank)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         return self.sam.image_encoder(self.normalize(images))

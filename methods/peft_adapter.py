@@ -45,6 +45,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from cadbench.errors import CadbenchError
+from cadbench.families import LITEMEDSAM, SAM
 from cadbench.methods.base import Method
 from cadbench.methods.options import MethodOptions, OptionError, OptionInfo, format_value, parse_value, type_text
 from cadbench.vocabulary.method_spec import join_option_items
@@ -155,6 +156,7 @@ class PeftAdapter(Method):
     summary = "any Hugging Face peft adapter in the image encoder (default: peft's LoRA r 8 on qkv) + mask decoder"
     Options = PeftOptions
     backward_through_encoder = True  # adapters sit in the encoder's blocks (qkv by default)
+    families = (SAM, LITEMEDSAM)  # on LiteMedSAM, target_modules name TinyViT's modules (qkv, proj, fc1, fc2)
 
     @classmethod
     def missing_requirement(cls) -> str | None:

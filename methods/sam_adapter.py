@@ -28,6 +28,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, Sam
 from torch import nn
 
+from cadbench.families import LITEMEDSAM
 from cadbench.methods.base import Method
 from cadbench.methods.frequency import high_pass
 
@@ -83,6 +84,10 @@ class SamAdapter(Method):
     name = "sam_adapter"
     summary = "adapters before every encoder block (backward through the whole encoder) + mask decoder"
     backward_through_encoder = True
+    undefined_on = {LITEMEDSAM: (
+        "SAM Adapter is defined on a plain ViT (one token grid, one width, prompts added before each of its blocks "
+        "from a patch-16 handcrafted feature); TinyViT's four stages change resolution and width (64 to 320) and "
+        "its first stage is convolutional, so where its prompts enter and at which width has no faithful answer")}
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)

@@ -56,3 +56,9 @@ def plugin_methods(monkeypatch):
     _forget_registered_methods()
     yield
     _forget_registered_methods()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The memory gate first: it is the longest file, and `--dist loadfile` hands files to workers in this order, so
+    it runs beside the rest instead of after it."""
+    items.sort(key=lambda item: item.get_closest_marker("memory_gate") is None)

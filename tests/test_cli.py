@@ -83,7 +83,7 @@ def test_list_table_labels_test_scale(capsys):
 
 @pytest.mark.parametrize("argv, culprit", [
     (["list", "--methods", "cad,nope"], f"unknown method 'nope'; valid: {', '.join(sorted(BUILTIN_METHODS))}"),
-    (["list", "--backbone", "vit_x"], "unknown backbone 'vit_x'; valid: test_scale, vit_b, vit_h, vit_l"),
+    (["list", "--backbone", "vit_x"], "unknown backbone 'vit_x'; valid: litemedsam, test_scale, vit_b, vit_h, vit_l"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_bad_names_give_one_line_listing_valid_ones(capsys, argv, culprit):

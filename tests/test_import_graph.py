@@ -107,7 +107,8 @@ def test_no_two_parts_of_cadbench_import_each_other_even_through_others():
 # The floors, bottom up (docs: shared design, "Layers, bottom up"); a module may import its own floor or lower ones.
 LAYERS = (
     ("cadbench.errors", "cadbench.version", "cadbench._lazy", "cadbench.cards", "cadbench.files", "cadbench.vocabulary"),
-    ("cadbench.backbones", "cadbench.methods", "cadbench.registry", "cadbench.params", "cadbench.datasets"),
+    ("cadbench.backbones", "cadbench.families", "cadbench.methods", "cadbench.registry", "cadbench.params",
+     "cadbench.datasets"),
     ("cadbench.training",),
     ("cadbench.estimator", "cadbench.measure"),
     ("cadbench.harness",),

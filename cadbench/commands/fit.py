@@ -48,7 +48,7 @@ def register(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from cadbench.commands.listing import resolve_backbones, resolve_methods
     from cadbench.estimator import DEFAULT_CUDA_CONTEXT_BYTES, AllocatorConfig
-    from cadbench.estimator.advisor import advise
+    from cadbench.estimator.advisor import advise, not_defined
     from cadbench.estimator.alloc_conf import resolve
     from cadbench.vocabulary.cell import Cell
     from cadbench.vocabulary.method_spec import split_method_spec
@@ -74,7 +74,19 @@ def run(args: argparse.Namespace) -> int:
                             f"the caching-allocator simulation does not model it")
     specs = [split_method_spec(spec) for spec in resolve_methods(args.methods)]
     backbones = resolve_backbones(args.backbone)
-    pairs = len(specs) * len(backbones) * len(args.image_size or [None]) * len(args.prompts_per_image)
+    undefined = 0
+    for backbone in backbones:
+        for name, options in specs:
+            reason = not_defined(Cell(name, backbone, 1, method_options=options))
+            if reason:
+                undefined += 1
+                print(f"cadbench: note: no advice for {name} on {backbone}: it is not defined there ({reason})",
+                      file=sys.stderr)
+    if undefined == len(specs) * len(backbones):
+        raise CadbenchError(f"nothing to advise: no method of --methods ({', '.join(name for name, _ in specs)}) is "
+                            f"defined on --backbone ({', '.join(backbones)})")
+    pairs = ((len(specs) * len(backbones) - undefined) * len(args.image_size or [None])
+             * len(args.prompts_per_image))
     with _progress(pairs, enabled=not args.no_progress) as step:
         advice = advise(specs, backbones, capacities, args.target_batch, context, args.max_batch, alloc_conf,
                         precisions=args.precision, on_progress=step, workers=args.jobs or default_jobs(),

@@ -30,11 +30,11 @@ def resolve_methods(specs: list[str] | None) -> list[str]:
 
 
 def resolve_backbones(names: list[str] | None) -> list[str]:
-    from cadbench.backbones import FULL_SIZE_BACKBONES, get_backbone
+    from cadbench.backbones import FULL_SIZE_BACKBONES, require_backbone
 
     names = names or list(FULL_SIZE_BACKBONES)
     for name in names:
-        get_backbone(name)
+        require_backbone(name)
     return names
 
 
@@ -51,7 +51,16 @@ def run(args: argparse.Namespace) -> int:
     for name, reason in left_out.items():
         print(f"cadbench: note: method {name} is not listed: it {reason}", file=sys.stderr)
     sizes = args.image_size or [NATIVE_IMAGE_SIZE]
-    combinations = [(backbone, size, spec) for backbone in backbones for size in sizes for spec in specs]
+    pairs = []  # (backbone, method spec) where the method is defined on the backbone's model family
+    for backbone in backbones:
+        for spec in specs:
+            reason = parse_method_spec(spec).method.not_defined_on(BACKBONES[backbone].family)
+            if reason:
+                print(f"cadbench: note: {spec} is not counted on {backbone}: it is not defined there ({reason})",
+                      file=sys.stderr)
+            else:
+                pairs.append((backbone, spec))
+    combinations = [(backbone, size, spec) for backbone, spec in pairs for size in sizes]
     counts = [count_parameters(spec, backbone, size) for backbone, size, spec in combinations]
     if args.json:
         declared = {spec: [info.as_dict() for info in parse_method_spec(spec).method.Options.declared()]
@@ -70,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print("\nBackbones:")
     for name in backbones:
         spec = BACKBONES[name]
-        print(f"  {spec.label:<22} embed {spec.embed_dim}, depth {spec.depth}, heads {spec.num_heads}, "
-              f"global attention in blocks {', '.join(map(str, spec.global_attn_indexes))}, input {spec.image_size} px")
+        print(f"  {spec.label:<22} {spec.describe}")
     print("\nParameters (counted on the meta device, nothing allocated):")
     print(_aligned([("method", "backbone", "px", "trainable_params", "total_params", "trainable_%")] + [
         (method_label(count.method, count.method_options), BACKBONES[count.backbone].label, str(count.image_px),

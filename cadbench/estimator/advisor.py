@@ -166,6 +166,7 @@ def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacitie
                    prompts_per_image=prompts)
               for backbone, prompts, (name, options), size in product(list(backbones), list(prompts_per_image),
                                                                       list(specs), sizes)]
+    plains = [plain for plain in plains if not_defined(plain) is None]  # no advice where the method has no definition
     if workers <= 1 or len(plains) <= 1:
         answers = []
         for plain in plains:
@@ -193,6 +194,14 @@ def _resolution_as_lever(answers: list[Advice]) -> list[Advice]:
             chosen[key(answer)] = answer
     return [replace(answer, sizes_tried=tuple(tried[key(answer)]), chosen=answer is chosen[key(answer)])
             for answer in answers]
+
+
+def not_defined(plain: Cell) -> str | None:
+    """Why the cell's method has no definition on its backbone's model family (sam_adapter on litemedsam), or None."""
+    from cadbench.backbones import get_backbone
+    from cadbench.registry import get_method
+
+    return get_method(plain.method).not_defined_on(get_backbone(plain.backbone).family)
 
 
 def _pair_label(plain: Cell) -> str:

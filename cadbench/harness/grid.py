@@ -7,7 +7,7 @@ from __future__ import annotations
 from itertools import product
 from typing import Any, Iterable, Mapping
 
-from cadbench.backbones import get_backbone
+from cadbench.backbones import get_backbone, require_backbone
 from cadbench.errors import CadbenchError
 from cadbench.registry import resolve_method
 from cadbench.vocabulary.cell import DEFAULT_BATCH_SIZES, Cell
@@ -25,7 +25,7 @@ def make_cell(method: str, backbone: str, batch_size: int, precision: str = "fp3
     'rank=4', its default, is the cell 'lora'), and the image size in pixels (None: the backbone's native size)
     checked and made canonical (the native size is the cell's 0, so its key is the one it had before image sizes)."""
     spec = resolve_method(method, method_options)
-    backbone_spec = get_backbone(backbone)
+    backbone_spec = require_backbone(backbone)
     size = NATIVE_IMAGE_SIZE if image_size is None else backbone_spec.cell_image_size(image_size)
     return Cell(method, backbone, batch_size, precision, image_size=size, method_options=spec.options_text,
                 prompts_per_image=prompts_per_image, **levers)

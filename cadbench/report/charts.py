@@ -92,6 +92,8 @@ def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str, contex
 def _legend_below(axes, **options) -> None:
     """The legend under the x axis, clear of the data and of labels at the axes' edges."""
     count = len(axes.get_legend_handles_labels()[1])
+    if not count:  # nothing drawn (e.g. every cell of the backbone not applicable): no legend
+        return
     axes.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=min(count, 4), fontsize=8,
                 **options)
 

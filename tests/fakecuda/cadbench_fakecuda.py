@@ -323,10 +323,10 @@ class FakeCuda:
             setup.step = step
             return setup
 
-        def prepare(method_name, backbone, checkpoint=None, device="cpu"):
+        def prepare(method_name, backbone, checkpoint=None, device="cpu", image_size=0):
             if torch.device(device).type == "cuda":
                 device = fake.placement(device, "prepare")
-            return original_prepare(method_name, backbone, checkpoint=checkpoint, device=device)
+            return original_prepare(method_name, backbone, checkpoint=checkpoint, device=device, image_size=image_size)
 
         patch(step_module, "make_training_setup", make_training_setup)
         patch(step_module, "prepare", prepare)

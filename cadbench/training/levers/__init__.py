@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from cadbench.backbones import get_backbone
 from cadbench.errors import unknown_name_error
+from cadbench.families import FAMILIES
 from cadbench.registry import get_method
 from cadbench.training.levers.base import Lever, LeverNotApplicable
 from cadbench.training.levers.checkpointing import CheckpointedBlock, EncoderCheckpointing
@@ -73,9 +75,15 @@ def levers_of(cell: Cell) -> list[Lever]:
 
 
 def not_applicable(cell: Cell) -> str | None:
-    """Why the cell's levers cannot all apply to its method ('checkpointed encoder does not apply to cad: ...'), or
-    None when they can; each lever's declaration decides, from the method's capabilities."""
+    """Why the cell cannot run: its method has no definition on its backbone's model family ('sam_adapter is not
+    defined on LiteMedSAM: ...'), or its levers cannot all apply to its method ('checkpointed encoder does not apply
+    to cad: ...'); None when it can. The method decides the first (`Method.not_defined_on`), each lever's
+    declaration the second, from the method's capabilities."""
     method_cls = get_method(cell.method)
+    family = get_backbone(cell.backbone).family
+    reason = method_cls.not_defined_on(family)
+    if reason:
+        return f"{cell.method_label} is not defined on {cell.backbone} ({FAMILIES[family].label}): {reason}"
     for name, value in cell.levers.items():
         declaration = lever_named(name)
         reason = declaration.applies_to(method_cls)

@@ -14,6 +14,9 @@ than checkpointing saved, so the step still did not fit a 24 GB card. Fused, the
 gradient instead (20.43 GB card needed, estimated). The gradients equal the plain step's to float32 tolerance
 (tests).
 
+On LiteMedSAM the blocks are every TinyViT stage's `blocks` (4 MBConv and 10 attention blocks; the family says
+which: `ModelFamily.encoder_blocks`); TinyViT's own windowed attention is not fused.
+
 Applies to methods whose backward runs through the encoder (`backward_through_encoder`); where the encoder runs
 under `no_grad` there is nothing to recompute.
 """
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from cadbench.families import family_of
 from cadbench.training.levers.base import Lever
 from cadbench.training.levers.fused_attention import use_fused_attention
 
@@ -51,9 +55,9 @@ class EncoderCheckpointing(Lever):
 
     def apply(self, trainee, plan):
         encoder = trainee.method.sam.image_encoder
-        use_fused_attention(encoder)
-        blocks = encoder.blocks
-        for index, block in enumerate(blocks):
-            if not isinstance(block, CheckpointedBlock):
-                blocks[index] = CheckpointedBlock(block)
+        use_fused_attention(encoder)  # Meta's ViT attention only (TinyViT's is left as it is)
+        for blocks in family_of(trainee.method.sam).encoder_blocks(encoder):
+            for index, block in enumerate(blocks):
+                if not isinstance(block, CheckpointedBlock):
+                    blocks[index] = CheckpointedBlock(block)
         return plan
