@@ -46,7 +46,8 @@ def load_dataset(source: str, split: str | None, image_size: int = 1024, layout:
 
 
 __all__ = [
-    "LAYOUTS", "NUCLEI_SAMPLE", "NucleiSample", "SAMPLE_PATH", "SYNTHETIC", "DatasetBatch", "FolderDataset", "MaskStats", "PreparedDataset", "Sample",
+    "LAYOUTS", "NUCLEI_SAMPLE", "NucleiSample", "SAMPLE_PATH",
+    "SYNTHETIC", "DatasetBatch", "FolderDataset", "MaskStats", "PreparedDataset", "Sample",
     "SegmentationDataset", "SubsetDataset", "SyntheticCamouflage", "available_splits", "collate", "load_dataset",
     "open_dataset", "open_splits", "Splits",
 ]

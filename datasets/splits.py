@@ -73,7 +73,8 @@ def _folder_pair(path: Path, image_size: int, layout: str | None, seed: int, tes
 
 def open_splits(source: str, image_size: int, layout: str | None = None, seed: int = 0, test_fraction: float = 0.2,
                 val_fraction: float = 0.0, objects: bool = False) -> Splits:
-    """Train, test and validation of `source` ("synthetic", "nuclei-sample" or a dataset folder), each pair checked once.
+    """Train, test and validation of `source` ("synthetic", "nuclei-sample" or a dataset folder), each pair checked
+    once.
 
     `objects`: for the object protocol (--prompts-per-image N): the synthetic set's scenes hold several objects, and
     every folder mask is also read for its objects (one that is neither binary nor a label image is refused here,

@@ -191,7 +191,8 @@ def _reference_table(group: pd.DataFrame) -> dict | None:
         gain = "meaningless (random weights)" if random else \
             f"{row['iou'] - row['zero_shot_iou']:+.3f} / {row['dice'] - row['zero_shot_dice']:+.3f}"
         lines.append([row["method"], _label(row["backbone"]), str(row["batch_size"]),
-                      _fmt(row["train_steps"], "{:.0f}"), _fmt(row["iou"], "{:.3f}"), _fmt(row["dice"], "{:.3f}"), _fmt(row["zero_shot_iou"], "{:.3f}"),
+                      _fmt(row["train_steps"], "{:.0f}"), _fmt(row["iou"], "{:.3f}"), _fmt(row["dice"], "{:.3f}"),
+                      _fmt(row["zero_shot_iou"], "{:.3f}"),
                       _fmt(row["zero_shot_dice"], "{:.3f}"), gain, _fmt(row["box_fill_iou"], "{:.3f}"),
                       _fmt(row["box_fill_dice"], "{:.3f}")])
     margins = sorted({float(value) for value in rows["eval_box_margin_px"].dropna()})
