@@ -4,6 +4,8 @@
   (layouts in `layouts`), every pair checked when opened; images and masks are paired by file stem (or the stem
   plus a common mask suffix).
 * `SyntheticCamouflage(split, seed, image_size)`: the embedded default, generated from a seed, nothing on disk.
+* `NucleiSample(split, image_size)` (`--dataset nuclei-sample`): real fluorescence nuclei, 256-px tiles of one
+  bundled 512 x 512 image with its instance mask (`nuclei`; split by tile).
 * `SAMPLE_PATH`: a tiny committed folder dataset (train/test) for tests and demos.
 * `open_splits(source, image_size, ...)`: train, test and validation for a fine-tune (seeded splits where a
   dataset has none of its own; `splits`).
@@ -25,6 +27,7 @@ from cadbench.datasets.dataset import (
 )
 from cadbench.datasets.folder import FolderDataset, open_dataset
 from cadbench.datasets.layouts import LAYOUTS, available_splits
+from cadbench.datasets.nuclei import NUCLEI_SAMPLE, NucleiSample
 from cadbench.datasets.splits import Splits, open_splits
 from cadbench.datasets.synthetic import SYNTHETIC, SyntheticCamouflage
 
@@ -33,14 +36,18 @@ SAMPLE_PATH = Path(__file__).resolve().parent / "sample"
 
 def load_dataset(source: str, split: str | None, image_size: int = 1024, layout: str | None = None,
                  seed: int = 0) -> SegmentationDataset:
-    """``"synthetic"`` for the generated set (split train or test, from `seed`), anything else is a folder path."""
+    """``"synthetic"`` for the generated set (split train or test, from `seed`), ``"nuclei-sample"`` for the bundled
+    nuclei tiles, anything else is a folder path."""
     if source == SYNTHETIC:
         return SyntheticCamouflage(split or "train", seed=seed, image_size=image_size)
+    if source == NUCLEI_SAMPLE:
+        return NucleiSample(split or "train", image_size=image_size)
     return open_dataset(source, split, layout=layout, image_size=image_size)
 
 
 __all__ = [
-    "LAYOUTS", "SAMPLE_PATH", "SYNTHETIC", "DatasetBatch", "FolderDataset", "MaskStats", "PreparedDataset", "Sample",
+    "LAYOUTS", "NUCLEI_SAMPLE", "NucleiSample", "SAMPLE_PATH",
+    "SYNTHETIC", "DatasetBatch", "FolderDataset", "MaskStats", "PreparedDataset", "Sample",
     "SegmentationDataset", "SubsetDataset", "SyntheticCamouflage", "available_splits", "collate", "load_dataset",
     "open_dataset", "open_splits", "Splits",
 ]

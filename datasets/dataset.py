@@ -12,7 +12,15 @@ from torch.utils.data import Dataset
 
 from cadbench.datasets.geometry import Augment, Geometry, Letterbox, content_box
 from cadbench.datasets.batch import Batch
-from cadbench.datasets.objects import ObjectTargets, choose_objects, label_objects, object_ids, object_targets
+from cadbench.datasets.objects import (
+    TRAIN_BOX_DISTORTION,
+    ObjectTargets,
+    choose_objects,
+    label_objects,
+    loosened_boxes,
+    object_ids,
+    object_targets,
+)
 
 LETTERBOX = Letterbox()
 
@@ -263,10 +271,19 @@ class PreparedDataset(Dataset):
         return self._chosen(sample, index)
 
     def _chosen(self, sample: Sample, index: int) -> Sample:
-        """The sample with exactly `objects` of its objects, when a number is asked for."""
-        if not isinstance(self.objects, int) or sample.objects is None:
+        """The sample with its box prompts made as the field makes them (`datasets.objects.loosened_boxes`: the
+        evaluation margin for every object; for training, also micro-sam's seeded outward jitter), and with exactly
+        `objects` of its objects when a number is asked for (training)."""
+        if sample.objects is None:
             return sample
-        found = sample.objects
+        training = isinstance(self.objects, int)
+        jitter_seed = int(np.random.SeedSequence([self.seed, self.epoch, index, 1]).generate_state(1)[0])
+        boxes = loosened_boxes(sample.objects.boxes, sample.valid_size, sample.original_mask.shape,
+                               distortion=TRAIN_BOX_DISTORTION if training else 0.0, seed=jitter_seed)
+        found = sample.objects.with_boxes(boxes)
+        sample = Sample(sample.name, sample.image, sample.mask, sample.original_mask, sample.valid_size, found)
+        if not training:
+            return sample
         if found.count == 0:  # every object lost to the geometry: empty targets prompted by the content box
             targets = ObjectTargets(torch.zeros(self.objects, *sample.mask.shape[-2:]),
                                     sample.box.expand(self.objects, 4).clone(),

@@ -16,6 +16,7 @@ import numpy as np
 
 from cadbench.datasets.dataset import SegmentationDataset
 from cadbench.datasets.folder import FolderDataset, split_off
+from cadbench.datasets.nuclei import NUCLEI_SAMPLE, NucleiSample
 from cadbench.datasets.layouts import find_split, held_out_source, missing_split_error, open_layout
 from cadbench.datasets.synthetic import SYNTHETIC, SyntheticCamouflage
 from cadbench.errors import CadbenchError
@@ -72,7 +73,8 @@ def _folder_pair(path: Path, image_size: int, layout: str | None, seed: int, tes
 
 def open_splits(source: str, image_size: int, layout: str | None = None, seed: int = 0, test_fraction: float = 0.2,
                 val_fraction: float = 0.0, objects: bool = False) -> Splits:
-    """Train, test and validation of `source` ("synthetic" or a dataset folder), each pair checked once.
+    """Train, test and validation of `source` ("synthetic", "nuclei-sample" or a dataset folder), each pair checked
+    once.
 
     `objects`: for the object protocol (--prompts-per-image N): the synthetic set's scenes hold several objects, and
     every folder mask is also read for its objects (one that is neither binary nor a label image is refused here,
@@ -81,6 +83,9 @@ def open_splits(source: str, image_size: int, layout: str | None = None, seed: i
         train: SegmentationDataset = SyntheticCamouflage("train", seed=seed, image_size=image_size, objects=objects)
         test: SegmentationDataset = SyntheticCamouflage("test", seed=seed, image_size=image_size, objects=objects)
         splits: dict = {}
+    elif source == NUCLEI_SAMPLE:  # split by tile, fixed (datasets.nuclei): --test-fraction does not apply
+        train, test = (NucleiSample(split, image_size=image_size, objects=objects) for split in ("train", "test"))
+        splits = {}
     else:
         train, test, splits = _folder_pair(Path(source), image_size, layout, seed, test_fraction, objects)
     if val_fraction > 0:

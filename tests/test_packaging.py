@@ -76,3 +76,25 @@ def test_entry_point_methods_are_found_and_broken_ones_reported(monkeypatch, cap
         assert not torch.equal(trainee.method.gain, gain_before)
     finally:
         registry.available_methods.cache_clear()
+
+
+def test_the_nuclei_sample_ships_in_the_wheel_and_is_found_by_importlib_resources_once_installed(tmp_path):
+    """`--dataset nuclei-sample` reads two bundled files through importlib.resources: they must be package data of
+    the installed package, with their attribution, not files that only a source checkout has."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "wheel"), str(REPO)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "wheel").glob("cadbench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in ("img2d.tif", "mask2d.tif", "README.md", "LICENSE-stardist.txt"):
+        assert f"cadbench/datasets/nuclei/{name}" in names
+    target = tmp_path / "installed"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    probe = ("import cadbench.datasets.nuclei as n; print(n.__file__); "
+             "print(n.bundled_file('img2d.tif')); print(all(n.file_sha256(k) == v for k, v in n.FILES.items()))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "PYTHONPATH": str(target)}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    module, image, hashes_match = result.stdout.split()
+    assert module.startswith(str(target)) and image.startswith(str(target)), result.stdout  # not the checkout
+    assert hashes_match == "True"

@@ -313,3 +313,33 @@ def test_a_results_json_whose_environment_cannot_be_read_costs_the_environment_n
     assert "results.json is damaged" in err and "the report shows no environment" in err and err.count("\n") == 1
     (tmp_path / "results.json").write_text('{"environment": ["not", "a", "mapping"]}')
     assert set(_environment(tmp_path).values()) == {None}
+
+
+def _object_results(folder: Path, weights: str) -> Path:
+    """Fine-tuned full-size rows of the object protocol with their zero-shot and box-fill references."""
+    store = ResultStore(folder)
+    store.open({"mode": "cuda"}, {"torch_version": "test"})
+    for method, iou in (("decoder_only", 0.77), ("cad", 0.55)):
+        row = new_row({"method": method, "backbone": "vit_b", "test_scale": False, "batch_size": 2,
+                       "precision": "fp32", "prompts_per_image": 4}, {"torch_version": "test"})
+        row.update(status="ok", peak_memory_bytes=GB, memory_source="cuda", weights=weights, protocol="quick",
+                   iou=iou, dice=iou + 0.1, train_steps=80, zero_shot_iou=0.6, zero_shot_dice=0.7, box_fill_iou=0.45,
+                   box_fill_dice=0.61, eval_box_margin_px=3, train_box_jitter="outward by U(0, 0.025) x the side")
+        store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    return folder
+
+
+def test_the_quality_section_puts_each_method_beside_zero_shot_and_box_fill(tmp_path):
+    html = build_report([_object_results(tmp_path / "run", "sha256:" + "ab" * 32)]).read_text()
+    quality = html[html.index("<h2>Quality</h2>"):]
+    assert "Against zero-shot and box fill" in quality
+    assert "+0.170 / +0.170" in quality and "-0.050 / -0.050" in quality  # each method against zero-shot
+    assert "0.450" in quality and "tight box plus 3 px" in quality and "U(0, 0.025)" in quality
+    assert "meaningless" not in quality
+
+
+def test_with_random_weights_the_zero_shot_comparison_says_it_is_meaningless_rather_than_hiding_it(tmp_path):
+    html = build_report([_object_results(tmp_path / "run", "random")]).read_text()
+    quality = html[html.index("<h2>Quality</h2>"):]
+    assert quality.count("meaningless (random weights)") == 2 and "+0.170" not in quality
+    assert "0.600" in quality  # the zero-shot figure itself is still shown

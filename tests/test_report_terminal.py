@@ -56,3 +56,16 @@ def test_a_quality_line_names_the_pixels_of_a_cell_off_its_native_size(capsys, t
     print_sweep_summary(frame, ["cad"], None, "cpu", tmp_path, ["cpu"], 0, [], [])
     lines = [line for line in capsys.readouterr().out.splitlines() if "IoU 0.250" in line]
     assert [line.split(" · ")[1] for line in lines] == ["test_scale (test scale)", "test_scale (test scale) at 64 px"]
+
+
+def test_a_fine_tuned_objects_row_reads_against_zero_shot_and_box_fill_and_random_weights_say_so():
+    from cadbench.report.terminal import reference_phrase
+
+    row = {"iou": 0.77, "dice": 0.86, "zero_shot_iou": 0.70, "zero_shot_dice": 0.80, "box_fill_iou": 0.45,
+           "box_fill_dice": 0.61, "eval_box_margin_px": 3, "weights": "sha256:" + "ab" * 32}
+    text = reference_phrase(row)
+    assert "+0.070 IoU / +0.060 Dice over zero-shot (IoU 0.700, Dice 0.800)" in text
+    assert "box fill IoU 0.450, Dice 0.610 (eval boxes +3 px)" in text
+    random = reference_phrase({**row, "weights": "random"})
+    assert "meaningless, random weights" in random and "+0.070" not in random
+    assert reference_phrase({**row, "zero_shot_iou": None}) == ""  # the whole-image protocol has no references

@@ -12,7 +12,8 @@ from cadbench.vocabulary.modes import DEVICES
 def register(commands) -> None:
     parser = commands.add_parser("evaluate", help="score weights saved by `cadbench run --save-weights` on a dataset")
     parser.add_argument("--weights", required=True, help="a .safetensors file from --out/weights/")
-    add_option(parser, "--dataset", help="'synthetic' or a dataset folder (any layout `cadbench run` reads)")
+    add_option(parser, "--dataset",
+               help="'synthetic', 'nuclei-sample' or a dataset folder (any layout `cadbench run` reads)")
     parser.add_argument("--split", default="test", help="the split to score (default: test)")
     add_option(parser, "--layout", help="force a dataset layout instead of detecting it")
     parser.add_argument("--checkpoint", help="the official SAM .pth the weights were fine-tuned on (not needed for "

@@ -19,7 +19,8 @@ def register(commands) -> None:
                help="auto: CUDA if present, else estimate memory without running steps; cpu: also time real steps "
                     "on the CPU")
     add_option(run_parser, "--dataset",
-               help="'synthetic' (the embedded default, generated from --seed) or a folder with images/ and masks/ "
+               help="'synthetic' (the embedded default, generated from --seed), 'nuclei-sample' (real fluorescence "
+                    "nuclei, bundled; 256-px tiles, split by tile) or a folder with images/ and masks/ "
                     "(or a COD10K, CAMO, SINet, ISTD, Kvasir-SEG or ISIC 2018 layout)")
     add_option(run_parser, "--layout", help="force a dataset layout instead of detecting it")
     add_option(run_parser, "--train-steps", type=int, help="fine-tuning steps per cell before evaluating quality")

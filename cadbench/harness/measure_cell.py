@@ -175,6 +175,14 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
             return
     plan = TrainingPlan.resolve(protocol, cell.batch_size, cell.precision, options.epochs, options.train_steps,
                                 options.seed)
+    if prompts is not None:  # zero-shot (the backbone as built, no method) and box fill, on the same test objects
+        from cadbench.backbones import build_sam
+        from cadbench.training.quality import reference_scores
+
+        built = build_sam(cell.backbone, checkpoint=context.checkpoints.get(cell.backbone), device=device,
+                          image_size=cell.image_size)
+        object_columns["references"] = reference_scores(built.sam, splits.test, protocol.geometry)
+        del built
     torch.manual_seed(options.seed)
     trainee, step_plan = prepare_cell(cell, checkpoint=context.checkpoints.get(cell.backbone), device=device)
     state = _fine_tune_state(cell, context)

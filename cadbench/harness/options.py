@@ -26,7 +26,7 @@ class RunOptions:
     device: Device = "auto"  # auto: CUDA if present, else estimate full-size cells and train test-scale ones on CPU
     seed: int = 0  # model initialisation, batches, the synthetic dataset and the fine-tuning order
     estimate_only: bool = False  # `cadbench estimate`: no real step anywhere
-    dataset: str | None = "synthetic"  # 'synthetic', a folder, or None: no quality phase
+    dataset: str | None = "synthetic"  # 'synthetic', 'nuclei-sample', a folder, or None: no quality phase
     layout: str | None = None  # force a dataset layout instead of detecting it
     train_steps: int = 50  # fine-tuning steps per cell before evaluating quality (protocols without epochs)
     protocol: str = DEFAULT_PROTOCOL  # how quality is fine-tuned and scored: quick, cad-paper, sam-adapter-paper

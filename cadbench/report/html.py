@@ -149,7 +149,8 @@ def _quality_sections(scored: pd.DataFrame, curves: dict) -> tuple[list[dict], d
                                       if isinstance(curves[key], dict)}, f"validation after each epoch, {label}"),
         ]
         sections.append({"protocol": protocol, "summary": _protocol_summary(protocol), "weights": weights,
-                         "charts": [chart for chart in section_charts if chart]})
+                         "charts": [chart for chart in section_charts if chart],
+                         "references": _reference_table(group)})
     if check.empty:
         return sections, None
     lines = []
@@ -169,11 +170,47 @@ def _quality_sections(scored: pd.DataFrame, curves: dict) -> tuple[list[dict], d
                     "scoring run end to end, not how good any method is."
                     + (" IoU and Dice of 0 mean the model still predicts background everywhere, which a random-weight "
                        "model after so few steps is expected to do." if background else ""),
+        "references": _reference_table(check),
         "charts": [chart for chart in (charts.loss_curves({cell: _losses(curves[key]) for cell, key
                                                            in zip(check["cell"], check["quality_key"]) if key in curves},
                                                           "pipeline check: fine-tuning loss"),) if chart],
     }
     return sections, pipeline
+
+
+def _reference_table(group: pd.DataFrame) -> dict | None:
+    """Each fine-tuned row of the object protocol beside its references, scored on the same test objects with the
+    same evaluation boxes: zero-shot (the backbone as built, no training) and box fill (the box itself). None when
+    no row of `group` has them (the whole-image protocol, older results)."""
+    rows = group[group["zero_shot_iou"].notna()] if "zero_shot_iou" in group else group.iloc[0:0]
+    if rows.empty:
+        return None
+    lines = []
+    for _, row in rows.iterrows():
+        random = row.get("weights") in (None, RANDOM_WEIGHTS)
+        gain = "meaningless (random weights)" if random else \
+            f"{row['iou'] - row['zero_shot_iou']:+.3f} / {row['dice'] - row['zero_shot_dice']:+.3f}"
+        lines.append([row["method"], _label(row["backbone"]), str(row["batch_size"]),
+                      _fmt(row["train_steps"], "{:.0f}"), _fmt(row["iou"], "{:.3f}"), _fmt(row["dice"], "{:.3f}"),
+                      _fmt(row["zero_shot_iou"], "{:.3f}"),
+                      _fmt(row["zero_shot_dice"], "{:.3f}"), gain, _fmt(row["box_fill_iou"], "{:.3f}"),
+                      _fmt(row["box_fill_dice"], "{:.3f}")])
+    margins = sorted({float(value) for value in rows["eval_box_margin_px"].dropna()})
+    jitter = next(iter(rows["train_box_jitter"].dropna()), "")
+    weights = sorted(set(rows["weights"].dropna()))
+    return {
+        "columns": ["method", "backbone", "batch", "steps", "IoU", "Dice", "zero-shot IoU", "zero-shot Dice",
+                    "over zero-shot (IoU / Dice)", "box fill IoU", "box fill Dice"],
+        "rows": lines,
+        "sentence": "Every object of the test images prompted by its own box, scored against its own mask (means over "
+                    "objects), on the same objects and boxes for all three: the method after fine-tuning; zero-shot, "
+                    "the backbone as built with no method and no training (weights: " + (", ".join(weights) or
+                    "unknown") + "); and box fill, the prompt box itself filled in, which a number must beat to mean "
+                    "anything. Evaluation boxes: each object's tight box plus "
+                    + "/".join(f"{margin:g}" for margin in margins) + " px on every side; training boxes: the same, "
+                    + jitter + ". Zero-shot is scored inside each cell (inference only: no memory or speed of its "
+                    "own is reported here).",
+    }
 
 
 def _protocol_summary(name: str) -> str:

@@ -184,6 +184,28 @@ def cells_sentence(ran: Iterable[Mode], skipped: int) -> str:
     return ", ".join(parts or ["no cell measured"]) + f", {skipped} already finished"
 
 
+def _known(value) -> bool:
+    return value is not None and not pd.isna(value)
+
+
+def reference_phrase(row) -> str:
+    """', +0.071 IoU / +0.052 Dice over zero-shot (IoU 0.580, Dice 0.710); box fill IoU 0.452, Dice 0.610 (eval
+    boxes +3 px)': a fine-tuned row of the object protocol against its zero-shot and box-fill references ('' when
+    the row has none). With random weights the zero-shot figure is said to be meaningless, not hidden."""
+    if not (_known(row.get("zero_shot_iou")) and _known(row.get("iou"))):
+        return ""
+    zero = f"zero-shot (IoU {row['zero_shot_iou']:.3f}, Dice {row['zero_shot_dice']:.3f})"
+    if row.get("weights") == RANDOM_WEIGHTS:
+        text = f"; {zero}: meaningless, random weights"
+    else:
+        text = (f", {row['iou'] - row['zero_shot_iou']:+.3f} IoU / {row['dice'] - row['zero_shot_dice']:+.3f} Dice "
+                f"over {zero}")
+    if _known(row.get("box_fill_iou")):
+        text += (f"; box fill IoU {row['box_fill_iou']:.3f}, Dice {row['box_fill_dice']:.3f} (eval boxes "
+                 f"+{row['eval_box_margin_px']:g} px)")
+    return text
+
+
 def print_sweep_summary(frame: pd.DataFrame, labels: list[str], baseline_method: str | None, mode: str,
                         out_dir: Path, modes: list[Mode], skipped: int, errored: list[dict], notes: list[str],
                         blanks: str | None = None) -> None:
@@ -219,8 +241,8 @@ def print_sweep_summary(frame: pd.DataFrame, labels: list[str], baseline_method:
         size = row.get("image_size")  # a cell off its backbone's native size says its pixels
         where = spec.label + (f" at {spec.input_size(int(size))} px" if size and not pd.isna(size) else "")
         print(f"{kind} {label} · {where} · batch {row['batch_size']}: IoU {row['iou']:.3f}, "
-              f"Dice {row['dice']:.3f} after {int(row['train_steps'])} steps of {row['protocol']} "
-              f"({row['quality_dataset']})")
+              f"Dice {row['dice']:.3f} after {int(row['train_steps'])} steps of {row['protocol']}"
+              f"{reference_phrase(row)} ({row['quality_dataset']})")
     if set(frame["weights"].dropna()) == {RANDOM_WEIGHTS}:
         print("Weights: random (no --checkpoint); memory and speed do not depend on them.")
     for row in errored:

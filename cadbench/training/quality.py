@@ -13,13 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
 import torch
+from segment_anything.modeling import Sam
+from torch import nn
 
 from cadbench.datasets import DatasetBatch, PreparedDataset, Sample, SegmentationDataset, collate
 from cadbench.datasets.dataset import ALL_OBJECTS, LETTERBOX
 from cadbench.datasets.geometry import Geometry
+from cadbench.datasets.objects import EVAL_BOX_MARGIN_PX, TRAIN_BOX_JITTER
 from cadbench.errors import CadbenchError
 from cadbench.methods import Method
+from cadbench.methods.decoding import decode_masks
 from cadbench.training.metrics import SegmentationMetrics
 from cadbench.training.protocol import upsample_logits
 from cadbench.training.weights import SAVED_WEIGHTS_COLUMNS
@@ -29,8 +34,14 @@ QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_mea
 # What a fine-tune records beside its scores (null exactly when the scores are, unless a reason says otherwise)
 # The object protocol's (--prompts-per-image N): mean distinct objects per image, and images skipped for having none
 OBJECT_COLUMNS = ("objects_per_image", "images_without_objects")
+# The object protocol's prompts (datasets.objects) and its two references, scored on the same test objects with the
+# same evaluation boxes: the backbone as built, no method and no training (zero-shot), and the prompt box itself
+# filled in (box fill: what a model that has learnt nothing but "the object fills its box" would score).
+REFERENCE_COLUMNS = ("eval_box_margin_px", "train_box_jitter", "zero_shot_iou", "zero_shot_dice", "box_fill_iou",
+                     "box_fill_dice")
 FINE_TUNE_COLUMNS = ("quality_dataset", "train_steps", "epochs", "dataset_split", "empty_train_masks",
-                     "empty_test_masks", "mask_grey_values", *OBJECT_COLUMNS, *SAVED_WEIGHTS_COLUMNS)
+                     "empty_test_masks", "mask_grey_values", *OBJECT_COLUMNS, *REFERENCE_COLUMNS,
+                     *SAVED_WEIGHTS_COLUMNS)
 WHOLE_IMAGE_REASON = "the whole-image protocol (--prompts-per-image image) prompts no objects"
 
 
@@ -53,16 +64,22 @@ class QualityMeasurement(RowPart):
     # images of train and test skipped for having none; None for the whole-image protocol.
     objects_per_image: float | None = None
     images_without_objects: int | None = None
+    # The object protocol: its prompts and references (REFERENCE_COLUMNS), None for the whole-image protocol.
+    references: Mapping[str, Any] | None = None
 
     def columns(self) -> dict[str, Any]:
         return {**{column: self.scores[column] for column in QUALITY_COLUMNS}, "quality_dataset": self.dataset,
                 "dataset_split": self.split, "train_steps": self.train_steps, "epochs": self.epochs,
                 "empty_train_masks": self.empty_train_masks, "empty_test_masks": self.empty_test_masks,
                 "mask_grey_values": self.mask_grey_values, "objects_per_image": self.objects_per_image,
-                "images_without_objects": self.images_without_objects}
+                "images_without_objects": self.images_without_objects,
+                **{column: (self.references or {}).get(column) for column in REFERENCE_COLUMNS}}
 
     def null_reasons(self) -> dict[str, str]:
         reasons = {} if self.objects_per_image is not None else dict.fromkeys(OBJECT_COLUMNS, WHOLE_IMAGE_REASON)
+        if self.references is None:
+            reasons.update(dict.fromkeys(REFERENCE_COLUMNS, WHOLE_IMAGE_REASON + " (zero-shot and box fill are "
+                                                                                "scored per object)"))
         if self.epochs is not None:
             return reasons
         return {**reasons, "epochs": f"the {self.protocol} protocol counts steps (train_steps), not epochs"}
@@ -156,3 +173,46 @@ def evaluate(method: Method, test_dataset: SegmentationDataset, batch_size: int 
     finally:
         method.train(was_training)
     return {**metrics.results(), "empty_masks": test_dataset.empty_masks}
+
+
+class Pretrained(nn.Module):
+    """The backbone as built (its checkpoint, or random weights), with no method: Meta's image encoder, prompt
+    encoder and mask decoder, what `evaluate` scores as zero-shot. Called like a method: (images, boxes) -> logits."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.sam = sam
+
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return decode_masks(self.sam, self.sam.image_encoder(self.sam.preprocess(images)), boxes)
+
+
+def box_fill_scores(test_dataset: SegmentationDataset, geometry: Geometry = LETTERBOX) -> dict[str, float | int]:
+    """IoU, Dice and BER of predicting each object's evaluation box itself, filled (a pixel is predicted when its
+    centre lies in the box, mapped back to the scoring target's pixels), on exactly the objects and boxes `evaluate`
+    scores under the object protocol."""
+    metrics = SegmentationMetrics(soft=False)
+    view = PreparedDataset(test_dataset, geometry, objects=ALL_OBJECTS)
+    for index in range(len(test_dataset)):
+        sample = view[index]
+        for box, mask in zip(sample.objects.boxes.tolist(), sample.objects.original):
+            height, width = mask.shape
+            scale_x, scale_y = width / sample.valid_size[1], height / sample.valid_size[0]
+            cols, rows = np.arange(width) + 0.5, np.arange(height) + 0.5
+            inside = (((rows >= box[1] * scale_y) & (rows < box[3] * scale_y))[:, None]
+                      & ((cols >= box[0] * scale_x) & (cols < box[2] * scale_x))[None, :])
+            metrics.update(np.where(inside, 1.0, -1.0), mask)
+    if not metrics.images:
+        raise CadbenchError(f"no image of {test_dataset.summary()} has an object to score")
+    return {**metrics.results(), "objects": metrics.images}
+
+
+def reference_scores(sam: Sam, test_dataset: SegmentationDataset, geometry: Geometry = LETTERBOX
+                     ) -> dict[str, Any]:
+    """The object protocol's REFERENCE_COLUMNS: its prompts, zero-shot (`sam` as built, scored like any method, on
+    IoU and Dice) and box fill, on `test_dataset`'s objects."""
+    zero_shot = evaluate(Pretrained(sam), test_dataset, geometry=geometry, soft=False, objects=True)
+    box_fill = box_fill_scores(test_dataset, geometry)
+    return {"eval_box_margin_px": EVAL_BOX_MARGIN_PX, "train_box_jitter": TRAIN_BOX_JITTER,
+            "zero_shot_iou": zero_shot["iou"], "zero_shot_dice": zero_shot["dice"],
+            "box_fill_iou": box_fill["iou"], "box_fill_dice": box_fill["dice"]}

@@ -15,7 +15,14 @@ from typing import Any
 import torch
 
 from cadbench.backbones import RANDOM_WEIGHTS, file_sha256, get_backbone
-from cadbench.datasets import SYNTHETIC, SegmentationDataset, SyntheticCamouflage, open_dataset
+from cadbench.datasets import (
+    NUCLEI_SAMPLE,
+    SYNTHETIC,
+    NucleiSample,
+    SegmentationDataset,
+    SyntheticCamouflage,
+    open_dataset,
+)
 from cadbench.datasets.dataset import images_with_objects
 from cadbench.errors import CadbenchError
 from cadbench.training.protocols import get_protocol
@@ -61,6 +68,8 @@ def open_scored_split(dataset: str, split: str, image_size: int, layout: str | N
     as the run left them out."""
     if dataset == SYNTHETIC:
         data: SegmentationDataset = SyntheticCamouflage(split, seed=seed, image_size=image_size, objects=objects)
+    elif dataset == NUCLEI_SAMPLE:
+        data = NucleiSample(split, image_size=image_size, objects=objects)
     else:
         data = open_dataset(dataset, split, layout=layout, image_size=image_size, seed=seed,
                             test_fraction=test_fraction, objects=objects)
