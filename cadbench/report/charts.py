@@ -78,7 +78,8 @@ def memory_vs_batch(rows: pd.DataFrame, backbone: str, source_label: str, contex
             labelled = True
             top = max(top, group_needed.max())
     shown = [capacity for capacity in GPU_CAPACITIES_GB if capacity <= top * 1.3]
-    axes.set_ylim(0, max([top, *shown]) * 1.08)
+    if top > 0:  # a chart with nothing drawn (every cell not applicable) keeps matplotlib's own limits
+        axes.set_ylim(0, max([top, *shown]) * 1.08)
     for capacity in shown:
         axes.axhline(capacity, color="#999", linestyle="--", linewidth=0.8)
         axes.annotate(f"{capacity} GB GPU", xy=(1.0, capacity), xycoords=("axes fraction", "data"),
