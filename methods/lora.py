@@ -47,6 +47,19 @@ class LoraOptions(MethodOptions):
             raise OptionError("rank", "must be a positive integer")
 
 
+def add_lora_branches(module: nn.Module, dim: int, rank: int, q_out: int, v_out: int) -> None:
+    """SAMed's q and v branches on `module`: `linear_a_q`/`linear_a_v` (dim -> rank, Kaiming-uniform, as nn.Linear)
+    and `linear_b_q`/`linear_b_v` (rank -> q_out / v_out, zeros, so that training starts from the frozen model)."""
+    module.linear_a_q = nn.Linear(dim, rank, bias=False)
+    module.linear_b_q = nn.Linear(rank, q_out, bias=False)
+    module.linear_a_v = nn.Linear(dim, rank, bias=False)
+    module.linear_b_v = nn.Linear(rank, v_out, bias=False)
+    for a in (module.linear_a_q, module.linear_a_v):
+        nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
+    for b in (module.linear_b_q, module.linear_b_v):
+        nn.init.zeros_(b.weight)
+
+
 class LoraQkv(nn.Module):
     """Meta's fused qkv Linear with SAMed's q and v LoRA branches added in place into its output.
 
@@ -57,14 +70,7 @@ class LoraQkv(nn.Module):
         super().__init__()
         self.qkv = qkv
         self.dim = qkv.in_features
-        self.linear_a_q = nn.Linear(self.dim, rank, bias=False)
-        self.linear_b_q = nn.Linear(rank, self.dim, bias=False)
-        self.linear_a_v = nn.Linear(self.dim, rank, bias=False)
-        self.linear_b_v = nn.Linear(rank, self.dim, bias=False)
-        for a in (self.linear_a_q, self.linear_a_v):
-            nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
-        for b in (self.linear_b_q, self.linear_b_v):
-            nn.init.zeros_(b.weight)
+        add_lora_branches(self, self.dim, rank, q_out=self.dim, v_out=self.dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)
@@ -83,14 +89,7 @@ class TinyVitLoraQkv(nn.Module):
         self.qkv = qkv
         self.num_heads, self.key_dim, self.value_dim = num_heads, key_dim, value_dim
         dim = qkv.in_features
-        self.linear_a_q = nn.Linear(dim, rank, bias=False)
-        self.linear_b_q = nn.Linear(rank, num_heads * key_dim, bias=False)
-        self.linear_a_v = nn.Linear(dim, rank, bias=False)
-        self.linear_b_v = nn.Linear(rank, num_heads * value_dim, bias=False)
-        for a in (self.linear_a_q, self.linear_a_v):
-            nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
-        for b in (self.linear_b_q, self.linear_b_v):
-            nn.init.zeros_(b.weight)
+        add_lora_branches(self, dim, rank, q_out=num_heads * key_dim, v_out=num_heads * value_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)
