@@ -33,6 +33,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from cadbench.errors import CadbenchError, summarize_names, unknown_name_error
 from cadbench.families import FAMILIES, LITEMEDSAM, SAM
 from cadbench.families import litemedsam
+from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.resolution import IMAGE_SIZE_FLAG, NATIVE_IMAGE_SIZE, check_image_size
 
 RANDOM_WEIGHTS = "random"
@@ -152,6 +153,11 @@ def get_backbone(name: str) -> BackboneSpec:
         return BACKBONES[name]
     except KeyError:
         raise unknown_name_error("backbone", name, BACKBONES) from None
+
+
+def cell_pixels(cell: Cell) -> int:
+    """The side in pixels of the images a cell's model takes: its image size, or its backbone's native size for 0."""
+    return get_backbone(cell.backbone).input_size(cell.image_size)
 
 
 def require_backbone(name: str) -> BackboneSpec:

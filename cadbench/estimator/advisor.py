@@ -31,7 +31,7 @@ from functools import partial
 from itertools import product
 from typing import Callable, Iterable
 
-from cadbench.backbones import get_backbone
+from cadbench.backbones import cell_pixels, get_backbone
 from cadbench.estimator.alloc_conf import AllocatorConfig
 from cadbench.estimator.cells import estimate_cell
 from cadbench.estimator.cheapest import cheapness, describe_levers
@@ -206,7 +206,7 @@ def not_defined(plain: Cell) -> str | None:
 
 def _pair_label(plain: Cell) -> str:
     prompts = describe_prompts(plain.prompts_per_image)
-    return (f"{plain.method_label} on {plain.backbone}" + (f" at {_pixels(plain)} px" if plain.image_size else "")
+    return (f"{plain.method_label} on {plain.backbone}" + (f" at {cell_pixels(plain)} px" if plain.image_size else "")
             + (f", {prompts}" if prompts else ""))
 
 
@@ -216,11 +216,7 @@ def _advise_pair(plain: Cell, target_batch: int | None, capacities: list[int], c
         return _advise_one(plain, capacities, context, max_batch, config, precisions)
     return [Advice(plain.method, plain.method_options, plain.backbone, capacity, context,
                    largest_fitting_batch(plain, capacity, context, max_batch, config), None, None, None, None, None,
-                   0, 0, 0, _pixels(plain), prompts_per_image=plain.prompts_per_image) for capacity in capacities]
-
-
-def _pixels(cell: Cell) -> int:
-    return get_backbone(cell.backbone).input_size(cell.image_size)
+                   0, 0, 0, cell_pixels(plain), prompts_per_image=plain.prompts_per_image) for capacity in capacities]
 
 
 def _in_processes(search: Callable[[Cell], list[Advice]], plains: list[Cell], workers: int,
@@ -311,5 +307,5 @@ def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int
             chosen, None if found is None else found.oom_capacity_bytes(context),
             None if found is None else found.peak_bytes,
             None if found is None else found.flops_per_step / base_flops, len(options), len(replayed), pruned,
-            _pixels(plain), prompts_per_image=plain.prompts_per_image))
+            cell_pixels(plain), prompts_per_image=plain.prompts_per_image))
     return answers

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cadbench.backbones import get_backbone
+from cadbench.backbones import cell_pixels
 from cadbench.errors import CadbenchError
 from cadbench.estimator.alloc_conf import AllocatorConfig
 from cadbench.estimator.allocation_trace import AllocationTrace
@@ -69,7 +69,7 @@ def cell_allocation_trace(cell: Cell, seed: int = 0) -> AllocationTrace:
 
 def _measure(cell: Cell, seed: int) -> tuple[StepRecord, AllocationTrace]:
     replay = _warm_replay(cell, seed)
-    image_size = get_backbone(cell.backbone).input_size(cell.image_size)
+    image_size = cell_pixels(cell)
     try:
         prompts = objects_per_image(cell.prompts_per_image)
         replay.replace_batch(lambda: random_batch(image_size, cell.batch_size, seed=seed, prompts=prompts),

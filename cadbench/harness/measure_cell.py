@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from cadbench.backbones import get_backbone
+from cadbench.backbones import cell_pixels
 from cadbench.errors import CadbenchError
 from cadbench.harness.environment import EnvironmentColumns
 from cadbench.harness.nulls import null_reasons
@@ -162,7 +162,7 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
     if elsewhere:
         yield QualityElsewhere(elsewhere)
         return
-    image_size = get_backbone(cell.backbone).input_size(cell.image_size)
+    image_size = cell_pixels(cell)
     prompts = objects_per_image(cell.prompts_per_image)
     splits = open_splits(options.dataset, image_size, layout=options.layout,
                          seed=options.seed, test_fraction=options.test_fraction, val_fraction=options.val_fraction,
@@ -240,7 +240,7 @@ def _save_trained_weights(cell: Cell, options: RunOptions, context: RunContext, 
     relative = Path("weights") / f"{_slug(cell)}.safetensors"
     sha256 = save_weights(method, Path(context.state_dir) / relative, {
         "method": cell.method_spec, "backbone": cell.backbone, "cell": cell.key, "protocol": plan.protocol.name,
-        "image_size": str(get_backbone(cell.backbone).input_size(cell.image_size)),
+        "image_size": str(cell_pixels(cell)),
         "epochs": str(plan.epochs), "train_steps": str(steps), "seed": str(options.seed),
         "base_weights": context.weights_of(cell.backbone), "base_fingerprint": base_fingerprint(method),
         "initialised_on": device.type, "dataset": str(options.dataset), "layout": str(options.layout),
