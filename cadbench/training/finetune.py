@@ -28,7 +28,7 @@ from cadbench.errors import CadbenchError
 from cadbench.files import replaced_atomically
 from cadbench.methods import Method
 from cadbench.training.protocols import Protocol
-from cadbench.training.quality import check_image_size, evaluate
+from cadbench.training.quality import check_dataset_fits_model, evaluate
 from cadbench.training.plan import StepPlan
 from cadbench.training.step import training_step
 from cadbench.training.weights import load_trainable_state, trainable_state
@@ -162,7 +162,7 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
     seeded per sample, repeated when an image has fewer), and validation scored per object; None: one box around
     each whole image.
     """
-    check_image_size(method, train)
+    check_dataset_fits_model(method, train)
     device = next(method.parameters()).device
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     protocol = plan.protocol

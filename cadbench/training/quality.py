@@ -105,7 +105,7 @@ def _device(method: Method) -> torch.device:
     return next(method.parameters()).device
 
 
-def check_image_size(method: Method, dataset: SegmentationDataset) -> None:
+def check_dataset_fits_model(method: Method, dataset: SegmentationDataset) -> None:
     expected = method.sam.image_encoder.img_size
     if dataset.image_size != expected:
         raise CadbenchError(f"dataset {dataset.name!r} ({dataset.split}) is prepared for {dataset.image_size} px "
@@ -146,7 +146,7 @@ def evaluate(method: Method, test_dataset: SegmentationDataset, batch_size: int 
     `objects`: the object protocol: every object of every image is prompted by its box (all of an image's objects
     in one decoder call) and scored against its own mask, so each score is a mean over objects, as micro-sam reports
     them (`objects`: how many); an image without objects scores nothing."""
-    check_image_size(method, test_dataset)
+    check_dataset_fits_model(method, test_dataset)
     device = _device(method)
     was_training = method.training
     method.eval()
