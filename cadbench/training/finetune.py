@@ -27,6 +27,7 @@ from cadbench.datasets import PreparedDataset, SegmentationDataset, collate
 from cadbench.errors import CadbenchError
 from cadbench.files import replaced_atomically
 from cadbench.methods import Method
+from cadbench.training.feature_cache import frozen_feature_cache
 from cadbench.training.protocols import Protocol
 from cadbench.training.quality import check_dataset_fits_model, evaluate
 from cadbench.training.plan import StepPlan
@@ -35,6 +36,9 @@ from cadbench.training.weights import load_trainable_state, trainable_state
 from cadbench.vocabulary.precision import Precision
 
 CHECKPOINT_FORMAT = 1
+# A fine-tune counted in steps (the quick protocol) validates and checkpoints at most this many times: on a dataset
+# of a few images an epoch is a step or two, and validating after each would cost more than the training.
+MAX_ROUNDS_COUNTED_IN_STEPS = 2
 
 
 class NonFiniteLossError(CadbenchError):
@@ -87,13 +91,16 @@ class TrainingPlan:
     def schedule(self, length: int) -> list[list[list[int]]]:
         """The batches (lists of sample indices) of every epoch, in order. With epochs: each epoch is a seeded
         permutation cut into batches, the last one possibly smaller (a DataLoader without drop_last). With steps:
-        `training_order`, grouped into epochs of `batches_per_epoch` steps (the last epoch possibly partial)."""
+        `training_order`, grouped into rounds of `batches_per_epoch` steps, or more so that there are at most
+        MAX_ROUNDS_COUNTED_IN_STEPS rounds (the last possibly partial); a round is validated and checkpointed as an
+        epoch is."""
         if length < 1:
             raise CadbenchError("cannot fine-tune on an empty dataset")
         per_epoch = self.batches_per_epoch(length)
         if self.epochs is None:
             order = training_order(length, self.steps, self.batch_size, self.seed)
-            return [order[start:start + per_epoch] for start in range(0, len(order), per_epoch)]
+            per_round = max(per_epoch, math.ceil(self.steps / MAX_ROUNDS_COUNTED_IN_STEPS))
+            return [order[start:start + per_round] for start in range(0, len(order), per_round)]
         epochs = []
         for epoch in range(self.epochs):
             permutation = torch.randperm(length, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
@@ -161,6 +168,9 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
     `objects`: the object protocol: each image prompted with exactly this many of its objects (datasets.objects:
     seeded per sample, repeated when an image has fewer), and validation scored per object; None: one box around
     each whole image.
+
+    Without augmentation, a method whose encoder runs under no_grad computes each image's frozen features once
+    (`cadbench.training.feature_cache`).
     """
     check_dataset_fits_model(method, train)
     device = next(method.parameters()).device
@@ -180,38 +190,39 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
         history = History(list(saved["losses"]), list(saved["epochs"]), resumed_from_epoch=saved["epochs_done"])
     augment = protocol.augment()
     method.train()
-    for epoch, batches in enumerate(epochs):
-        if epoch < len(history.epochs):
-            continue
-        torch.manual_seed(epoch_seed(plan.seed, epoch))
-        learning_rate = float(optimizer.param_groups[0]["lr"])
-        view = PreparedDataset(train, protocol.geometry, augment, seed=plan.seed, epoch=epoch, objects=objects)
-        loader = DataLoader(view, batch_sampler=batches, collate_fn=collate, num_workers=workers)
-        for data in loader:
-            data = data.to(device)
-            loss = float(training_step(method, optimizer, data.training_batch(), step_plan, boxes=data.boxes))
-            step = len(history.losses) + 1
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(step, loss)
-            history.losses.append(loss)
-            if on_step is not None:
-                on_step(step, loss)
-        if scheduler is not None:
-            scheduler.step()
-        record: dict[str, Any] = {"epoch": epoch + 1, "step": len(history.losses), "lr": learning_rate,
-                                  "validation_iou": None, "validation_dice": None}
-        if validation is not None and (validate_last_epoch or epoch < len(epochs) - 1):
-            scores = evaluate(method, validation, batch_size=plan.batch_size, geometry=protocol.geometry, soft=False,
-                              objects=objects is not None)
-            record.update(validation_iou=scores["iou"], validation_dice=scores["dice"])
-            method.train()
-        history.epochs.append(record)
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, {
-                "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epochs_done": epoch + 1,
-                "losses": history.losses, "epochs": history.epochs,
-                "model": {name: tensor.to("cpu") for name, tensor in trainable_state(method).items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else {},
-            })
+    with frozen_feature_cache(method, augmented=augment is not None):
+        for epoch, batches in enumerate(epochs):
+            if epoch < len(history.epochs):
+                continue
+            torch.manual_seed(epoch_seed(plan.seed, epoch))
+            learning_rate = float(optimizer.param_groups[0]["lr"])
+            view = PreparedDataset(train, protocol.geometry, augment, seed=plan.seed, epoch=epoch, objects=objects)
+            loader = DataLoader(view, batch_sampler=batches, collate_fn=collate, num_workers=workers)
+            for data in loader:
+                data = data.to(device)
+                loss = float(training_step(method, optimizer, data.training_batch(), step_plan, boxes=data.boxes))
+                step = len(history.losses) + 1
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(step, loss)
+                history.losses.append(loss)
+                if on_step is not None:
+                    on_step(step, loss)
+            if scheduler is not None:
+                scheduler.step()
+            record: dict[str, Any] = {"epoch": epoch + 1, "step": len(history.losses), "lr": learning_rate,
+                                      "validation_iou": None, "validation_dice": None}
+            if validation is not None and (validate_last_epoch or epoch < len(epochs) - 1):
+                scores = evaluate(method, validation, batch_size=plan.batch_size, geometry=protocol.geometry,
+                                  soft=False, objects=objects is not None)
+                record.update(validation_iou=scores["iou"], validation_dice=scores["dice"])
+                method.train()
+            history.epochs.append(record)
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, {
+                    "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epochs_done": epoch + 1,
+                    "losses": history.losses, "epochs": history.epochs,
+                    "model": {name: tensor.to("cpu") for name, tensor in trainable_state(method).items()},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                })
     return history
