@@ -14,6 +14,7 @@ import torch
 from cadbench.backbones import (BACKBONES, FULL_SIZE_BACKBONES, build_sam, check_state_dict_matches,
     default_weights_label, file_sha256, get_backbone, load_state_dict, unavailable_backbones)
 from cadbench.errors import CadbenchError
+from cadbench.harness.cpu_share import LITEMEDSAM, TEST_SCALE, cpu_share
 from cadbench.harness.environment import collect_environment
 from cadbench.harness.grid import expand_grid
 from cadbench.harness.launchers import launcher_for
@@ -34,10 +35,12 @@ def default_out_dir() -> Path:
     return Path("reports") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def mode_chooser(device: Device, estimate_only: bool, cuda: bool | None = None) -> Callable[[Cell], Mode]:
+def mode_chooser(device: Device, estimate_only: bool, cuda: bool | None = None,
+                 trains_on_cpu: Callable[[Cell], bool] | None = None) -> Callable[[Cell], Mode]:
     """How each cell is measured: on CUDA if there is one; without, full-size cells are estimated and test-scale
-    cells (cheap enough) train for real on the CPU; `--device cpu` trains every cell on the CPU. `cuda` says
-    whether the cells' processes will have CUDA (a Slurm job with a GPU); None: as this process."""
+    cells (cheap enough) train for real on the CPU, as do the cells `trains_on_cpu` picks (the default run's CPU
+    share, `cadbench.harness.cpu_share`); `--device cpu` trains every cell on the CPU. `cuda` says whether the
+    cells' processes will have CUDA (a Slurm job with a GPU); None: as this process."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if device == "cuda" and not cuda:
         raise CadbenchError("--device cuda was asked for, but PyTorch sees no CUDA device here")
@@ -47,7 +50,8 @@ def mode_chooser(device: Device, estimate_only: bool, cuda: bool | None = None) 
         return lambda cell: "cuda"
     if device == "cpu":
         return lambda cell: "cpu"
-    return lambda cell: "cpu" if get_backbone(cell.backbone).test_scale else "estimate"
+    picked = trains_on_cpu or (lambda cell: False)
+    return lambda cell: "cpu" if get_backbone(cell.backbone).test_scale or picked(cell) else "estimate"
 
 
 def resolve_checkpoints(checkpoint: str | Path | Mapping[str, str] | None, backbones: Sequence[str]) -> dict[str, str]:
@@ -125,7 +129,8 @@ def run(
     Args:
         methods: method specs, 'cad' or 'lora:rank=16' (default: every registered method that can run here; one
             that cannot, e.g. peft without its package, is named on stderr and left out).
-        backbones: backbone names (default: vit_b, vit_l, vit_h, plus the test-scale SAM when no GPU is used).
+        backbones: backbone names (default: vit_b, vit_l, vit_h, plus, when no GPU is used, a small model trained
+            on the CPU: `cadbench.harness.cpu_share`).
         batch_sizes: batch sizes of the grid.
         precisions: "fp32", "bf16" and/or "fp16".
         levers: memory levers to cross with the grid, {lever name: values} (cadbench.vocabulary.levers declares
@@ -155,6 +160,7 @@ def run(
     unknown = sorted(set(options) - set(RunOptions.field_names()))
     if unknown:
         raise TypeError(f"run() got unexpected keyword arguments: {', '.join(unknown)}")
+    given = set(options)
     options = RunOptions(**options)  # validated here
     launcher = launcher_for(launcher)
     cuda = launcher.cuda_where_cells_run()
@@ -165,19 +171,29 @@ def run(
         methods = default_methods()
         for name, reason in unavailable_methods().items():
             print(f"cadbench: note: method {name} is not in the grid: it {reason}", file=sys.stderr)
+    share = None
     if not backbones:
-        # Without a GPU no full-size model can be fine-tuned in minutes: add the test-scale SAM, trained for real on
-        # the CPU, so that the default run still reports measured throughput and quality (labelled as test scale).
+        # Without a GPU no full-size model can be fine-tuned in minutes: a small model trains for real on the CPU
+        # beside the estimated full-size cells (cadbench.harness.cpu_share: LiteMedSAM with real weights, else the
+        # test-scale SAM), so that the default run still reports measured throughput and quality.
         no_gpu = not cuda and not options.estimate_only and options.device != "cuda"
-        backbones = list(FULL_SIZE_BACKBONES) + (["test_scale"] if no_gpu else [])
+        share = cpu_share() if no_gpu else None
         for name, reason in unavailable_backbones().items():
-            print(f"cadbench: note: backbone {name} is not in the grid: it {reason}", file=sys.stderr)
+            if not (share and share.backbone == TEST_SCALE and name == LITEMEDSAM):  # said by the share's note
+                print(f"cadbench: note: backbone {name} is not in the grid: it {reason}", file=sys.stderr)
+        backbones = list(FULL_SIZE_BACKBONES)
     backbones = list(backbones)
     cells = expand_grid(methods, backbones, batch_sizes, precisions, levers, image_sizes=image_sizes,
                         prompts_per_image=prompts_per_image)
+    if share is not None:
+        print(f"cadbench: note: {share.note()}", file=sys.stderr)
+        cells += share.cells(methods, batch_sizes, precisions, levers, image_sizes, prompts_per_image)
+        backbones.append(share.backbone)
+        if share.dataset and "dataset" not in given:
+            options = replace(options, dataset=share.dataset)
     if baseline_method is not None and parse_method_spec(baseline_method).text not in {c.method_spec for c in cells}:
         raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
-    mode_of = mode_chooser(options.device, options.estimate_only, cuda)
+    mode_of = mode_chooser(options.device, options.estimate_only, cuda, share.trains if share else None)
     _check_estimable([cell for cell in cells if mode_of(cell) in ("estimate", "cpu")])  # cpu cells estimate memory
     if options.estimate_only:
         options = replace(options, dataset=None)

@@ -27,7 +27,7 @@ def test_the_mission_command_on_a_cpu_machine_explains_its_blanks_and_names_the_
 def test_a_run_with_test_scale_cells_says_they_ran_on_the_cpu_and_a_memory_only_run_says_nothing():
     cells = expand_grid(["cad"], ["vit_b", "test_scale"], [1], ["fp32"])
     line = blanks_explained(cells, mode_chooser("auto", False, cuda=False), RunOptions())
-    assert "1 of 2 cells were estimated" in line and "test_scale cells ran for real on this CPU" in line
+    assert "1 of 2 cells were estimated" in line and "test_scale cells marked cpu ran for real on this CPU" in line
     assert blanks_explained(cells, mode_chooser("auto", True, cuda=False), RunOptions(estimate_only=True)) is None
     assert blanks_explained(cells, mode_chooser("auto", False, cuda=True), RunOptions()) is None
 

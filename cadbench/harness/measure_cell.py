@@ -9,6 +9,7 @@ The measurement functions receive a training step to run; only this module knows
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -176,13 +177,7 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
     plan = TrainingPlan.resolve(protocol, cell.batch_size, cell.precision, options.epochs, options.train_steps,
                                 options.seed)
     if prompts is not None:  # zero-shot (the backbone as built, no method) and box fill, on the same test objects
-        from cadbench.backbones import build_sam
-        from cadbench.training.quality import reference_scores
-
-        built = build_sam(cell.backbone, checkpoint=context.checkpoints.get(cell.backbone), device=device,
-                          image_size=cell.image_size)
-        object_columns["references"] = reference_scores(built.sam, splits.test, protocol.geometry)
-        del built
+        object_columns["references"] = _reference_scores(cell, options, context, splits.test, protocol, device)
     torch.manual_seed(options.seed)
     trainee, step_plan = prepare_cell(cell, checkpoint=context.checkpoints.get(cell.backbone), device=device)
     state = _fine_tune_state(cell, context)
@@ -204,6 +199,37 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
         yield _save_trained_weights(cell, options, context, trainee.method, plan, len(history.losses), device)
     if state is not None:
         state.unlink(missing_ok=True)  # finished: nothing left to resume
+
+
+def _reference_scores(cell: Cell, options: RunOptions, context: RunContext, test, protocol, device: torch.device
+                      ) -> dict:
+    """Zero-shot and box fill on the test objects (`training.quality.reference_scores`). They depend on the backbone,
+    its weights and input size, and the test split, not on the method: the first cell of a run that needs them
+    keeps them under --out/references/, and the run's other cells read them there."""
+    from cadbench.backbones import build_sam
+    from cadbench.files import strict_json, write_atomically
+    from cadbench.training.quality import reference_scores
+
+    depends_on = {"backbone": cell.backbone, "image_px": cell_pixels(cell),
+                  "weights": context.weights_of(cell.backbone), "device": device.type, "protocol": protocol.name, "test": test.summary(),
+                  **{name: getattr(options, name) for name in ("dataset", "layout", "seed", "test_fraction")}}
+    kept = None
+    if context.state_dir is not None:
+        digest = hashlib.sha256(json.dumps(depends_on, sort_keys=True).encode()).hexdigest()[:16]
+        kept = Path(context.state_dir) / "references" / f"{cell.backbone}-{digest}.json"
+        try:
+            saved = json.loads(kept.read_text())
+            if saved.get("depends_on") == json.loads(json.dumps(depends_on)):
+                return saved["scores"]
+        except (OSError, ValueError, AttributeError, KeyError):
+            pass  # absent or damaged: score again
+    built = build_sam(cell.backbone, checkpoint=context.checkpoints.get(cell.backbone), device=device,
+                      image_size=cell.image_size)
+    scores = reference_scores(built.sam, test, protocol.geometry)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(kept, strict_json({"depends_on": depends_on, "scores": scores}))
+    return scores
 
 
 def _images_with_objects(splits):

@@ -18,7 +18,7 @@ from cadbench.harness.results.documents import load_results
 from cadbench.measure.timing import NOISY_SPREAD
 from cadbench.report import charts
 from cadbench.report.reference import DEFAULT_REFERENCE_ROOT, Reference, choose_references, load_references
-from cadbench.report.terminal import choose_baseline, method_labels
+from cadbench.report.terminal import choose_baseline, method_labels, quality_provenance
 from cadbench.vocabulary.cell import Cell
 
 GB = 1e9
@@ -148,7 +148,10 @@ def _quality_sections(scored: pd.DataFrame, curves: dict) -> tuple[list[dict], d
             charts.validation_curves({cell: curves[key].get("epochs", []) for cell, key in keys.items()
                                       if isinstance(curves[key], dict)}, f"validation after each epoch, {label}"),
         ]
+        provenance = list(dict.fromkeys(quality_provenance(row, _label(row["backbone"]))
+                                        for _, row in group.iterrows()))
         sections.append({"protocol": protocol, "summary": _protocol_summary(protocol), "weights": weights,
+                         "provenance": provenance,
                          "charts": [chart for chart in section_charts if chart],
                          "references": _reference_table(group)})
     if check.empty:

@@ -164,8 +164,12 @@ def blanks_explained(cells: list[Cell], mode_of: Callable[[Cell], Mode], options
         return None
     line = (f"Why throughput and quality are blank: {len(estimated)} of {len(cells)} cells were estimated (peak "
             f"memory only: no CUDA GPU here), and timing or fine-tuning them needs one.")
-    if any(mode_of(cell) == "cpu" for cell in cells):
-        return line + " The test_scale cells ran for real on this CPU (CPU timings, a pipeline check of fine-tuning)."
+    on_cpu = [cell for cell in cells if mode_of(cell) == "cpu"]
+    if on_cpu:
+        names = sorted({cell.backbone for cell in on_cpu})
+        what = ("CPU timings, a pipeline check of fine-tuning" if all(get_backbone(name).test_scale for name in names)
+                else "CPU timings and quality")
+        return line + f" The {', '.join(names)} cells marked cpu ran for real on this CPU ({what})."
     methods = ",".join(dict.fromkeys(cell.method_spec for cell in cells))
     return line + (f" On this CPU, `cadbench run --methods {methods} --backbone test_scale` gives CPU timings and a "
                    "test-scale quality check (`--device cpu` times full-size cells, slowly).")
@@ -206,6 +210,18 @@ def reference_phrase(row) -> str:
     return text
 
 
+def quality_provenance(row, model: str) -> str:
+    """Where a quality figure comes from: 'measured on CPU · real weights (LiteMedSAM, sha256 79d8c9dc…) · nuclei
+    sample, test: 2 images (58 test objects)'."""
+    device = {"cpu": "CPU", "cuda": "CUDA"}.get(str(row.get("throughput_source")), str(row.get("device") or "?"))
+    weights = str(row.get("weights"))
+    weights = (f"random weights ({model})" if weights == RANDOM_WEIGHTS else
+               f"real weights ({model}, {weights[:15]}…)" if weights.startswith("sha256:") else f"{weights} ({model})")
+    dataset = str(row.get("quality_dataset") or "")
+    objects = f" ({int(row['test_objects'])} test objects)" if _known(row.get("test_objects")) else ""
+    return f"measured on {device} · {weights} · {dataset}{objects}"
+
+
 def print_sweep_summary(frame: pd.DataFrame, labels: list[str], baseline_method: str | None, mode: str,
                         out_dir: Path, modes: list[Mode], skipped: int, errored: list[dict], notes: list[str],
                         blanks: str | None = None) -> None:
@@ -236,13 +252,16 @@ def print_sweep_summary(frame: pd.DataFrame, labels: list[str], baseline_method:
     quality = frame[frame["dice"].notna()]
     for label, (_, row) in zip(method_labels(quality), quality.iterrows()):
         spec = get_backbone(row["backbone"])
-        kind = ("pipeline check (test scale, random weights)" if spec.test_scale and row["weights"] == RANDOM_WEIGHTS
-                else "quality")
         size = row.get("image_size")  # a cell off its backbone's native size says its pixels
         where = spec.label + (f" at {spec.input_size(int(size))} px" if size and not pd.isna(size) else "")
-        print(f"{kind} {label} · {where} · batch {row['batch_size']}: IoU {row['iou']:.3f}, "
-              f"Dice {row['dice']:.3f} after {int(row['train_steps'])} steps of {row['protocol']}"
-              f"{reference_phrase(row)} ({row['quality_dataset']})")
+        if spec.test_scale and row["weights"] == RANDOM_WEIGHTS:
+            print(f"pipeline check (test scale, random weights) {label} · {where} · batch {row['batch_size']}: IoU "
+                  f"{row['iou']:.3f}, Dice {row['dice']:.3f} after {int(row['train_steps'])} steps of "
+                  f"{row['protocol']}{reference_phrase(row)} ({row['quality_dataset']})")
+            continue
+        print(f"quality {label} · batch {row['batch_size']}: IoU {row['iou']:.3f}, Dice {row['dice']:.3f} after "
+              f"{int(row['train_steps'])} steps of {row['protocol']}{reference_phrase(row)}\n"
+              f"    {quality_provenance(row, where)}")
     if set(frame["weights"].dropna()) == {RANDOM_WEIGHTS}:
         print("Weights: random (no --checkpoint); memory and speed do not depend on them.")
     for row in errored:

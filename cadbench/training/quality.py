@@ -32,8 +32,9 @@ from cadbench.vocabulary.outcomes import RowPart
 
 QUALITY_COLUMNS = ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber")  # the scores
 # What a fine-tune records beside its scores (null exactly when the scores are, unless a reason says otherwise)
-# The object protocol's (--prompts-per-image N): mean distinct objects per image, and images skipped for having none
-OBJECT_COLUMNS = ("objects_per_image", "images_without_objects")
+# The object protocol's (--prompts-per-image N): mean distinct objects per image, images skipped for having none,
+# and the objects of the test split that the scores average over
+OBJECT_COLUMNS = ("objects_per_image", "images_without_objects", "test_objects")
 # The object protocol's prompts (datasets.objects) and its two references, scored on the same test objects with the
 # same evaluation boxes: the backbone as built, no method and no training (zero-shot), and the prompt box itself
 # filled in (box fill: what a model that has learnt nothing but "the object fills its box" would score).
@@ -73,6 +74,7 @@ class QualityMeasurement(RowPart):
                 "empty_train_masks": self.empty_train_masks, "empty_test_masks": self.empty_test_masks,
                 "mask_grey_values": self.mask_grey_values, "objects_per_image": self.objects_per_image,
                 "images_without_objects": self.images_without_objects,
+                "test_objects": self.scores.get("objects") if self.objects_per_image is not None else None,
                 **{column: (self.references or {}).get(column) for column in REFERENCE_COLUMNS}}
 
     def null_reasons(self) -> dict[str, str]:

@@ -31,7 +31,7 @@ MEASURED_COLUMNS = (
     "breakdown_activations_bytes", "breakdown_temporaries_bytes",
     "iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber", "quality_dataset",
     "train_steps", "protocol", "epochs", "dataset_split", "empty_train_masks", "empty_test_masks",
-    "mask_grey_values", "objects_per_image", "images_without_objects",
+    "mask_grey_values", "objects_per_image", "images_without_objects", "test_objects",
     "eval_box_margin_px", "train_box_jitter", "zero_shot_iou", "zero_shot_dice", "box_fill_iou", "box_fill_dice",
     "saved_weights", "saved_weights_sha256",
     "trainable_params", "total_params", "weights", "device",

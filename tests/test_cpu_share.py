@@ -1,0 +1,72 @@
+"""The default run's CPU share (cadbench.harness.cpu_share): without a GPU, LiteMedSAM with its real weights trains
+on the CPU beside the estimated full-size SAM cells (the test-scale SAM when LiteMedSAM is not installed)."""
+
+from dataclasses import replace
+
+import pytest
+
+import cadbench.api as api
+from cadbench.backbones import BACKBONES
+from cadbench.harness.cpu_share import cpu_share
+
+
+class Captured(Exception):
+    pass
+
+
+@pytest.fixture
+def dry_run(monkeypatch, tmp_path):
+    """cadbench.run() up to its sweep: the cells, how each is measured, and the options."""
+    seen, runs = {}, []
+
+    def sweep(cells, mode_of, options, *args, **kwargs):
+        seen.update(modes={cell.key: mode_of(cell) for cell in cells}, options=options)
+        raise Captured
+
+    monkeypatch.setattr(api, "sweep", sweep)
+    monkeypatch.setattr(api.torch.cuda, "is_available", lambda: False)
+
+    def run(**kwargs):
+        with pytest.raises(Captured):
+            api.run(methods=["decoder_only", "cad", "lora", "full"], out=tmp_path / f"out{len(runs)}",
+                    show_progress=False, **kwargs)
+        runs.append(kwargs)
+        return seen
+
+    return run
+
+
+def test_without_a_gpu_litemedsam_trains_the_methods_whose_backward_skips_its_encoder(dry_run, capsys):
+    seen = dry_run()
+    lite = {key: mode for key, mode in seen["modes"].items() if "/litemedsam/" in key}
+    assert lite == {"decoder_only/litemedsam/1/fp32/prompts_per_image=4": "cpu",
+                    "cad/litemedsam/1/fp32/prompts_per_image=4": "cpu",
+                    "lora/litemedsam/1/fp32/prompts_per_image=4": "estimate",
+                    "full/litemedsam/1/fp32/prompts_per_image=4": "estimate"}
+    full_size = {key: mode for key, mode in seen["modes"].items() if "/litemedsam/" not in key}
+    assert len(full_size) == 4 * 3 * 4 and set(full_size.values()) == {"estimate"}  # the grid's batch sizes
+    assert seen["options"].dataset == "nuclei-sample"
+    assert "LiteMedSAM (real weights) trains on this CPU at batch size 1" in capsys.readouterr().err
+
+
+def test_a_dataset_the_user_names_is_kept(dry_run):
+    assert dry_run(dataset="synthetic")["options"].dataset == "synthetic"
+
+
+def test_no_share_when_backbones_are_named_or_only_estimates_are_asked_for(dry_run):
+    assert not any("litemedsam" in key for key in dry_run(estimate_only=True)["modes"])
+    named = dry_run(backbones=["vit_b"])["modes"]
+    assert set(named.values()) == {"estimate"} and not any("litemedsam" in key for key in named)
+
+
+def test_without_litemedsam_the_test_scale_sam_trains_every_cell_at_the_grid_s_batch_sizes(dry_run, monkeypatch,
+                                                                                           capsys):
+    missing = replace(BACKBONES["litemedsam"], missing_requirement=lambda: 'needs pip install "cadbench[lite]"')
+    monkeypatch.setitem(BACKBONES, "litemedsam", missing)
+    assert cpu_share().backbone == "test_scale"
+    seen = dry_run()
+    share = {key: mode for key, mode in seen["modes"].items() if "/test_scale/" in key}
+    assert len(share) == 4 * 4 and set(share.values()) == {"cpu"}
+    assert seen["options"].dataset == "synthetic"
+    err = capsys.readouterr().err
+    assert "test-scale SAM (random weights) trains on this CPU" in err and "cadbench[lite]" in err
