@@ -20,6 +20,8 @@ from cadbench.harness.options import DEFAULT_PROTOCOL, RunOptions
 from cadbench.harness.results.rows import contract_columns
 from cadbench.methods import DecoderOnly
 from cadbench.training.protocols import available_protocols
+from cadbench.training.quality import REFERENCE_COLUMNS
+from cadbench.training.quality import reference_scores as REFERENCE_SCORES
 from cadbench.vocabulary.cell import Cell
 
 QUICK_CELL = ("--backbone", "test_scale", "--device", "cpu", "--steps", "1", "--warmup", "0", "--no-progress")
@@ -219,20 +221,34 @@ def test_a_killed_fine_tune_resumes_from_its_last_epoch_when_the_run_is_started_
     assert not checkpoint.exists()
 
 
-def test_an_object_run_records_objects_per_image_and_skipped_images_and_no_objects_is_a_row_with_the_reason(tmp_path):
+def test_an_object_run_records_objects_per_image_and_skipped_images_and_no_objects_is_a_row_with_the_reason(
+        tmp_path, monkeypatch):
     """--prompts-per-image 2 on a folder: images without objects are skipped and counted, the row records the mean
-    distinct objects per image; a dataset where no image has an object gives a row saying so, never a crash."""
+    distinct objects per image and the test objects scored; a dataset where no image has an object gives a row
+    saying so, never a crash. Zero-shot and box fill are scored once per run and shared by its cells."""
+    import cadbench.training.quality as quality
+
+    scored = []
+
+    def counting(*args, **kwargs):
+        scored.append(args)
+        return REFERENCE_SCORES(*args, **kwargs)
+
+    monkeypatch.setattr(quality, "reference_scores", counting)
     dataset = write_flat_dataset(tmp_path / "flat", 6, empty=(1, 4))
     nothing = write_flat_dataset(tmp_path / "nothing", 3, empty=(0, 1, 2))
-    for name, data in (("some", dataset), ("none", nothing)):
+    for name, data, methods in (("some", dataset, "decoder_only,cad"), ("none", nothing, "decoder_only")):
         with cells_measured_here():
-            result = cadbench_main("run", "--methods", "decoder_only", "--batch-sizes", "2", *QUICK_CELL,
+            result = cadbench_main("run", "--methods", methods, "--batch-sizes", "2", *QUICK_CELL,
                                    "--prompts-per-image", "2", "--train-steps", "1", "--test-fraction", "0.4",
                                    "--dataset", str(data), "--out", str(tmp_path / name))
         assert result.returncode == 0, result.stderr
     row = rows_of(tmp_path / "some")["decoder_only/test_scale/2/fp32/prompts_per_image=2"]
     assert row["status"] == "ok" and row["objects_per_image"] == 1.0 and row["images_without_objects"] == 2
-    assert 0.0 <= row["iou"] <= 1.0
+    assert 0.0 <= row["iou"] <= 1.0 and row["test_objects"] >= 1
+    cad = rows_of(tmp_path / "some")["cad/test_scale/2/fp32/prompts_per_image=2"]
+    assert len(scored) == 1  # the second cell of the run read what the first one kept under --out/references/
+    assert [cad[column] for column in REFERENCE_COLUMNS] == [row[column] for column in REFERENCE_COLUMNS]
     empty = rows_of(tmp_path / "none")["decoder_only/test_scale/2/fp32/prompts_per_image=2"]
     assert empty["status"] == "ok" and empty["iou"] is None and empty["peak_memory_bytes"] > 0
     assert "no image of the train split has an object" in empty["null_reasons"]["iou"]
