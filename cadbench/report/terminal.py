@@ -211,13 +211,13 @@ def reference_phrase(row) -> str:
 
 
 def quality_provenance(row, model: str) -> str:
-    """Where a quality figure comes from: 'measured on CPU · real weights (LiteMedSAM, sha256 79d8c9dc…) · nuclei
-    sample, test: 2 images (58 test objects)'."""
+    """Where a quality figure comes from: 'measured on CPU · real weights (litemedsam, sha256:79d8c9dc…) ·
+    nuclei-sample (69 test objects)'."""
     device = {"cpu": "CPU", "cuda": "CUDA"}.get(str(row.get("throughput_source")), str(row.get("device") or "?"))
     weights = str(row.get("weights"))
     weights = (f"random weights ({model})" if weights == RANDOM_WEIGHTS else
                f"real weights ({model}, {weights[:15]}…)" if weights.startswith("sha256:") else f"{weights} ({model})")
-    dataset = str(row.get("quality_dataset") or "")
+    dataset = str(row.get("quality_dataset") or "").split(",", 1)[0]  # its name; the row has the whole summary
     objects = f" ({int(row['test_objects'])} test objects)" if _known(row.get("test_objects")) else ""
     return f"measured on {device} · {weights} · {dataset}{objects}"
 
