@@ -58,7 +58,8 @@ def launcher_config(args: argparse.Namespace):
         flag = "--" + slurm_given[0].replace("_", "-")
         raise CadbenchError(f"{flag} needs --launcher slurm")
     if args.jobs is not None and name != "local":
-        raise CadbenchError(f"--jobs spreads estimates over this machine's cores; it does not go with --launcher {name}")
+        raise CadbenchError(f"--jobs spreads estimates over this machine's cores; it does not go with --launcher "
+                            f"{name}")
     if args.gpus is not None and name != "gpus":
         raise CadbenchError(f"--gpus runs cells on this machine's GPUs; it does not go with --launcher {name}")
     if name == "gpus":
