@@ -34,8 +34,9 @@ def estimate_in_order(runs: list[CellRun], options: RunOptions, context: RunCont
         return
     import multiprocessing
 
-    # the largest models first, so that no long group starts last
-    order = sorted(groups.values(), key=lambda indices: -_model_size(runs[indices[0]].cell))
+    # groups in the order of their first cell, so that rows reach the journal (and survive a stop) as early as the
+    # order allows; with many groups per core, the last to start is rarely the longest
+    order = list(groups.values())
     rows: dict[int, dict] = {}
     following = 0  # the next run to yield
     work = partial(_estimate_group, options=options, context=context, environment=environment)
@@ -65,13 +66,6 @@ def _test_scale(cell: Cell) -> bool:
     from cadbench.backbones import get_backbone
 
     return get_backbone(cell.backbone).test_scale
-
-
-def _model_size(cell: Cell) -> int:
-    from cadbench.backbones import get_backbone
-
-    spec = get_backbone(cell.backbone)
-    return spec.embed_dim * spec.depth
 
 
 def _ignore_interrupts() -> None:
