@@ -42,3 +42,9 @@ def test_test_scale_estimates_stay_in_this_process(monkeypatch):
 def test_jobs_must_be_at_least_one():
     with pytest.raises(Exception, match="--jobs must be at least 1"):
         LocalConfig(jobs=0)
+
+
+def test_jobs_go_only_with_the_local_launcher():
+    refused = cadbench_main("run", "--backbone", "test_scale", "--gpus", "0", "--jobs", "2", "--no-progress")
+    assert refused.returncode == 2
+    assert "--jobs spreads estimates over this machine's cores; it does not go with --launcher gpus" in refused.stderr
