@@ -1,5 +1,7 @@
 """The caching allocator's settings: PyTorch's grammar and checks (c10/core/AllocatorConfig.cpp), one-line errors."""
 
+from dataclasses import replace
+
 import pytest
 
 from cadbench.errors import CadbenchError
@@ -37,8 +39,20 @@ def test_roundup_power2_divisions_fill_intervals_as_pytorch_does():
 
 def test_settings_without_effect_on_device_blocks_are_accepted_and_some_are_not_simulated():
     assert AllocatorConfig.parse("pinned_use_cuda_host_register:True,release_lock_on_cudamalloc:True").simulated
-    config = AllocatorConfig.parse("backend:cudaMallocAsync,garbage_collection_threshold:0.6")
-    assert config.not_simulated == ("backend:cudaMallocAsync", "garbage_collection_threshold")
+    config = AllocatorConfig.parse("backend:cudaMallocAsync,per_process_memory_fraction:0.8")
+    assert config.not_simulated == ("backend:cudaMallocAsync", "per_process_memory_fraction")
+
+
+def test_a_garbage_collection_threshold_without_a_memory_fraction_is_simulated_as_the_defaults_with_a_note():
+    """PyTorch collects only when a per-process memory fraction is set (DeviceCachingAllocator::malloc: `if
+    (set_fraction && garbage_collection_threshold() > 0.0)`), so the threshold alone changes nothing."""
+    alone = AllocatorConfig.parse("garbage_collection_threshold:0.6")
+    assert alone.simulated and replace(alone, text="") == AllocatorConfig()
+    assert alone.label == "garbage_collection_threshold:0.6"
+    assert "changes nothing" in alone.notes[0] and not AllocatorConfig().notes
+    with_fraction = AllocatorConfig.parse("per_process_memory_fraction:0.9,garbage_collection_threshold:0.6")
+    assert with_fraction.not_simulated == ("per_process_memory_fraction", "garbage_collection_threshold")
+    assert not with_fraction.notes
 
 
 @pytest.mark.parametrize("text, culprit", [

@@ -131,7 +131,17 @@ def test_estimated_rows_carry_reserved_memory_the_oom_line_and_the_settings(tmp_
     assert row["fragmentation_ratio"] == pytest.approx(estimate.fragmentation_ratio)
     unmodelled = cadbench.run(methods=["cad"], backbones=["test_scale"], batch_sizes=[1], estimate_only=True,
                               out=tmp_path / "other", show_progress=False, print_summary=False,
-                              alloc_conf="garbage_collection_threshold:0.5").iloc[0]
+                              alloc_conf="per_process_memory_fraction:0.5").iloc[0]
     reasons = json.loads(unmodelled["null_reasons"])
     assert unmodelled["status"] == "ok" and pd.isna(unmodelled["reserved_memory_bytes"])
-    assert "garbage_collection_threshold is not simulated" in reasons["oom_capacity_bytes"]
+    assert "per_process_memory_fraction is not simulated" in reasons["oom_capacity_bytes"]
+
+
+def test_a_garbage_collection_threshold_alone_is_estimated_as_the_defaults_and_says_why():
+    cell = Cell("cad", "test_scale", 1)
+    threshold = estimate_cell(cell, alloc_conf=AllocatorConfig.parse("garbage_collection_threshold:0.6"))
+    default = estimate_cell(cell, alloc_conf=AllocatorConfig())
+    assert threshold.allocator == default.allocator is not None
+    assert threshold.oom_capacity_bytes() == default.oom_capacity_bytes()
+    assert threshold.as_row_fields()["alloc_conf"] == "garbage_collection_threshold:0.6"
+    assert not threshold.null_reasons() and any("changes nothing" in note for note in threshold.notes)

@@ -37,7 +37,7 @@ PARTS = {
     "gpu": DeviceDescription("NVIDIA H100", 80 << 30),
     "cpu": DeviceDescription("cpu"),
     "estimate": _estimate(),
-    "estimate, allocator not simulated": _estimate("garbage_collection_threshold:0.5", reserved=None),
+    "estimate, allocator not simulated": _estimate("per_process_memory_fraction:0.5", reserved=None),
     "quality": QualityMeasurement(scores=dict.fromkeys(QUALITY_COLUMNS, 0.5), protocol="quick", dataset="4 images",
                                   split="80/20", train_steps=3, epochs=None, empty_train_masks=0, empty_test_masks=0,
                                   mask_grey_values=0, loss_curve={"losses": [1.0]}),
@@ -70,5 +70,5 @@ def test_a_part_says_where_its_figures_came_from():
     assert PARTS["cpu timing"].columns()["throughput_img_s"] == 2 / TIMES.median
     assert PARTS["estimate"].side_data() == {"_timeline": [["forward", 15]]}
     assert PARTS["saved weights"].columns()["saved_weights_sha256"] == "sha256:" + "ab" * 32
-    assert "garbage_collection_threshold" in PARTS["estimate, allocator not simulated"].null_reasons()[
+    assert "per_process_memory_fraction" in PARTS["estimate, allocator not simulated"].null_reasons()[
         "reserved_memory_bytes"]

@@ -11,6 +11,7 @@ from cadbench.cards import DEFAULT_GPU_MEMORY
 from cadbench.commands.arguments import (add_alloc_conf, add_cell_selection, add_image_size, add_precision,
                                          add_prompts_per_image, comma_list, memory_size)
 from cadbench.errors import CadbenchError
+from cadbench.harness.processes import default_jobs
 from cadbench.vocabulary.precision import PRECISIONS
 
 DEFAULT_MAX_BATCH = 64
@@ -96,23 +97,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(format_advice(advice, dict(zip(capacities, names)), args.max_batch, alloc_conf.label, context))
     return 0
-
-
-WORKER_MEMORY_BYTES = 1_500_000_000  # `fit --methods full --backbone vit_h` peaked at 0.89 GB RSS (measured, CPU)
-
-
-def default_jobs() -> int:
-    """One search process per CPU core this process may use, at most one per WORKER_MEMORY_BYTES of the memory
-    available now (MemAvailable in /proc/meminfo; where there is none, the cores alone)."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        return cores
-    return max(1, min(cores, kib * 1024 // WORKER_MEMORY_BYTES))
 
 
 def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, alloc_label: str,

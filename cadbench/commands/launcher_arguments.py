@@ -19,6 +19,7 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
                             "time (same as --gpus); slurm: the cells as a Slurm array job, through submitit")
     group.add_argument("--gpus", help="'all' or GPU indices such as 0,1,3: up to one cell per GPU at a time, each "
                                       "process pinned with CUDA_VISIBLE_DEVICES")
+    add_jobs(group)
     group.add_argument("--slurm-partition", help="partition to submit to (default: the cluster's default)")
     group.add_argument("--slurm-gpus-per-job", type=int, default=None,
                        help="GPUs each job of a CUDA cell asks for (default: 1; cells without CUDA ask for none)")
@@ -40,6 +41,13 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
                             "to collect the results and resubmit what failed")
 
 
+def add_jobs(parser) -> None:
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="processes estimating cells at once (local launcher; default: one per CPU core, at most "
+                             "one per 1.5 GB of available memory, as `cadbench fit`); rows are the same, in the same "
+                             "order")
+
+
 def launcher_config(args: argparse.Namespace):
     """The config of the launcher the flags ask for; flags of another launcher are refused by name."""
     from cadbench.harness.launchers import GpusConfig, LocalConfig, SlurmConfig
@@ -49,6 +57,9 @@ def launcher_config(args: argparse.Namespace):
     if name != "slurm" and slurm_given:
         flag = "--" + slurm_given[0].replace("_", "-")
         raise CadbenchError(f"{flag} needs --launcher slurm")
+    if args.jobs is not None and name != "local":
+        raise CadbenchError(f"--jobs spreads estimates over this machine's cores; it does not go with --launcher "
+                            f"{name}")
     if args.gpus is not None and name != "gpus":
         raise CadbenchError(f"--gpus runs cells on this machine's GPUs; it does not go with --launcher {name}")
     if name == "gpus":
@@ -59,7 +70,7 @@ def launcher_config(args: argparse.Namespace):
             mem=args.slurm_mem, account=args.slurm_account, qos=args.slurm_qos, constraint=args.slurm_constraint,
             options=args.slurm_option or [], parallelism=args.slurm_parallelism,
             estimate_jobs=args.slurm_estimate_jobs, detach=args.detach)
-    return LocalConfig()
+    return LocalConfig(jobs=args.jobs)
 
 
-__all__ = ["add_launcher_arguments", "launcher_config"]
+__all__ = ["add_jobs", "add_launcher_arguments", "launcher_config"]

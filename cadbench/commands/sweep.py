@@ -6,7 +6,7 @@ import argparse
 
 from cadbench.commands.arguments import (add_alloc_conf, add_grid_arguments, add_option, checkpoint_argument,
                                          lever_arguments, run_options)
-from cadbench.commands.launcher_arguments import add_launcher_arguments, launcher_config
+from cadbench.commands.launcher_arguments import add_jobs, add_launcher_arguments, launcher_config
 from cadbench.vocabulary.modes import DEVICES
 
 
@@ -46,6 +46,7 @@ def register(commands) -> None:
     estimate_parser = commands.add_parser("estimate", help="peak GPU memory of every cell, without a GPU")
     add_grid_arguments(estimate_parser)
     add_alloc_conf(estimate_parser)
+    add_jobs(estimate_parser)
     estimate_parser.set_defaults(handler=estimate_command)
 
 
@@ -66,4 +67,6 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def estimate_command(args: argparse.Namespace) -> int:
-    return sweep(args, estimate_only=True)
+    from cadbench.harness.launchers import LocalConfig
+
+    return sweep(args, estimate_only=True, launcher=LocalConfig(jobs=args.jobs))

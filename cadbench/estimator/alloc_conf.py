@@ -11,9 +11,16 @@ Settings fall in three groups:
 * simulated (they change where blocks go): `max_split_size_mb`, `max_non_split_rounding_mb`,
   `roundup_power2_divisions`, `expandable_segments`, `large_segment_size_mb`;
 * accepted, no effect on device memory layout (host/pinned memory, locking, IPC, graph capture): recorded only;
-* valid for PyTorch but not simulated (`backend:cudaMallocAsync`, `garbage_collection_threshold`,
-  `per_process_memory_fraction`): the configuration parses, and `not_simulated` names them, so an estimate
-  says it cannot give reserved memory instead of giving a wrong figure.
+* valid for PyTorch but not simulated (`backend:cudaMallocAsync`, `per_process_memory_fraction`, and
+  `garbage_collection_threshold` together with a memory fraction): the configuration parses, and `not_simulated`
+  names them, so an estimate says it cannot give reserved memory instead of giving a wrong figure.
+
+`garbage_collection_threshold` alone changes nothing: the allocator runs that collection only when a per-process
+memory fraction is set (`DeviceCachingAllocator::malloc` in `c10/cuda/CUDACachingAllocator.cpp` calls
+`garbage_collect_cached_blocks` only `if (set_fraction && garbage_collection_threshold() > 0.0)`, and `set_fraction`
+becomes true only through `setMemoryFraction`, which `per_process_memory_fraction` or
+`torch.cuda.set_per_process_memory_fraction` calls; a training step in cadbench calls neither). So the threshold alone
+is simulated as PyTorch's defaults, and the estimate says so in its notes (`AllocatorConfig.notes`).
 
 Where PyTorch reads the settings from: `PYTORCH_ALLOC_CONF` first, then `PYTORCH_CUDA_ALLOC_CONF` (the order in which
 `AcceleratorAllocatorConfig::instance()` looks, for the keys simulated here). This module imports nothing heavy:
@@ -36,7 +43,8 @@ ROUNDUP_INTERVALS = 16  # kRoundUpPowerOfTwoIntervals: one division count per po
 
 SIMULATED_KEYS = ("max_split_size_mb", "max_non_split_rounding_mb", "roundup_power2_divisions",
                   "expandable_segments", "large_segment_size_mb")
-NOT_SIMULATED_KEYS = ("garbage_collection_threshold", "per_process_memory_fraction")  # and backend:cudaMallocAsync
+# and backend:cudaMallocAsync; garbage_collection_threshold only beside per_process_memory_fraction (see above)
+NOT_SIMULATED_KEYS = ("garbage_collection_threshold", "per_process_memory_fraction")
 NO_LAYOUT_EFFECT_KEYS = ("backend", "release_lock_on_cudamalloc", "release_lock_on_hipmalloc",
                          "pinned_use_cuda_host_register", "pinned_use_hip_host_register",
                          "pinned_num_register_threads", "pinned_use_background_threads",
@@ -62,6 +70,8 @@ class AllocatorConfig:
     large_segment_size: int = LARGE_BUFFER_BYTES  # segment for large-pool requests under 10 MiB
     text: str = ""  # the settings as given (canonical: whitespace removed), "" for PyTorch's defaults
     not_simulated: tuple[str, ...] = field(default=(), compare=False)  # keys set that the simulation cannot model
+    # keys set that change nothing a simulation would see, with why (see `notes`)
+    without_effect: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def parse(cls, text: str | None) -> "AllocatorConfig":
@@ -85,6 +95,16 @@ class AllocatorConfig:
     @property
     def simulated(self) -> bool:
         return not self.not_simulated
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What an estimate under these settings must say about them (a setting that changes nothing)."""
+        if "garbage_collection_threshold" not in self.without_effect:
+            return ()
+        return ("Allocator: garbage_collection_threshold is set without per_process_memory_fraction; PyTorch's "
+                "caching allocator runs that collection only when a per-process memory fraction is set "
+                "(CUDACachingAllocator.cpp, DeviceCachingAllocator::malloc), so on its own it changes nothing, and "
+                "reserved memory and the OOM line are simulated without it.",)
 
     @property
     def why_not_simulated(self) -> str | None:
@@ -141,7 +161,13 @@ class _Parser:
             if index + 1 < len(self.tokens):
                 self._expect(index + 1, ",", key)  # a trailing comma is accepted, as PyTorch accepts it
             index += 2
-        return AllocatorConfig(**self.values, text=self.text, not_simulated=tuple(self.not_simulated))
+        without_effect = ()
+        fraction_set = "per_process_memory_fraction" in self.not_simulated
+        if "garbage_collection_threshold" in self.not_simulated and not fraction_set:
+            self.not_simulated.remove("garbage_collection_threshold")  # no fraction, no collection (module docstring)
+            without_effect = ("garbage_collection_threshold",)
+        return AllocatorConfig(**self.values, text=self.text, not_simulated=tuple(self.not_simulated),
+                               without_effect=without_effect)
 
     # -- values -------------------------------------------------------------------------------------------------
     def _parse_max_split_size_mb(self, key: str, index: int) -> int:

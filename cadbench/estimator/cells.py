@@ -92,6 +92,11 @@ def clear_cache() -> None:
     clear_shared_cache()
 
 
+def replay_group(cell: Cell) -> Cell:
+    """Cells with the same group are estimated on one warm replay (in one process, that work is shared)."""
+    return _replay_key(cell, 0)[0]
+
+
 def _replay_key(cell: Cell, seed: int) -> tuple[Cell, int]:
     """The warm replay a cell is measured on: the cell at the warm-up batch size, its per-batch levers (micro-batch,
     encoder chunk) at their defaults, which `rebatch` sets for each measurement."""

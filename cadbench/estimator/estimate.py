@@ -226,6 +226,7 @@ def summarize(record: StepRecord, workspace_bytes: int | None = None, trace: All
         top_activation_modules=tuple(top),
         reserved_bytes=None if allocator is None else allocator.reserved_bytes,
         allocator_budget_bytes=None if allocator is None else allocator.oom_budget_bytes,
+        notes=NOTES + config.notes,
         alloc_conf=config,
         allocator=allocator,
     )

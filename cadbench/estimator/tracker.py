@@ -111,6 +111,14 @@ class MemoryTracker(TorchDispatchMode):
         return [b for b in self.blocks if not b.excluded and b.born <= event and (b.died is None or b.died > event)]
 
     # -- dispatch ---------------------------------------------------------------------------------------------
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """No `torch._disable_dynamo` wrapper around `__torch_dispatch__` (PyTorch 2.10+ adds one to every dispatch
+        mode unless this says False): it keeps torch.compile from tracing into the mode, and nothing in a replay is
+        compiled, but it adds four Python calls, about 1.2 µs, to every op: 2-3% of a replay's CPU (a vit_h step
+        runs about 65,000 ops). What the mode does is unchanged."""
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if self.outside():

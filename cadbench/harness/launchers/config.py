@@ -11,9 +11,15 @@ from cadbench.errors import CadbenchError
 
 @dataclass(frozen=True)
 class LocalConfig:
-    """Every device cell in a fresh process on this machine, one after another (what `cadbench run` always did)."""
+    """Every device cell in a fresh process on this machine, one after another (what `cadbench run` always did);
+    estimate cells in this process, or spread over `jobs` processes (launchers/estimates.py)."""
 
     NAME: ClassVar[str] = "local"
+    jobs: int | None = None  # processes estimating at once; None: harness.processes.default_jobs() (one per core)
+
+    def __post_init__(self) -> None:
+        if self.jobs is not None and (isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1):
+            raise CadbenchError(f"--jobs must be at least 1, got {self.jobs!r}")
 
 
 @dataclass(frozen=True)

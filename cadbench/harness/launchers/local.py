@@ -1,6 +1,7 @@
 """The local launcher: each device cell in a fresh Python process on this machine, one after another; estimates in
-this process. `run_in_fresh_process` is also what the other launchers run a cell with (pinned to a GPU, or inside
-a Slurm job), so a cell's row is the same whichever launcher ran it."""
+this process or, full-size ones, on every core (launchers/estimates.py), never while a device cell runs.
+`run_in_fresh_process` is also what the other launchers run a cell with (pinned to a GPU, or inside a Slurm job), so
+a cell's row is the same whichever launcher ran it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import json
 import os
 import sys
 import tempfile
+from itertools import takewhile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from cadbench.harness.launchers.base import CellRun, Launcher, Progress, measure_here
+from cadbench.harness.launchers.base import CellRun, Launcher, Progress
 from cadbench.harness.launchers.config import LocalConfig
+from cadbench.harness.launchers.estimates import estimate_in_order
 from cadbench.harness.options import RunContext, RunOptions
-from cadbench.harness.processes import run_cell_process
+from cadbench.harness.processes import default_jobs, run_cell_process
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.modes import Mode
 
@@ -25,12 +28,18 @@ class LocalLauncher(Launcher):
 
     def launch(self, runs: list[CellRun], options: RunOptions, context: RunContext, environment: dict, out_dir: Path,
                on_progress: Progress) -> Iterator[tuple[Cell, dict]]:
-        for run in runs:
+        jobs = self.config.jobs or default_jobs()
+        index = 0
+        while index < len(runs):
+            if runs[index].mode == "estimate":  # a stretch of estimates: on several cores, never beside a device cell
+                stretch = list(takewhile(lambda run: run.mode == "estimate", runs[index:]))
+                yield from estimate_in_order(stretch, options, context, environment, on_progress, jobs)
+                index += len(stretch)
+                continue
+            run = runs[index]
             on_progress("start", run.cell)
-            if run.mode == "estimate":
-                yield run.cell, measure_here(run, options, context, environment)
-            else:
-                yield run.cell, run_in_fresh_process(run.cell, run.mode, options, context, environment)
+            yield run.cell, run_in_fresh_process(run.cell, run.mode, options, context, environment)
+            index += 1
 
 
 def run_in_fresh_process(cell: Cell, mode: Mode, options: RunOptions, context: RunContext, environment: dict | None,

@@ -1,0 +1,50 @@
+"""Estimates on several cores (launchers/estimates.py): the same rows, in the same order, as one after the other."""
+
+import json
+
+import pytest
+from cadbench_in_process import cadbench_main
+
+from cadbench.harness.launchers import LocalConfig
+from cadbench.harness.launchers.base import CellRun
+from cadbench.harness.launchers.estimates import estimate_in_order
+from cadbench.harness.options import RunContext, RunOptions
+from cadbench.vocabulary.cell import Cell
+
+
+def _rows(out):
+    return json.loads((out / "results.json").read_text())["rows"]  # the run's start time is in "environment"
+
+
+def test_estimates_in_two_processes_give_the_rows_of_one_process_in_the_same_order(tmp_path):
+    # two full-size groups (one warm replay each: fp32 and bf16), listed interleaved with the batch sizes
+    grid = ("--methods", "decoder_only", "--backbone", "vit_b", "--batch-sizes", "2,1", "--precision", "bf16,fp32",
+            "--no-progress")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cadbench_main("estimate", *grid, "--jobs", "1", "--out", one).returncode == 0
+    assert cadbench_main("estimate", *grid, "--jobs", "2", "--out", two).returncode == 0
+    assert _rows(two) == _rows(one)
+    assert (two / "timelines.json").read_bytes() == (one / "timelines.json").read_bytes()
+
+
+def test_test_scale_estimates_stay_in_this_process(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "get_context", lambda *_: pytest.fail("a process was started"))
+    runs = [CellRun(Cell(method, "test_scale", 1), "estimate") for method in ("decoder_only", "cad")]
+    started = []
+    rows = list(estimate_in_order(runs, RunOptions(), RunContext(), {}, lambda event, cell: started.append(cell),
+                                  jobs=2))
+    assert [cell for cell, _ in rows] == started == [run.cell for run in runs]
+    assert all(row["status"] == "ok" for _, row in rows)
+
+
+def test_jobs_must_be_at_least_one():
+    with pytest.raises(Exception, match="--jobs must be at least 1"):
+        LocalConfig(jobs=0)
+
+
+def test_jobs_go_only_with_the_local_launcher():
+    refused = cadbench_main("run", "--backbone", "test_scale", "--gpus", "0", "--jobs", "2", "--no-progress")
+    assert refused.returncode == 2
+    assert "--jobs spreads estimates over this machine's cores; it does not go with --launcher gpus" in refused.stderr
