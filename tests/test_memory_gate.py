@@ -16,7 +16,9 @@ pytestmark = pytest.mark.memory_gate
 
 def test_the_default_grid_estimate_is_within_one_percent_of_the_committed_baseline(tmp_path):
     out = tmp_path / "estimate"
-    estimated = cadbench_main("estimate", "--out", out, "--no-progress")
+    # one process: the suite already runs a worker per core (the parallel path has its own test,
+    # tests/test_launchers_estimates.py)
+    estimated = cadbench_main("estimate", "--out", out, "--no-progress", "--jobs", "1")
     assert estimated.returncode == 0, estimated.stderr
     checked = cadbench_main("check", out, "--baseline", BASELINE, "--tolerance", "1%")
     assert checked.returncode == 0, checked.stdout + checked.stderr
