@@ -21,15 +21,6 @@ from proc_table import alive, children
 PLUGINS = Path(__file__).parent / "plugins"
 
 
-def cadbench_process(*args, env=None, **kwargs):
-    """Run the installed CLI in a subprocess, with the misbehaving test methods installed as plugins: for the tests
-    of the process itself (isolation, signals, kill and resume, the folder lock). Everything else runs the CLI in
-    this process (`cadbench_main`)."""
-    environment = {**os.environ, "PYTHONPATH": str(PLUGINS), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "cadbench", *args], capture_output=True, text=True,
-                          env=environment, timeout=600, **kwargs)
-
-
 @pytest.fixture(autouse=True)
 def _plugins(plugin_methods):
     """Every test here may name the misbehaving test methods, in this process or in the ones it starts."""
@@ -41,10 +32,11 @@ def read_rows(out: Path) -> dict:
 
 
 def test_failing_cells_are_results_and_the_sweep_goes_on(tmp_path):
+    """The cells under test get a process each (a crash, an OOM, a raise); the sweep that outlives them runs here."""
     out = tmp_path / "out"
-    result = cadbench_process("run", "--methods", "raising,oom,crashing,decoder_only", "--backbone", "test_scale",
-                              "--batch-sizes", "2", "--device", "cpu", "--steps", "2", "--warmup", "1",
-                              "--train-steps", "2", "--no-progress", "--out", str(out))
+    result = cadbench_main("run", "--methods", "raising,oom,crashing,decoder_only", "--backbone", "test_scale",
+                           "--batch-sizes", "2", "--device", "cpu", "--steps", "2", "--warmup", "1",
+                           "--train-steps", "2", "--no-progress", "--out", str(out))
     assert result.returncode == 1, result.stderr  # some cell errored
     rows = read_rows(out)
     assert rows["oom"]["status"] == "oom"

@@ -122,7 +122,9 @@ def test_a_cancelled_job_becomes_an_error_row_and_the_next_run_resubmits_it(on_s
         job_id = None
         while job_id is None or "RUNNING" not in slurm.run("squeue", "--noheader", f"--jobs={job_id}",
                                                            "--format=%T", check=False).stdout:
-            assert time.monotonic() < deadline and waiting.poll() is None, "the job never ran"
+            if waiting.poll() is not None:  # it stopped before the job ran: say what it said
+                pytest.fail(f"the run exited {waiting.returncode} before its job ran: {waiting.communicate()[1]}")
+            assert time.monotonic() < deadline, "the job never ran"
             records = out / "slurm" / "jobs.json"
             if records.exists() and json.loads(records.read_text())["jobs"]:
                 job_id = json.loads(records.read_text())["jobs"][0]["job_id"]
