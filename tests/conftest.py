@@ -6,6 +6,9 @@ from pathlib import Path
 # off. With two threads, a fine-tune of 18 test-scale steps took 22 s of CPU (31 s wall) on a busy 2-core machine;
 # with one, 8 s (13 s wall). Two workers of two threads each on two cores were slower still.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Likewise one estimate process at a time (cadbench.harness.processes.default_jobs): a second one would only add its
+# imports and a cold op cache on a core another worker is using. Tests of the parallel path pass --jobs themselves.
+os.environ.setdefault("CADBENCH_JOBS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

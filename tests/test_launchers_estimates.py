@@ -48,3 +48,16 @@ def test_jobs_go_only_with_the_local_launcher():
     refused = cadbench_main("run", "--backbone", "test_scale", "--gpus", "0", "--jobs", "2", "--no-progress")
     assert refused.returncode == 2
     assert "--jobs spreads estimates over this machine's cores; it does not go with --launcher gpus" in refused.stderr
+
+
+def test_cadbench_jobs_caps_the_default_number_of_estimate_processes(monkeypatch):
+    from cadbench.harness.processes import default_jobs
+
+    monkeypatch.delenv("CADBENCH_JOBS", raising=False)
+    uncapped = default_jobs()
+    monkeypatch.setenv("CADBENCH_JOBS", "1")
+    assert default_jobs() == 1
+    monkeypatch.setenv("CADBENCH_JOBS", "64")
+    assert default_jobs() == uncapped  # a cap, never more than the cores and memory allow
+    monkeypatch.setenv("CADBENCH_JOBS", "none")
+    assert default_jobs() == uncapped  # not a positive number: ignored

@@ -67,8 +67,12 @@ WORKER_MEMORY_BYTES = 1_500_000_000  # `fit --methods full --backbone vit_h` pea
 
 def default_jobs() -> int:
     """One search process per CPU core this process may use, at most one per WORKER_MEMORY_BYTES of the memory
-    available now (MemAvailable in /proc/meminfo; where there is none, the cores alone)."""
+    available now (MemAvailable in /proc/meminfo; where there is none, the cores alone), and at most CADBENCH_JOBS
+    when that is set (a machine shared with other work; the test suite sets 1, since it runs a worker per core)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cap = os.environ.get("CADBENCH_JOBS", "").strip()
+    if cap.isdigit() and int(cap) >= 1:
+        cores = min(cores, int(cap))
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable:"))
