@@ -230,10 +230,17 @@ def print_sweep_summary(frame: pd.DataFrame, labels: list[str], baseline_method:
     baseline = choose_baseline(labels, baseline_method)
     source = ("measured on CUDA (max_memory_allocated)" if mode == "cuda" else
               "estimated (fake-tensor replay of the training step; no GPU used)")
-    table = comparison_table(frame, baseline)
-    print(f"\nPeak training memory, {source}" + (f"; ratios to {baseline}" if baseline else "") + ":")
-    if not table.empty:
-        print(to_text(table))
+    # one table per task (objects per image): cells prompted differently are not the same job, so they share no line
+    tasks = (frame["prompts_per_image"].fillna(WHOLE_IMAGE).astype(str) if "prompts_per_image" in frame
+             else pd.Series(WHOLE_IMAGE, index=frame.index))
+    for task in sorted(dict.fromkeys(tasks), key=lambda task: task != WHOLE_IMAGE):
+        part = frame[tasks == task]
+        ratios = baseline if baseline in method_labels(part) else None
+        table = comparison_table(part, ratios)
+        what = f" ({describe_prompts(task)})" if describe_prompts(task) and len(set(tasks)) > 1 else ""
+        print(f"\nPeak training memory{what}, {source}" + (f"; ratios to {ratios}" if ratios else "") + ":")
+        if not table.empty:
+            print(to_text(table))
     throughput = throughput_table(frame)
     if not throughput.empty:
         where = sorted(set(frame["throughput_source"].dropna()))
