@@ -65,8 +65,10 @@ def _table(rows: pd.DataFrame, baseline: str | None,
             ratio = f"{row['peak_memory_bytes'] / base['peak_memory_bytes'].iloc[0]:.2f}×"
         status_css = "oom" if row["status"] == "oom" else "error" if row["status"] == "error" else ""
         peak = "OOM" if row["status"] == "oom" else _fmt_bytes(row["peak_memory_bytes"])
+        # a not-applicable reason's first clause here; the whole of it is under "Empty cells, and why"
         status = {"error": f"error: {row['error']}",
-                  "not_applicable": f"not applicable: {row['error']}"}.get(row["status"], row["status"])
+                  "not_applicable": f"not applicable: {str(row['error']).split(': ', 1)[0]}"}.get(row["status"],
+                                                                                                   row["status"])
         throughput = _fmt(row["throughput_img_s"])
         if throughput != "—" and row["throughput_source"] == "cpu":
             throughput += " (cpu)"
@@ -74,13 +76,18 @@ def _table(rows: pd.DataFrame, baseline: str | None,
             throughput += " noisy"
         values = [row["method"], str(row["batch_size"]), row["precision"],
                   status, peak,
-                  row["memory_source"] or "—", *[reference.error_of(row) or "—" for reference in references],
+                  _text(row["memory_source"]), *[reference.error_of(row) or "—" for reference in references],
                   ratio, _fmt_bytes(row["reserved_memory_bytes"]), throughput,
                   _fmt(row["flops_per_step"], "{:.3g}"), *_quality_cells(row),
                   _fmt(row["trainable_params"], "{:,.0f}")]
         lines.append([{"text": value, "css": ("text " if index < 3 else "") + (status_css if index in (3, 4) else "")}
                       for index, value in enumerate(values)])
     return columns, lines
+
+
+def _text(value) -> str:
+    """A text column's value, '—' where it is null (None or NaN)."""
+    return "—" if value is None or (isinstance(value, float) and pd.isna(value)) or value == "" else str(value)
 
 
 def _is_pipeline_check(row) -> bool:
