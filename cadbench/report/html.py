@@ -75,19 +75,14 @@ def _table(rows: pd.DataFrame, baseline: str | None,
         if throughput != "—" and row.get("step_time_noisy") is True:
             throughput += " noisy"
         values = [row["method"], str(row["batch_size"]), row["precision"],
-                  status, peak,
-                  _text(row["memory_source"]), *[reference.error_of(row) or "—" for reference in references],
+                  status, peak, _fmt(row["memory_source"] or None, "{}"),
+                  *[reference.error_of(row) or "—" for reference in references],
                   ratio, _fmt_bytes(row["reserved_memory_bytes"]), throughput,
                   _fmt(row["flops_per_step"], "{:.3g}"), *_quality_cells(row),
                   _fmt(row["trainable_params"], "{:,.0f}")]
         lines.append([{"text": value, "css": ("text " if index < 3 else "") + (status_css if index in (3, 4) else "")}
                       for index, value in enumerate(values)])
     return columns, lines
-
-
-def _text(value) -> str:
-    """A text column's value, '—' where it is null (None or NaN)."""
-    return "—" if value is None or (isinstance(value, float) and pd.isna(value)) or value == "" else str(value)
 
 
 def _is_pipeline_check(row) -> bool:
