@@ -207,22 +207,20 @@ def _reference_scores(cell: Cell, options: RunOptions, context: RunContext, test
     its weights and input size, and the test split, not on the method: the first cell of a run that needs them
     keeps them under --out/references/, and the run's other cells read them there."""
     from cadbench.backbones import build_sam
-    from cadbench.files import strict_json, write_atomically
+    from cadbench.files import read_side_file, strict_json, write_atomically
     from cadbench.training.quality import reference_scores
 
     depends_on = {"backbone": cell.backbone, "image_px": cell_pixels(cell),
-                  "weights": context.weights_of(cell.backbone), "device": device.type, "protocol": protocol.name, "test": test.summary(),
+                  "weights": context.weights_of(cell.backbone), "device": device.type, "protocol": protocol.name,
+                  "test": test.summary(),
                   **{name: getattr(options, name) for name in ("dataset", "layout", "seed", "test_fraction")}}
     kept = None
     if context.state_dir is not None:
         digest = hashlib.sha256(json.dumps(depends_on, sort_keys=True).encode()).hexdigest()[:16]
         kept = Path(context.state_dir) / "references" / f"{cell.backbone}-{digest}.json"
-        try:
-            saved = json.loads(kept.read_text())
-            if saved.get("depends_on") == json.loads(json.dumps(depends_on)):
-                return saved["scores"]
-        except (OSError, ValueError, AttributeError, KeyError):
-            pass  # absent or damaged: score again
+        saved = read_side_file(kept, "zero-shot and box fill are scored again")  # {} when absent or damaged
+        if saved.get("depends_on") == json.loads(json.dumps(depends_on)) and isinstance(saved.get("scores"), dict):
+            return saved["scores"]
     built = build_sam(cell.backbone, checkpoint=context.checkpoints.get(cell.backbone), device=device,
                       image_size=cell.image_size)
     scores = reference_scores(built.sam, test, protocol.geometry)
