@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cadbench.backbones import build_sam
 from cadbench.errors import CadbenchError
 from cadbench.estimator import MemoryEstimate, estimate_cell, estimate_setup, fit_table, largest_fitting_batch
-from cadbench.estimator.cuda_runtime import allocator_bytes, training_step_workspace_bytes
+from cadbench.estimator.cuda_runtime import allocator_bytes, step_workspace_bytes
 from cadbench.methods import BUILTIN_METHODS, Method
 from cadbench.training.protocol import build_optimizer
 from cadbench.datasets.batch import random_batch
@@ -164,7 +164,7 @@ def test_breakdown_roles_sum_to_the_peak_and_match_the_model():
     unstepped = {name for name, p in setup.module.named_parameters()
                  if p.requires_grad and p not in setup.optimizer.state}
     assert unstepped and all(name.startswith("sam.mask_decoder.iou_prediction_head.") for name in unstepped)
-    assert breakdown.temporaries >= estimate.workspace_bytes == training_step_workspace_bytes()
+    assert breakdown.temporaries >= estimate.workspace_bytes == step_workspace_bytes()
     assert estimate.top_activation_modules and estimate.top_activation_modules[0][0].startswith("adapter.")
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from cadbench.estimator.cuda_runtime import allocator_bytes, cublas_workspace_bytes, training_step_workspace_bytes
+from cadbench.estimator.cuda_runtime import allocator_bytes, cublas_workspace_bytes, step_workspace_bytes
 from cadbench.estimator.tracker import MemoryTracker
 
 
@@ -18,7 +18,7 @@ def test_cublas_workspace_figures():
     assert cublas_workspace_bytes("", hopper=False) == 4096 * 1024 * 2 + 16 * 1024 * 8
     assert cublas_workspace_bytes(":4096:8") == 32 * 2**20
     assert cublas_workspace_bytes(":16:8") == 128 * 1024
-    assert training_step_workspace_bytes("") == 2 * 32 * 2**20
+    assert step_workspace_bytes("") == 2 * 32 * 2**20
 
 
 def _sequence(tracker: MemoryTracker) -> list[int]:

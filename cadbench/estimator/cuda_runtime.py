@@ -21,6 +21,7 @@ ALLOCATOR_BLOCK_BYTES = 512
 HOPPER_CUBLAS_WORKSPACE_BYTES = 4096 * 1024 * 8
 OTHER_CUBLAS_WORKSPACE_BYTES = 4096 * 1024 * 2 + 16 * 1024 * 8
 CUBLAS_WORKSPACES_PER_TRAINING_STEP = 2
+CUBLAS_WORKSPACES_PER_INFERENCE_STEP = 1  # the forward alone, on the caller's thread
 
 # Device memory a CUDA process uses outside PyTorch's allocator: the CUDA context and the cuBLAS/cuDNN kernels loaded
 # (lazily) on first use. Not measurable here; 1 GiB is a deliberately generous allowance: public reports for PyTorch
@@ -43,11 +44,14 @@ def cublas_workspace_bytes(config: str | None = None, hopper: bool = True) -> in
     return HOPPER_CUBLAS_WORKSPACE_BYTES if hopper else OTHER_CUBLAS_WORKSPACE_BYTES
 
 
-def training_step_workspace_bytes(config: str | None = None, hopper: bool = True) -> int:
-    """cuBLAS workspaces live during a training step after warm-up (see CUBLAS_WORKSPACES_PER_TRAINING_STEP)."""
-    return CUBLAS_WORKSPACES_PER_TRAINING_STEP * allocator_bytes(cublas_workspace_bytes(config, hopper))
+def step_workspace_bytes(config: str | None = None, hopper: bool = True, trains: bool = True) -> int:
+    """cuBLAS workspaces live during a step after warm-up: a training step's two, an inference step's one (see
+    CUBLAS_WORKSPACES_PER_TRAINING_STEP)."""
+    workspaces = len(step_workspace_requests(config, hopper, trains))
+    return workspaces * allocator_bytes(cublas_workspace_bytes(config, hopper))
 
 
-def training_step_workspace_requests(config: str | None = None, hopper: bool = True) -> tuple[int, ...]:
+def step_workspace_requests(config: str | None = None, hopper: bool = True, trains: bool = True) -> tuple[int, ...]:
     """The same workspaces as the caching allocator receives them: one request each (forward, then backward)."""
-    return (cublas_workspace_bytes(config, hopper),) * CUBLAS_WORKSPACES_PER_TRAINING_STEP
+    count = CUBLAS_WORKSPACES_PER_TRAINING_STEP if trains else CUBLAS_WORKSPACES_PER_INFERENCE_STEP
+    return (cublas_workspace_bytes(config, hopper),) * count

@@ -156,7 +156,7 @@ def estimate_setup(make_setup: Callable[[], TrainingSetup], steps: int = 2, *, f
     `make_setup` is called inside the fake mode, so everything it builds is fake (nothing real is allocated).
     `fake=False` runs the same replay on real tensors (the estimator's own test); `cache_ops=False` replays every
     op through FakeTensorMode (the reference for the op cache). `workspace_bytes` defaults to the cuBLAS workspaces
-    of a training step on Hopper (cuda_runtime.training_step_workspace_bytes()). `alloc_conf`: the caching
+    of the step on Hopper (cuda_runtime.step_workspace_bytes()). `alloc_conf`: the caching
     allocator's settings for reserved memory and the OOM line (default: PyTorch's environment variables).
     Raises CadbenchError naming the op and the method when the step cannot run on fake tensors.
     """
@@ -172,9 +172,10 @@ def estimate_setup(make_setup: Callable[[], TrainingSetup], steps: int = 2, *, f
 def allocation_trace(replay: Replay, record: StepRecord,
                      workspace_requests: tuple[int, ...] | None = None) -> AllocationTrace:
     """The requests a GPU run's caching allocator would see up to the end of the replay's measured step (see
-    allocation_trace.build_trace); `workspace_requests` default to the two cuBLAS workspaces of a training step."""
+    allocation_trace.build_trace); `workspace_requests` default to the step's cuBLAS workspaces (a training step's
+    two, an inference step's one)."""
     if workspace_requests is None:
-        workspace_requests = cuda_runtime.training_step_workspace_requests()
+        workspace_requests = cuda_runtime.step_workspace_requests(trains=record.trains)
     with _collector_paused():
         return build_trace(replay.setup_events, replay.setup_batch, replay.batch_events, replay.optimizer_states,
                            record.step_trace, workspace_requests)
@@ -198,7 +199,7 @@ def summarize(record: StepRecord, workspace_bytes: int | None = None, trace: All
     """Turn a measured step into the estimate: breakdown at the peak, workspaces added, timeline downsampled, and,
     given its allocation trace, the caching-allocator simulation under `alloc_conf` (default: the environment's)."""
     if workspace_bytes is None:
-        workspace_bytes = cuda_runtime.training_step_workspace_bytes()
+        workspace_bytes = cuda_runtime.step_workspace_bytes(trains=record.trains)
     config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
     allocator = None
     if trace is not None and config.simulated:

@@ -75,6 +75,7 @@ class StepRecord:
     # gradients can be laid out differently (with one image, AccumulateGrad keeps views of a shared storage).
     previous_gradients_irrelevant: bool
     step_trace: StepTrace  # the step's allocations and frees, for the caching-allocator simulation
+    trains: bool = True  # a training step (forward, backward, optimizer); False: an inference step
 
 
 class Replay:
@@ -124,7 +125,8 @@ class Replay:
                                 f"{', '.join(sorted(devices))}; build it on the CPU (the replay models the GPU with "
                                 f"fake CPU tensors: fake CUDA tensors cannot run backward without a CUDA driver)")
         self._module_names = {id(module): name or "(root)" for name, module in self.setup.module.named_modules()}
-        self.setup.optimizer.register_step_pre_hook(lambda *_: self._set_optimizer_phase(True))
+        if self.setup.optimizer is not None:  # an inference step (a method that does not train) has none
+            self.setup.optimizer.register_step_pre_hook(lambda *_: self._set_optimizer_phase(True))
 
     # -- running ----------------------------------------------------------------------------------------------
     def warm_up(self, steps: int = 1) -> None:
@@ -176,6 +178,7 @@ class Replay:
             previous_gradients_irrelevant=self._previous_gradients_irrelevant(previous_gradients, window_start,
                                                                               start_bytes),
             step_trace=StepTrace(events, window_start, born_here),
+            trains=self.setup.trains,
         )
 
     def _previous_gradients_irrelevant(self, previous: list[Block], window_start: int, start_bytes: int) -> bool:
@@ -274,11 +277,10 @@ class Replay:
     # -- what persists between steps ----------------------------------------------------------------------------
     def _tag_persistent_state(self) -> None:
         """Tag the blocks of parameters, gradients and optimizer states (categories of the breakdown)."""
-        module, optimizer = self.setup.module, self.setup.optimizer
+        module = self.setup.module
         tagged = [(PARAMETER, p) for p in module.parameters()]
         tagged += [(GRADIENT, p.grad) for p in module.parameters() if p.grad is not None]
-        tagged += [(OPTIMIZER_STATE, value) for state in optimizer.state.values() for value in state.values()
-                   if isinstance(value, torch.Tensor)]
+        tagged += [(OPTIMIZER_STATE, value) for value in self._optimizer_states()]
         for tag, tensor in tagged:
             block = self.tracker.block_of(tensor)
             if block is not None:
@@ -293,7 +295,8 @@ class Replay:
         """The gradients' blocks in the order `zero_grad(set_to_none=True)` frees them (a block shared by several
         gradients goes when the last of them is dropped)."""
         last_use: dict[int, tuple[int, Block]] = {}
-        parameters = [p for group in self.setup.optimizer.param_groups for p in group["params"]]
+        optimizer = self.setup.optimizer
+        parameters = [p for group in optimizer.param_groups for p in group["params"]] if optimizer else []
         for index, parameter in enumerate(parameters):
             block = self.tracker.block_of(parameter.grad) if parameter.grad is not None else None
             if block is not None:
@@ -304,17 +307,23 @@ class Replay:
         return [value for value in vars(self.setup.batch).values() if isinstance(value, torch.Tensor)]
 
     def _setup_tensors(self) -> list[torch.Tensor]:
-        module, optimizer = self.setup.module, self.setup.optimizer
+        module = self.setup.module
         tensors = [*module.parameters(), *module.buffers()]
         tensors += [p.grad for p in module.parameters() if p.grad is not None]
-        tensors += [value for state in optimizer.state.values() for value in state.values()
-                    if isinstance(value, torch.Tensor)]
-        return tensors + self._batch_tensors()
+        return tensors + self._optimizer_states() + self._batch_tensors()
+
+    def _optimizer_states(self) -> list[torch.Tensor]:
+        """The tensors in the optimizer's state (none without an optimizer: an inference step)."""
+        optimizer = self.setup.optimizer
+        if optimizer is None:
+            return []
+        return [value for state in optimizer.state.values() for value in state.values()
+                if isinstance(value, torch.Tensor)]
 
     def _exclude_host_resident_state(self) -> None:
         """torch.optim keeps `step` counters on the host unless `capturable` or `fused`: not GPU memory."""
         optimizer = self.setup.optimizer
-        for group in optimizer.param_groups:
+        for group in optimizer.param_groups if optimizer is not None else ():
             if group.get("capturable") or group.get("fused"):
                 continue
             for parameter in group["params"]:

@@ -34,7 +34,7 @@ class Trainee:
     """A method ready to train: the wrapped model, its optimizer, and where its weights came from."""
 
     method: Method
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None: the method does not train (`Method.trains`)
     built: BuiltSam
 
     @property

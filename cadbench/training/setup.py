@@ -15,7 +15,7 @@ from cadbench.registry import build_method
 from cadbench.training.levers import apply_levers
 from cadbench.training.plan import StepPlan, Trainee
 from cadbench.training.protocol import build_optimizer
-from cadbench.training.step import training_step
+from cadbench.training.step import inference_step, training_step
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.precision import Precision
 from cadbench.vocabulary.prompts import objects_per_image
@@ -25,10 +25,13 @@ from cadbench.vocabulary.resolution import NATIVE_IMAGE_SIZE
 def prepare(method_spec: str, backbone: str, checkpoint: str | None = None, device: str | torch.device = "cpu",
             image_size: int = NATIVE_IMAGE_SIZE) -> Trainee:
     """Build the backbone for images of `image_size` pixels (0: its native size), wrap it with the method ('cad',
-    'lora:rank=16'), and make the optimizer over the method's trainable parameters."""
+    'lora:rank=16'), and make the optimizer over the method's trainable parameters (none for a method that does
+    not train)."""
     built = build_sam(backbone, checkpoint=checkpoint, device=device, image_size=image_size)
     with torch.device(device):
         method = build_method(method_spec, built.sam)
+    if not method.trains:  # scored as built: evaluation mode, no optimizer
+        return Trainee(method.eval(), None, built)
     method.train()
     return Trainee(method, build_optimizer(method.trainable_parameters()), built)
 
@@ -54,10 +57,18 @@ class TrainingSetup:
         return self.trainee.method
 
     @property
-    def optimizer(self) -> torch.optim.Optimizer:
+    def optimizer(self) -> torch.optim.Optimizer | None:
         return self.trainee.optimizer
 
+    @property
+    def trains(self) -> bool:
+        """Whether the step trains (forward, backward, optimizer step) or is an inference step (a method that does
+        not train: the forward under no_grad)."""
+        return self.trainee.optimizer is not None
+
     def step(self) -> torch.Tensor:
+        if not self.trains:
+            return inference_step(self.trainee.method, self.batch, self.plan)
         return training_step(self.trainee.method, self.trainee.optimizer, self.batch, self.plan)
 
 

@@ -1,4 +1,5 @@
-"""One training step, written once for every method: forward, loss, backward, optimizer step.
+"""One training step, written once for every method: forward, loss, backward, optimizer step (and the inference
+step of a method that does not train: the same forward under no_grad).
 
 How the step runs beyond the method is a `StepPlan` (`cadbench.training.plan`): the precision (autocast; fp16 with
 loss scaling), the micro-batches of gradient accumulation, and the contexts levers enter around each forward and
@@ -69,6 +70,21 @@ def training_step(
         scaler.step(optimizer)
         scaler.update()
     return total
+
+
+def inference_step(method: Method, batch: Batch, plan: StepPlan | Precision = "fp32",
+                   boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """The step of a method that does not train: the same forward as `training_step` (prompts, precision, the
+    levers' contexts, logits upsampled to the masks and the loss, which it returns), under no_grad, with no backward
+    and no optimizer. Its memory and time are those of inference on the batch."""
+    plan = plan if isinstance(plan, StepPlan) else StepPlan(plan)
+    boxes = batch.boxes if boxes is None else boxes
+    with contextlib.ExitStack() as stack:
+        for enter in plan.contexts:
+            stack.enter_context(enter())
+        with torch.no_grad(), autocast(batch.images.device, plan.precision):
+            logits = upsample_logits(method(batch.images, boxes), tuple(batch.masks.shape[-2:]))
+            return segmentation_loss(logits, batch.masks)
 
 
 def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
