@@ -8,9 +8,10 @@ from cadbench.methods.lora import Lora
 from cadbench.methods.options import MethodOptions, option
 from cadbench.methods.peft_adapter import PeftAdapter
 from cadbench.methods.sam_adapter import SamAdapter
+from cadbench.methods.zero_shot import ZeroShot
 
 BUILTIN_METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (DecoderOnly, SamAdapter, CAD, Lora, Full, PeftAdapter)}
+    cls.name: cls for cls in (DecoderOnly, SamAdapter, CAD, Lora, Full, PeftAdapter, ZeroShot)}
 
 __all__ = ["BUILTIN_METHODS", "CAD", "DecoderOnly", "Full", "Lora", "Method", "MethodOptions", "PeftAdapter",
-           "SamAdapter", "option"]
+           "SamAdapter", "ZeroShot", "option"]

@@ -45,6 +45,9 @@ class Method(nn.Module, ABC):
     # (what runs under no_grad) and `trainable_embeddings` (what trains on top), which the lean-encoder lever uses.
     encoder_under_no_grad: ClassVar[bool] = False
     backward_through_encoder: ClassVar[bool] = False  # gradients flow back through the image encoder's blocks
+    # False: nothing trains (`zero_shot`): the harness scores the model as built, with no fine-tune, and its step is
+    # an inference step (forward under no_grad, no optimizer).
+    trains: ClassVar[bool] = True
     # The model families the method is defined on (a plugin that says nothing: Meta's SAM only); on another family,
     # the reason from `undefined_on`, or a generic one.
     families: ClassVar[tuple[str, ...]] = (SAM,)

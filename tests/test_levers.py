@@ -14,7 +14,7 @@ from cadbench.training.levers import LeverNotApplicable, apply_levers, levers_of
 from cadbench.training.setup import make_training_setup, prepare
 from cadbench.vocabulary.cell import Cell
 
-NO_GRAD_METHODS = ("decoder_only", "cad")
+NO_GRAD_METHODS = ("decoder_only", "cad", "zero_shot")
 THROUGH_ENCODER = tuple(m for m in BUILTIN_METHODS if m not in NO_GRAD_METHODS)
 
 
@@ -26,8 +26,14 @@ def test_each_method_takes_exactly_one_of_checkpointing_and_the_lean_encoder(met
         assert checkpointed and "runs under no_grad" in checkpointed and lean is None
     else:
         assert lean and "cannot run apart" in lean and checkpointed is None
-    for levers in ({"precision": "fp16"}, {"frozen_dtype": "bf16"}, {"micro_batch": 1}):
+    for levers in ({"precision": "fp16"}, {"frozen_dtype": "bf16"}):
         assert not_applicable(Cell(method, "test_scale", 2, **levers)) is None  # these apply to every method
+    accumulating = not_applicable(Cell(method, "test_scale", 2, micro_batch=1))  # to every method that trains
+    if method == "zero_shot":
+        assert accumulating == ("micro-batch 1 does not apply to zero_shot: it does not train: there is no gradient "
+                                "to accumulate")
+    else:
+        assert accumulating is None
 
 
 def test_applying_a_lever_the_method_cannot_take_is_refused_by_name():
@@ -109,6 +115,7 @@ LEVER_CELLS = [
     ("decoder_only", {"lean_encoder": "on"}),
     ("cad", {"lean_encoder": "on", "frozen_dtype": "bf16", "precision": "fp16", "micro_batch": 1}),
     ("lora", {"checkpointing": "encoder", "frozen_dtype": "bf16", "precision": "bf16"}),
+    ("zero_shot", {"lean_encoder": "on", "frozen_dtype": "bf16", "precision": "fp16"}),
 ]
 
 

@@ -225,7 +225,8 @@ def test_an_object_run_records_objects_per_image_and_skipped_images_and_no_objec
         tmp_path, monkeypatch):
     """--prompts-per-image 2 on a folder: images without objects are skipped and counted, the row records the mean
     distinct objects per image and the test objects scored; a dataset where no image has an object gives a row
-    saying so, never a crash. Zero-shot and box fill are scored once per run and shared by its cells."""
+    saying so, never a crash. Zero-shot and box fill are scored once per run and shared by its cells, and the zero_shot
+    method's row scores exactly the zero-shot reference."""
     import cadbench.training.quality as quality
 
     scored = []
@@ -237,7 +238,7 @@ def test_an_object_run_records_objects_per_image_and_skipped_images_and_no_objec
     monkeypatch.setattr(quality, "reference_scores", counting)
     dataset = write_flat_dataset(tmp_path / "flat", 6, empty=(1, 4))
     nothing = write_flat_dataset(tmp_path / "nothing", 3, empty=(0, 1, 2))
-    for name, data, methods in (("some", dataset, "decoder_only,cad"), ("none", nothing, "decoder_only")):
+    for name, data, methods in (("some", dataset, "decoder_only,cad,zero_shot"), ("none", nothing, "decoder_only")):
         with cells_measured_here():
             result = cadbench_main("run", "--methods", methods, "--batch-sizes", "2", *QUICK_CELL,
                                    "--prompts-per-image", "2", "--train-steps", "1", "--test-fraction", "0.4",
@@ -249,6 +250,13 @@ def test_an_object_run_records_objects_per_image_and_skipped_images_and_no_objec
     cad = rows_of(tmp_path / "some")["cad/test_scale/2/fp32/prompts_per_image=2"]
     assert len(scored) == 1  # the second cell of the run read what the first one kept under --out/references/
     assert [cad[column] for column in REFERENCE_COLUMNS] == [row[column] for column in REFERENCE_COLUMNS]
+    # the zero_shot row: the model as built, scored by the same evaluation, is the zero-shot reference itself
+    zero = rows_of(tmp_path / "some")["zero_shot/test_scale/2/fp32/prompts_per_image=2"]
+    assert zero["status"] == "ok" and zero["step_kind"] == "inference" and row["step_kind"] == "training"
+    assert (zero["iou"], zero["dice"]) == (row["zero_shot_iou"], row["zero_shot_dice"]) == (
+        zero["zero_shot_iou"], zero["zero_shot_dice"])
+    assert zero["train_steps"] == 0 and zero["test_objects"] == row["test_objects"]
+    assert zero["null_reasons"]["epochs"] == "zero_shot does not train: the model is scored as built"
     empty = rows_of(tmp_path / "none")["decoder_only/test_scale/2/fp32/prompts_per_image=2"]
     assert empty["status"] == "ok" and empty["iou"] is None and empty["peak_memory_bytes"] > 0
     assert "no image of the train split has an object" in empty["null_reasons"]["iou"]

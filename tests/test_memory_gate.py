@@ -1,6 +1,6 @@
 """The memory gate: the default grid's estimate against the committed baseline (`reports/baselines/`), so that a
 change which makes any method need more memory fails. CI runs it (`.ci/run` selects the `memory_gate` marker, which
-the README's test command leaves out: it replays all 72 cells of the default grid, about 4 minutes of CPU). Inside
+the README's test command leaves out: it replays all 84 cells of the default grid, about 4 minutes of CPU). Inside
 the test session it runs beside the other tests on its own worker, not after them. Rewrite the baseline on purpose
 with `cadbench baseline update`."""
 
@@ -22,4 +22,4 @@ def test_the_default_grid_estimate_is_within_one_percent_of_the_committed_baseli
     assert estimated.returncode == 0, estimated.stderr
     checked = cadbench_main("check", out, "--baseline", BASELINE, "--tolerance", "1%")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.startswith("OK: 72 cells within 1.0% of the baseline"), checked.stdout
+    assert checked.stdout.startswith("OK: 84 cells within 1.0% of the baseline"), checked.stdout

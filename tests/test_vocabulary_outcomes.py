@@ -14,7 +14,7 @@ from cadbench.vocabulary import outcomes
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = {"status": set(outcomes.STATUSES), "memory_source": set(outcomes.MEMORY_SOURCES),
-         "throughput_source": set(outcomes.THROUGHPUT_SOURCES)}
+         "throughput_source": set(outcomes.THROUGHPUT_SOURCES), "step_kind": set(outcomes.STEP_KINDS)}
 SETTERS = {"set_outcome": "status"}  # functions whose second argument is one of the words
 
 

@@ -106,6 +106,7 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
     import pandas as pd
 
     from cadbench.backbones import get_backbone
+    from cadbench.registry import get_method
     from cadbench.vocabulary.method_spec import method_label
     from cadbench.vocabulary.prompts import describe_prompts
 
@@ -120,7 +121,8 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
     rows = []
     for answer in advice:
         prompts = describe_prompts(answer.prompts_per_image)
-        rows.append({"method": method_label(answer.method, answer.method_options),
+        inference = "" if get_method(answer.method).trains else " (inference)"  # zero_shot: what inference needs
+        rows.append({"method": method_label(answer.method, answer.method_options) + inference,
                      "backbone": answer.backbone + (f", {prompts}" if prompts else ""),
                      "px": answer.image_px,
                      "GPU": capacity_names.get(answer.capacity_bytes, f"{answer.capacity_bytes / 1e9:g}GB"),

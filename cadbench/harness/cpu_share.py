@@ -6,7 +6,8 @@ trains a small model on the CPU, so that a user without a GPU still sees measure
 * With LiteMedSAM installed (`cadbench[lite]`): LiteMedSAM with its real pretrained weights, on the bundled nuclei
   sample (unless --dataset names another), one box per nucleus (`OBJECTS_PER_IMAGE` per image in training, every
   nucleus in scoring), at batch size 1, fp32. Only the methods whose backward stays out of the image encoder
-  (`Method.backward_through_encoder` false: decoder_only, cad) train; on this project's 2-core machine a LiteMedSAM
+  (`Method.backward_through_encoder` false: decoder_only, cad; and zero_shot, which is scored as built and timed
+  as inference) run here; on this project's 2-core machine a LiteMedSAM
   step through the encoder takes 3 to 6 s (measured on CPU), so the others' fine-tunes would take minutes each.
   Their LiteMedSAM cells are estimated like the full-size ones, and `--backbone litemedsam --device cpu` trains them.
 * Without it: the test-scale SAM (random weights) at the grid's batch sizes, as a pipeline check.
@@ -68,7 +69,8 @@ class CpuShare:
         return (f"no GPU: the full-size SAM cells are estimated; LiteMedSAM (real weights) trains on this CPU at "
                 f"batch size {'/'.join(map(str, self.batch_sizes))}, {'/'.join(self.precisions)}, "
                 f"{OBJECTS_PER_IMAGE} nuclei prompted per training image, on the {self.dataset} dataset unless "
-                "--dataset names another, for the methods whose backward skips the image encoder; its other cells "
+                "--dataset names another, for zero_shot and the methods whose backward skips the image encoder; its "
+                "other cells "
                 "are estimated (`--backbone litemedsam --device cpu` trains them, minutes each on a CPU)")
 
 

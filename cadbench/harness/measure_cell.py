@@ -30,7 +30,7 @@ from cadbench.methods import Method
 from cadbench.training.finetune import TrainingPlan
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.modes import Mode
-from cadbench.vocabulary.outcomes import RowPart
+from cadbench.vocabulary.outcomes import INFERENCE, TRAINING, RowPart, StepKind
 from cadbench.vocabulary.prompts import objects_per_image
 
 
@@ -79,9 +79,18 @@ def _identity_row(cell: Cell, options: RunOptions, context: RunContext, environm
     """A new row with the cell, the environment and the run's settings that the row records."""
     row = new_row(identity_of(cell), environment)
     row["weights"] = context.weights_of(cell.backbone)
+    row["step_kind"] = step_kind(cell)
     row["alloc_conf"] = options.alloc_conf or "default"  # the caching allocator's settings (real or simulated)
     row["protocol"] = options.protocol
     return row
+
+
+def step_kind(cell: Cell) -> StepKind:
+    """What the cell's step is, for the row (`step_kind`): 'training', or 'inference' for a method that does not
+    train (`zero_shot`: its memory and throughput are an inference step's)."""
+    from cadbench.registry import get_method
+
+    return TRAINING if get_method(cell.method).trains else INFERENCE
 
 
 def one_line(exc: BaseException) -> str:
@@ -180,6 +189,15 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
         object_columns["references"] = _reference_scores(cell, options, context, splits.test, protocol, device)
     torch.manual_seed(options.seed)
     trainee, step_plan = prepare_cell(cell, checkpoint=context.checkpoints.get(cell.backbone), device=device)
+    if trainee.optimizer is None:  # a method that does not train (zero_shot) is scored as built
+        scores = evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry,
+                          objects=prompts is not None)
+        yield QualityMeasurement(
+            scores=scores, protocol=protocol.name, dataset=splits.summary(), split=splits.split_description(),
+            train_steps=0, epochs=None, empty_train_masks=splits.train.empty_masks,
+            empty_test_masks=splits.test.empty_masks, mask_grey_values=splits.grey_values, loss_curve={},
+            untrained=f"{cell.method_label} does not train: the model is scored as built", **object_columns)
+        return
     state = _fine_tune_state(cell, context)
     validating_on_test = splits.validation is splits.test
     history = fine_tune(trainee.method, splits.train, plan, validation=splits.validation,

@@ -21,6 +21,7 @@ from cadbench.vocabulary.cell import Cell, cell_key, lever_label
 from cadbench.vocabulary.levers import declared_levers
 from cadbench.vocabulary.method_spec import method_label, split_method_spec
 from cadbench.vocabulary.modes import Mode
+from cadbench.vocabulary.outcomes import INFERENCE
 from cadbench.vocabulary.prompts import WHOLE_IMAGE, describe_prompts
 
 GB = 10**9  # decimal gigabytes, as GPU capacities and the report state them
@@ -43,6 +44,8 @@ def method_labels(rows: pd.DataFrame) -> list[str]:
     labels = []
     for (_, row), option in zip(rows.iterrows(), options):
         label = method_label(row["method"], option if isinstance(option, str) else "")
+        if row.get("step_kind") == INFERENCE:
+            label = f"{label} (inference)"
         prompts = row.get("prompts_per_image")  # a row written before the dimension existed: the default
         prompts = describe_prompts(WHOLE_IMAGE if prompts is None or pd.isna(prompts) else str(prompts))
         label = f"{label}{LEVER_SEPARATOR}{prompts}" if prompts else label
@@ -199,7 +202,9 @@ def reference_phrase(row) -> str:
     if not (_known(row.get("zero_shot_iou")) and _known(row.get("iou"))):
         return ""
     zero = f"zero-shot (IoU {row['zero_shot_iou']:.3f}, Dice {row['zero_shot_dice']:.3f})"
-    if row.get("weights") == RANDOM_WEIGHTS:
+    if row.get("step_kind") == INFERENCE:  # the zero-shot row itself
+        text = ""
+    elif row.get("weights") == RANDOM_WEIGHTS:
         text = f"; {zero}: meaningless, random weights"
     else:
         text = (f", {row['iou'] - row['zero_shot_iou']:+.3f} IoU / {row['dice'] - row['zero_shot_dice']:+.3f} Dice "
@@ -208,6 +213,16 @@ def reference_phrase(row) -> str:
         text += (f"; box fill IoU {row['box_fill_iou']:.3f}, Dice {row['box_fill_dice']:.3f} (eval boxes "
                  f"+{row['eval_box_margin_px']:g} px)")
     return text
+
+
+def _how_trained(row) -> str:
+    """'after 50 steps of quick', or for the zero-shot row 'as built, no training' (with random weights, said to be
+    meaningless)."""
+    if row.get("step_kind") != INFERENCE:
+        return f"after {int(row['train_steps'])} steps of {row['protocol']}"
+    if row.get("weights") == RANDOM_WEIGHTS:
+        return "as built, no training: meaningless, random weights"
+    return "as built, no training"
 
 
 def quality_provenance(row, model: str) -> str:
@@ -250,6 +265,9 @@ def print_sweep_summary(frame: pd.DataFrame, labels: list[str], baseline_method:
         if frame["step_time_noisy"].eq(True).any():
             print(f"noisy: the slowest steps took over {NOISY_SPREAD:g}× the median even after timing the cell a "
                   "second time (outside load?): not a trend.")
+    if frame.get("step_kind", pd.Series(dtype=object)).eq(INFERENCE).any():
+        print("(inference): a method that does not train (zero_shot, the model as built); its memory and throughput "
+              "are an inference step's (forward under no_grad, no gradients or optimizer states).")
     if blanks:
         print(blanks)
     if any(get_backbone(b).test_scale for b in frame["backbone"]):
@@ -263,12 +281,11 @@ def print_sweep_summary(frame: pd.DataFrame, labels: list[str], baseline_method:
         where = spec.label + (f" at {spec.input_size(int(size))} px" if size and not pd.isna(size) else "")
         if spec.test_scale and row["weights"] == RANDOM_WEIGHTS:
             print(f"pipeline check (test scale, random weights) {label} · {where} · batch {row['batch_size']}: IoU "
-                  f"{row['iou']:.3f}, Dice {row['dice']:.3f} after {int(row['train_steps'])} steps of "
-                  f"{row['protocol']}{reference_phrase(row)} ({row['quality_dataset']})")
+                  f"{row['iou']:.3f}, Dice {row['dice']:.3f} {_how_trained(row)}{reference_phrase(row)} "
+                  f"({row['quality_dataset']})")
             continue
-        print(f"quality {label} · batch {row['batch_size']}: IoU {row['iou']:.3f}, Dice {row['dice']:.3f} after "
-              f"{int(row['train_steps'])} steps of {row['protocol']}{reference_phrase(row)}\n"
-              f"    {quality_provenance(row, where)}")
+        print(f"quality {label} · batch {row['batch_size']}: IoU {row['iou']:.3f}, Dice {row['dice']:.3f} "
+              f"{_how_trained(row)}{reference_phrase(row)}\n    {quality_provenance(row, where)}")
     if set(frame["weights"].dropna()) == {RANDOM_WEIGHTS}:
         print("Weights: random (no --checkpoint); memory and speed do not depend on them.")
     for row in errored:

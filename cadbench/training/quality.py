@@ -16,15 +16,13 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
-from torch import nn
 
 from cadbench.datasets import DatasetBatch, PreparedDataset, Sample, SegmentationDataset, collate
 from cadbench.datasets.dataset import ALL_OBJECTS, LETTERBOX
 from cadbench.datasets.geometry import Geometry
 from cadbench.datasets.objects import EVAL_BOX_MARGIN_PX, TRAIN_BOX_JITTER
 from cadbench.errors import CadbenchError
-from cadbench.methods import Method
-from cadbench.methods.decoding import decode_masks
+from cadbench.methods import Method, ZeroShot
 from cadbench.training.metrics import SegmentationMetrics
 from cadbench.training.protocol import upsample_logits
 from cadbench.training.weights import SAVED_WEIGHTS_COLUMNS
@@ -67,6 +65,8 @@ class QualityMeasurement(RowPart):
     images_without_objects: int | None = None
     # The object protocol: its prompts and references (REFERENCE_COLUMNS), None for the whole-image protocol.
     references: Mapping[str, Any] | None = None
+    # Why nothing was fine-tuned, for a method that does not train (zero_shot: scored as built); '' otherwise.
+    untrained: str = ""
 
     def columns(self) -> dict[str, Any]:
         return {**{column: self.scores[column] for column in QUALITY_COLUMNS}, "quality_dataset": self.dataset,
@@ -82,12 +82,14 @@ class QualityMeasurement(RowPart):
         if self.references is None:
             reasons.update(dict.fromkeys(REFERENCE_COLUMNS, WHOLE_IMAGE_REASON + " (zero-shot and box fill are "
                                                                                 "scored per object)"))
+        if self.untrained:
+            return {**reasons, **dict.fromkeys(("epochs", *SAVED_WEIGHTS_COLUMNS), self.untrained)}
         if self.epochs is not None:
             return reasons
         return {**reasons, "epochs": f"the {self.protocol} protocol counts steps (train_steps), not epochs"}
 
     def side_data(self) -> dict[str, Any]:
-        return {"_loss_curve": dict(self.loss_curve)}
+        return {"_loss_curve": dict(self.loss_curve)} if not self.untrained else {}
 
 
 @dataclass(frozen=True)
@@ -177,18 +179,6 @@ def evaluate(method: Method, test_dataset: SegmentationDataset, batch_size: int 
     return {**metrics.results(), "empty_masks": test_dataset.empty_masks}
 
 
-class Pretrained(nn.Module):
-    """The backbone as built (its checkpoint, or random weights), with no method: Meta's image encoder, prompt
-    encoder and mask decoder, what `evaluate` scores as zero-shot. Called like a method: (images, boxes) -> logits."""
-
-    def __init__(self, sam: Sam) -> None:
-        super().__init__()
-        self.sam = sam
-
-    def forward(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        return decode_masks(self.sam, self.sam.image_encoder(self.sam.preprocess(images)), boxes)
-
-
 def box_fill_scores(test_dataset: SegmentationDataset, geometry: Geometry = LETTERBOX) -> dict[str, float | int]:
     """IoU, Dice and BER of predicting each object's evaluation box itself, filled (a pixel is predicted when its
     centre lies in the box, mapped back to the scoring target's pixels), on exactly the objects and boxes `evaluate`
@@ -213,7 +203,7 @@ def reference_scores(sam: Sam, test_dataset: SegmentationDataset, geometry: Geom
                      ) -> dict[str, Any]:
     """The object protocol's REFERENCE_COLUMNS: its prompts, zero-shot (`sam` as built, scored like any method, on
     IoU and Dice) and box fill, on `test_dataset`'s objects."""
-    zero_shot = evaluate(Pretrained(sam), test_dataset, geometry=geometry, soft=False, objects=True)
+    zero_shot = evaluate(ZeroShot(sam), test_dataset, geometry=geometry, soft=False, objects=True)
     box_fill = box_fill_scores(test_dataset, geometry)
     return {"eval_box_margin_px": EVAL_BOX_MARGIN_PX, "train_box_jitter": TRAIN_BOX_JITTER,
             "zero_shot_iou": zero_shot["iou"], "zero_shot_dice": zero_shot["dice"],

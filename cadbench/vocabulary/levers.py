@@ -161,6 +161,12 @@ def _needs_no_grad_encoder(method_cls: Any) -> str | None:
     return None
 
 
+def _needs_training(method_cls: Any) -> str | None:
+    if not method_cls.trains:
+        return "it does not train: there is no gradient to accumulate"
+    return None
+
+
 def _canonical_micro_batch(micro: int, batch_size: int, settings: Mapping[str, Any]) -> int:
     if micro > batch_size:
         raise CadbenchError(f"--micro-batch {micro} is larger than the batch size {batch_size}: a micro-batch is a "
@@ -199,7 +205,7 @@ MICRO_BATCH = declare_lever(LeverDeclaration(
     label="micro-batch {value}",
     help="gradient accumulation: the batch size is the effective batch, run in micro-batches of N images with one "
          "optimizer step; none: the whole batch at once",
-    canonical=_canonical_micro_batch, per_batch=True,
+    canonical=_canonical_micro_batch, per_batch=True, applies_to=_needs_training,
     advice_values=lambda batch: (NO_MICRO_BATCH, *reversed(divisors(batch)[:-1])),
     strength=lambda micro, batch: -float(micro or batch),  # fewer images per pass: less memory
     cost="serialisation", cost_of=_passes))

@@ -3,6 +3,7 @@
     Status            how a cell ended (the row's `status`)
     MemorySource      where `peak_memory_bytes` came from (the row's `memory_source`)
     ThroughputSource  where the step times came from (the row's `throughput_source`)
+    StepKind          what the measured step is (the row's `step_kind`): training, or inference
     RowPart           what one producer of a row's columns measured: its columns and why any of them is null
 
 Each is a `Literal`; the tuple of its words is derived from it, never retyped. Rows are plain dicts (they are read
@@ -30,6 +31,12 @@ MEMORY_SOURCES: tuple[MemorySource, ...] = get_args(MemorySource)
 # cuda: CUDA events around each step on the GPU; cpu: wall-clock time of each step on the CPU.
 ThroughputSource = Literal["cuda", "cpu"]
 THROUGHPUT_SOURCES: tuple[ThroughputSource, ...] = get_args(ThroughputSource)
+
+# training: forward, backward and optimizer step; inference: the forward under no_grad, the step of a method that
+# does not train (zero_shot), whose memory and throughput are inference's.
+StepKind = Literal["training", "inference"]
+STEP_KINDS: tuple[StepKind, ...] = get_args(StepKind)
+TRAINING, INFERENCE = STEP_KINDS
 
 
 class RowPart:

@@ -23,6 +23,7 @@ MEASURED_COLUMNS = (
     "peak_memory_bytes", "memory_source", "reserved_memory_bytes", "nvml_process_memory_bytes",
     "nvml_process_peak_bytes", "fragmentation_ratio", "oom_capacity_bytes", "alloc_conf",
     "device_total_memory_bytes",
+    "step_kind",  # training, or inference for a method that does not train (zero_shot)
     "throughput_img_s", "throughput_source", "step_time_median_s", "step_time_p90_s",
     "step_time_noisy", "step_time_retimed",  # p90 over 2x the median (measure/timing.py); CPU cells timed again once
     "timed_steps", "warmup_steps",
