@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cadbench.backbones import build_sam, get_backbone
-from cadbench.datasets import NucleiSample
+from cadbench.datasets import NucleiSample, SubsetDataset
 from cadbench.families import litemedsam
 from cadbench.training.quality import box_fill_scores, reference_scores
 
@@ -37,5 +37,8 @@ def test_litemedsam_zero_shot_on_the_test_tiles_is_far_above_random_weights_and_
     assert pretrained["zero_shot_iou"] > pretrained["box_fill_iou"]
     torch.manual_seed(0)
     random_sam = get_backbone("litemedsam").build()  # the same model, randomly initialised
-    random = reference_scores(random_sam, test_tiles)
+    # on one test tile: random weights score near 0 on any (0.006 on both, measured); the mask decoder runs once per
+    # object, so the second tile would double the time and tell nothing more
+    one_tile = SubsetDataset(test_tiles, [0], "test", "the first test tile")
+    random = reference_scores(random_sam, one_tile)
     assert random["zero_shot_iou"] < 0.1 < pretrained["zero_shot_iou"] - 0.3
