@@ -83,7 +83,8 @@ def test_list_table_labels_test_scale(capsys):
 
 @pytest.mark.parametrize("argv, culprit", [
     (["list", "--methods", "cad,nope"], f"unknown method 'nope'; valid: {', '.join(sorted(BUILTIN_METHODS))}"),
-    (["list", "--backbone", "vit_x"], "unknown backbone 'vit_x'; valid: litemedsam, test_scale, vit_b, vit_h, vit_l"),
+    (["list", "--backbone", "vit_x"], "unknown backbone 'vit_x'; valid: litemedsam, sam2.1_hiera_b+, sam2.1_hiera_l, "
+                                      "sam2.1_hiera_s, sam2.1_hiera_t, sam2_test_scale, test_scale, vit_b, vit_h, vit_l"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_bad_names_give_one_line_listing_valid_ones(capsys, argv, culprit):
