@@ -45,6 +45,7 @@ it pulls in hydra-core and iopath, which nothing else needs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 from pathlib import Path
@@ -241,17 +242,18 @@ def build_image_model(config: str, overrides: Sequence[str] = ()) -> torch.nn.Mo
     `build_sam2`, random weights, on the device (or under the fake-tensor mode) the caller builds in, as a
     `Sam2ImageModel` whose image encoder returns its FPN levels.
 
-    Under a fake-tensor mode (the estimator's replay) it is built on the meta device, outside the mode (Meta's
-    constructors read values: Hiera's drop-path rates, and `trunc_normal_`'s rejection sampling in this PyTorch),
-    then given empty tensors of the mode on the CPU (`_empty_tensors_on`): the replay needs shapes, not values."""
+    Under a fake-tensor mode (the estimator's replay) it is built on the meta device, outside every dispatch mode
+    (Meta's constructors read values: Hiera's drop-path rates, and `trunc_normal_`'s rejection sampling in this
+    PyTorch; and no mode of the replay, its op cache above all, should answer for meta tensors), then given empty
+    tensors of the fake mode on the CPU (`_empty_tensors_on`): the replay needs shapes, not values."""
     from sam2.build_sam import build_sam2
     from torch._guards import detect_fake_mode
-    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    from torch.utils._python_dispatch import _disable_current_modes
 
     target = torch.empty(0).device
     fake = detect_fake_mode() is not None
     where = torch.device("meta") if fake else target
-    with unset_fake_temporarily(), torch.device(where), _LinspaceOnTheCpu():
+    with _disable_current_modes() if fake else contextlib.nullcontext(), torch.device(where), _LinspaceOnTheCpu():
         model = build_sam2(config, ckpt_path=None, device=where, mode="eval", hydra_overrides_extra=list(overrides))
     if fake:
         _empty_tensors_on(model, target)
