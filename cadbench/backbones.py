@@ -165,8 +165,10 @@ BACKBONES["sam2_test_scale"] = BackboneSpec(
     sam2.build_test_scale, family=SAM2, missing_requirement=sam2.missing_requirement,
     not_resizable_why=_SAM2_NOT_RESIZABLE,
     description=f"a small SAM 2 by Meta's builder and classes: Hiera 8 wide, 1/1/2/1 blocks {_SAM2_PARTS}")
-# The SAM backbones of the default grid (other families are asked for by name).
+# The SAM backbones of the default grid (other families are asked for by name, but SAM 2.1's: see default_backbones).
+# They are also the memory gate's grid (reports/baselines/estimate-default.json), whatever is installed.
 FULL_SIZE_BACKBONES = tuple(name for name, spec in BACKBONES.items() if not spec.test_scale and spec.family == SAM)
+SAM2_BACKBONES = tuple(name for name, spec in BACKBONES.items() if not spec.test_scale and spec.family == SAM2)
 
 
 def get_backbone(name: str) -> BackboneSpec:
@@ -194,6 +196,24 @@ def require_backbone(name: str) -> BackboneSpec:
 def unavailable_backbones() -> dict[str, str]:
     """Backbones that cannot be built here (their optional package is missing), with the reason."""
     return {name: reason for name, spec in BACKBONES.items() if (reason := spec.missing_requirement())}
+
+
+def default_backbones() -> list[str]:
+    """The default grid's backbones: SAM's full-size ones, then SAM 2.1's where the `sam2` extra is installed."""
+    return [*FULL_SIZE_BACKBONES, *(name for name in SAM2_BACKBONES if not BACKBONES[name].missing_requirement())]
+
+
+def left_out_notes() -> list[str]:
+    """One line per reason for the backbones that cannot be built here and so are not in the default grid (nor
+    anywhere else), e.g. 'backbones sam2.1_hiera_t, ... are not in the grid: they need ...' (test-scale ones are
+    never in it, so not named)."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in unavailable_backbones().items():
+        if not BACKBONES[name].test_scale:
+            by_reason.setdefault(reason, []).append(name)
+    return [f"backbone {names[0]} is not in the grid: it {reason}" if len(names) == 1
+            else f"backbones {', '.join(names)} are not in the grid: they {reason}"
+            for reason, names in by_reason.items()]
 
 
 def default_weights_label(backbone: str) -> str:

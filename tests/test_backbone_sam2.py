@@ -10,7 +10,8 @@ import pytest
 import torch
 from cadbench_in_process import cadbench_main
 
-from cadbench.backbones import build_sam, get_backbone, require_backbone, unavailable_backbones
+from cadbench.backbones import (build_sam, default_backbones, get_backbone, left_out_notes, require_backbone,
+                                unavailable_backbones)
 from cadbench.errors import CadbenchError
 from cadbench.families import SAM2, family_of
 from cadbench.families import sam2 as sam2_family
@@ -144,6 +145,12 @@ def test_a_sam_checkpoint_for_sam2_and_the_reverse_are_refused_in_one_line_namin
 
 
 @needs_extra
+def test_with_the_extra_the_default_grid_takes_the_four_sam2_backbones_after_sams():
+    assert default_backbones() == ["vit_b", "vit_l", "vit_h", *SAM2_BACKBONES]
+    assert not any(note.startswith("backbones sam2") for note in left_out_notes())
+
+
+@needs_extra
 def test_an_image_size_other_than_the_native_one_is_refused_in_one_line():
     from cadbench.harness.grid import make_cell
 
@@ -162,6 +169,10 @@ def test_sam2_without_its_extra_is_refused_in_one_line_with_the_install_command(
         require_backbone("sam2.1_hiera_b+")
     assert str(error.value) == line
     assert set(unavailable_backbones()) >= {*SAM2_BACKBONES, "sam2_test_scale"}
+    # the default grid leaves them out, in one note for the four (the test scale is never in it)
+    assert default_backbones() == ["vit_b", "vit_l", "vit_h"]
+    assert (f"backbones {', '.join(SAM2_BACKBONES)} are not in the grid: they "
+            f"{line.removeprefix('backbone sam2.1_hiera_b+ ')}") in left_out_notes()
     for args in (("estimate", "--backbone", "sam2.1_hiera_b+", "--methods", "decoder_only", "--out", tmp_path / "o"),
                  ("list", "--backbone", "sam2.1_hiera_b+")):
         result = cadbench_main(*args)
