@@ -348,7 +348,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CadbenchError(f"checkpoint {path} is a damaged PyTorch checkpoint (its {container} cannot be read: "
                             f"{type(exc).__name__}); the file may be truncated, e.g. by an interrupted "
                             f"download") from None
-    if isinstance(state_dict, dict) and set(state_dict) == {"model"} and isinstance(state_dict["model"], dict):
+    if (isinstance(state_dict, dict) and isinstance(state_dict.get("model"), dict)
+            and not all(isinstance(v, torch.Tensor) for v in state_dict.values())):
         state_dict = state_dict["model"]  # Meta's SAM 2 checkpoints: {"model": state dict}, as build_sam2 reads them
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CadbenchError(f"checkpoint {path} is not a SAM state dict (expected a mapping of names to tensors, or "

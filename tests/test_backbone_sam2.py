@@ -120,6 +120,9 @@ def test_a_checkpoint_in_metas_format_loads_weights_only_with_its_sha256_and_met
     assert built.weights == f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
     for (name, ours), (_, theirs) in zip(built.sam.state_dict().items(), trained.state_dict().items()):
         assert torch.equal(ours, theirs), name
+    with_more = tmp_path / "with_more.pt"  # build_sam2 reads ["model"] whatever else the file holds
+    torch.save({"model": trained.state_dict(), "epoch": 3}, with_more)
+    assert build_sam("sam2_test_scale", checkpoint=with_more).weights.startswith("sha256:")
     metas = build_sam2(sam2_family.CONFIGS["sam2.1_hiera_t"], ckpt_path=str(path), device="cpu",
                        hydra_overrides_extra=list(sam2_family.TEST_SCALE_OVERRIDES))
     assert all(torch.equal(a, b) for a, b in zip(metas.state_dict().values(), built.sam.state_dict().values()))
