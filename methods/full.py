@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import Sam
 
-from cadbench.families import LITEMEDSAM, SAM
+from cadbench.families import LITEMEDSAM, SAM, SAM2
+from cadbench.families.features import Features
 from cadbench.methods.base import Method
 
 
@@ -18,11 +19,11 @@ class Full(Method):
     name = "full"
     summary = "image encoder + mask decoder all trainable (the memory upper bound)"
     backward_through_encoder = True
-    families = (SAM, LITEMEDSAM)
+    families = (SAM, LITEMEDSAM, SAM2)
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)
         sam.image_encoder.requires_grad_(True)
 
-    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+    def image_embeddings(self, images: torch.Tensor) -> Features:
         return self.sam.image_encoder(self.normalize(images))

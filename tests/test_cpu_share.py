@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 import cadbench.api as api
-from cadbench.backbones import BACKBONES
+from cadbench.backbones import BACKBONES, default_backbones
 from cadbench.harness.cpu_share import cpu_share
 
 
@@ -44,7 +44,8 @@ def test_without_a_gpu_litemedsam_trains_the_methods_whose_backward_skips_its_en
                     "lora/litemedsam/1/fp32/prompts_per_image=4": "estimate",
                     "full/litemedsam/1/fp32/prompts_per_image=4": "estimate"}
     full_size = {key: mode for key, mode in seen["modes"].items() if "/litemedsam/" not in key}
-    assert len(full_size) == 4 * 3 * 4 and set(full_size.values()) == {"estimate"}  # the grid's batch sizes
+    # the grid's backbones (SAM 2.1's too where the sam2 extra is installed) at the grid's batch sizes
+    assert len(full_size) == 4 * len(default_backbones()) * 4 and set(full_size.values()) == {"estimate"}
     assert seen["options"].dataset == "nuclei-sample"
     assert "LiteMedSAM (real weights) trains on this CPU at batch size 1" in capsys.readouterr().err
 

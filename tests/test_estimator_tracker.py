@@ -1,5 +1,7 @@
 """The memory tracker: allocator rounding, one count per storage, frees, pre-existing tensors; real == fake."""
 
+import contextlib
+
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -55,6 +57,22 @@ def test_fake_tensors_give_the_same_sequence():
     with FakeTensorMode(), MemoryTracker() as fake:
         fake_seen = _sequence(fake)
     assert fake_seen == real_seen and fake.peak_bytes == real.peak_bytes
+
+
+@pytest.mark.parametrize("fake", [True, False])
+def test_memory_efficient_attentions_host_side_seed_and_offset_are_not_counted(fake):
+    """On CUDA the kernel keeps its philox seed and offset on the host; fake tensors put them on the inputs' device,
+    which would add 1 KiB per attention call that the real replay (and a GPU) never has."""
+    from cadbench.estimator.cuda_sdpa import cuda_sdpa_model
+
+    tracker = MemoryTracker()
+    tracker.trace = []
+    with (FakeTensorMode(allow_fallback_kernels=False) if fake else contextlib.nullcontext()), \
+            cuda_sdpa_model(), tracker:
+        query = torch.randn(2, 8, 4, 8, requires_grad=True)  # 2048 bytes
+        torch.nn.functional.scaled_dot_product_attention(query, query, query)
+    # the query, the output and the log-sum-exp (2 x 8 x 32 float32); nothing else
+    assert [block.requested for allocated, block in tracker.trace if allocated] == [2048] * 3
 
 
 def test_registered_tensors_count_and_reset_peak_starts_from_live():

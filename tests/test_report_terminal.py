@@ -69,3 +69,17 @@ def test_a_fine_tuned_objects_row_reads_against_zero_shot_and_box_fill_and_rando
     random = reference_phrase({**row, "weights": "random"})
     assert "meaningless, random weights" in random and "+0.070" not in random
     assert reference_phrase({**row, "zero_shot_iou": None}) == ""  # the whole-image protocol has no references
+
+
+def test_each_test_scale_backbone_is_described_as_itself_not_as_the_test_scale_sam(capsys, tmp_path):
+    """The note under a sweep that timed test-scale cells names each test-scale backbone with its own description (a
+    SAM 2 test scale is not "a tiny SAM, 4 blocks")."""
+    from cadbench.report.terminal import print_sweep_summary
+
+    frame = pd.DataFrame([_row("full", backbone, 2, 20.0, False) for backbone in ("test_scale", "sam2_test_scale")],
+                         columns=list(contract_columns()))
+    print_sweep_summary(frame, ["full"], None, "cpu", tmp_path, ["cpu", "cpu"], 0, [], [])
+    notes = [line for line in capsys.readouterr().out.splitlines() if "for CPU demos" in line]
+    assert [line.split(":")[0] for line in notes] == ["sam2_test_scale", "test_scale"]
+    assert notes[0].startswith("sam2_test_scale: a tiny model (a small SAM 2 by Meta's builder and classes")
+    assert notes[1].startswith("test_scale: a tiny SAM (128 px, 4 blocks) made of Meta's classes, for CPU demos.")

@@ -109,7 +109,8 @@ def add_cell_selection(parser: argparse.ArgumentParser) -> None:
                              "(an item with = but no : is one more option of the method before it; list values join "
                              "their items with +; `cadbench list` shows each method's options) (default: all)")
     parser.add_argument("--backbone", "--backbones", dest="backbone", type=comma_list,
-                        help="comma-separated backbones (default: vit_b,vit_l,vit_h; also test_scale)")
+                        help="comma-separated backbones (default: vit_b,vit_l,vit_h, and sam2.1_hiera_t,s,b+,l with "
+                             "the sam2 extra; also test_scale, sam2_test_scale, litemedsam)")
 
 
 def add_grid_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,9 +30,9 @@ def resolve_methods(specs: list[str] | None) -> list[str]:
 
 
 def resolve_backbones(names: list[str] | None) -> list[str]:
-    from cadbench.backbones import FULL_SIZE_BACKBONES, require_backbone
+    from cadbench.backbones import default_backbones, require_backbone
 
-    names = names or list(FULL_SIZE_BACKBONES)
+    names = names or default_backbones()
     for name in names:
         require_backbone(name)
     return names

@@ -29,6 +29,11 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from cadbench.estimator.cuda_runtime import allocator_bytes
 
 _PRIM_DEVICE = torch.ops.prim.device.default
+# Outputs that the CUDA kernel of an op keeps in host memory, by position: the memory-efficient attention kernel's
+# philox seed and offset (attention.cu makes them with `at::empty({}, at::dtype(at::kLong))`, on the CPU). Its meta
+# function makes them on the meta device, but FakeTensorMode (PyTorch 2.14) gives them the inputs' device, so the
+# tracker would count two 8-byte tensors (1 KiB, rounded) per attention call that no GPU run allocates.
+_HOST_OUTPUTS = {torch.ops.aten._scaled_dot_product_efficient_attention.default: (2, 3)}
 
 
 @dataclass(eq=False, slots=True)
@@ -137,8 +142,9 @@ class MemoryTracker(TorchDispatchMode):
         if isinstance(out, torch.Tensor):
             self._track(out)
         elif isinstance(out, (tuple, list)):
-            for item in out:
-                if isinstance(item, torch.Tensor):
+            host = _HOST_OUTPUTS.get(func, ())
+            for index, item in enumerate(out):
+                if isinstance(item, torch.Tensor) and index not in host:
                     self._track(item)
         return out
 

@@ -270,10 +270,12 @@ def print_sweep_summary(frame: pd.DataFrame, labels: list[str], baseline_method:
               "are an inference step's (forward under no_grad, no gradients or optimizer states).")
     if blanks:
         print(blanks)
-    if any(get_backbone(b).test_scale for b in frame["backbone"]):
-        print("test_scale: a tiny SAM (128 px, 4 blocks) made of Meta's classes, for CPU demos. Its IoU/Dice are a "
-              "pipeline check (fine-tuning and scoring ran end to end), not a quality result: with random weights "
-              "and a short fine-tune it may still predict background everywhere (IoU 0).")
+    for name in sorted({b for b in frame["backbone"] if get_backbone(b).test_scale}):
+        what = ("a tiny SAM (128 px, 4 blocks) made of Meta's classes" if name == "test_scale"
+                else f"a tiny model ({get_backbone(name).describe})")
+        print(f"{name}: {what}, for CPU demos. Its IoU/Dice are a pipeline check (fine-tuning and scoring ran end to "
+              "end), not a quality result: with random weights and a short fine-tune it may still predict "
+              "background everywhere (IoU 0).")
     quality = frame[frame["dice"].notna()]
     for label, (_, row) in zip(method_labels(quality), quality.iterrows()):
         spec = get_backbone(row["backbone"])

@@ -24,6 +24,7 @@ from typing import Iterator
 
 import torch
 
+from cadbench.families import features as image_features
 from cadbench.methods import Method
 
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of features: 256 LiteMedSAM tiles, 64 SAM images at 1024 px
@@ -34,7 +35,7 @@ class FrozenFeatureCache:
 
     def __init__(self, method: Method, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.method, self.max_bytes = method, max_bytes
-        self.features: dict[bytes, torch.Tensor] = {}
+        self.features: dict[bytes, image_features.Features] = {}
         self.bytes = 0
         self.served = 0  # images served from the cache
         self.computed = 0  # images computed
@@ -43,7 +44,7 @@ class FrozenFeatureCache:
     def key(image: torch.Tensor) -> bytes:
         return hashlib.blake2b(image.detach().to("cpu").contiguous().numpy().tobytes(), digest_size=16).digest()
 
-    def __call__(self, compute, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, compute, images: torch.Tensor) -> image_features.Features:
         keys = [self.key(image) for image in images]
         missing = [index for index, key in enumerate(keys) if key not in self.features]
         fresh = {}
@@ -51,13 +52,14 @@ class FrozenFeatureCache:
             computed = compute(images[missing] if len(missing) < len(keys) else images)
             self.computed += len(missing)
             for row, index in enumerate(missing):
-                fresh[index] = computed[row]
-                size = computed[row].numel() * computed[row].element_size()
+                fresh[index] = image_features.image(computed, row)
+                size = image_features.nbytes(fresh[index])
                 if keys[index] not in self.features and self.bytes + size <= self.max_bytes:
-                    self.features[keys[index]] = computed[row].clone()  # not a view that keeps the batch alive
+                    self.features[keys[index]] = image_features.clone(fresh[index])  # not a view keeping the batch
                     self.bytes += size
         self.served += len(keys) - len(missing)
-        return torch.stack([fresh[index] if index in fresh else self.features[key] for index, key in enumerate(keys)])
+        return image_features.stack([fresh[index] if index in fresh else self.features[key]
+                                     for index, key in enumerate(keys)])
 
     @contextlib.contextmanager
     def installed(self) -> Iterator["FrozenFeatureCache"]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cadbench.families import features as image_features
 from cadbench.training.levers.base import Lever
 from cadbench.training.levers.fused_attention import use_fused_attention
 
@@ -33,8 +34,7 @@ class LeanEmbeddings:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            features = [self.method.frozen_features(part) for part in images.split(self.chunk)]
-            features = features[0] if len(features) == 1 else torch.cat(features)
+            features = image_features.concat([self.method.frozen_features(part) for part in images.split(self.chunk)])
         return self.method.trainable_embeddings(images, features)
 
 

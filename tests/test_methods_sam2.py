@@ -1,0 +1,87 @@
+"""Methods on SAM 2.1: decoder_only and full take real steps on the test-scale SAM 2 changing exactly what they train,
+activation checkpointing wraps every Hiera block without changing the update, every other method is a
+not_applicable row saying it is not yet defined there, and `cadbench estimate` replays full-size cells. Skipped only
+where the `sam2` extra is not installed."""
+
+import json
+
+import pytest
+import torch
+from cadbench_in_process import cadbench_main
+
+from cadbench.families import SAM2, family_of
+from cadbench.families import sam2 as sam2_family
+from cadbench.harness.grid import make_cell
+from cadbench.methods import BUILTIN_METHODS
+from cadbench.training.levers import CheckpointedBlock, not_applicable
+from cadbench.training.setup import make_training_setup
+
+pytestmark = pytest.mark.skipif(sam2_family.missing_requirement() is not None,
+                                reason=f"the sam2 extra is not installed: {sam2_family.EXTRA}")
+DEFINED = ("decoder_only", "full")
+
+
+@pytest.mark.parametrize("method", DEFINED)
+def test_each_defined_method_takes_a_step_changing_exactly_its_trainable_weights(method):
+    setup = make_training_setup(make_cell(method, "sam2_test_scale", 2))
+    model = setup.trainee.method
+    assert family_of(model.sam).name == SAM2
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    loss = setup.step()
+    assert torch.isfinite(loss)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert changed and changed <= trainable
+    decoder = {name for name in before if name.startswith("sam.sam_mask_decoder.")}
+    # conv_s0 and conv_s1 (the decoder's own projections of the high-resolution features) train with it
+    assert {"sam.sam_mask_decoder.conv_s0.weight", "sam.sam_mask_decoder.conv_s1.weight"} <= changed
+    if method == "decoder_only":
+        assert trainable == decoder
+    else:
+        encoder = {name for name in before if name.startswith("sam.image_encoder.")}
+        assert trainable == decoder | encoder
+        assert any(name.startswith("sam.image_encoder.trunk.") for name in changed)
+    # the video modules never run in image mode and never train
+    assert not any(name.startswith(("sam.memory_attention.", "sam.memory_encoder.")) for name in trainable)
+
+
+@pytest.mark.parametrize("method", sorted(set(BUILTIN_METHODS) - set(DEFINED)))
+def test_every_other_method_is_not_applicable_with_the_reason_that_it_is_not_yet_defined(method):
+    reason = not_applicable(make_cell(method, "sam2.1_hiera_t", 1))
+    assert reason.startswith(f"{method} is not defined on sam2.1_hiera_t (SAM 2.1 (Hiera image encoder)): not yet "
+                             f"defined on SAM 2.1 in cadbench")
+    assert "issue 24" in reason and "\n" not in reason
+    assert not_applicable(make_cell(method, "vit_b", 1)) is None
+
+
+def test_checkpointing_wraps_every_hiera_block_and_changes_no_update():
+    plain = make_training_setup(make_cell("full", "sam2_test_scale", 2))
+    checkpointed = make_training_setup(make_cell("full", "sam2_test_scale", 2, checkpointing="encoder"))
+    blocks = checkpointed.trainee.method.sam.image_encoder.trunk.blocks
+    assert len(blocks) == 5 and all(isinstance(block, CheckpointedBlock) for block in blocks)
+    assert torch.allclose(plain.step(), checkpointed.step())
+    pairs = zip(plain.trainee.method.named_parameters(), checkpointed.trainee.method.named_parameters())
+    for (name, a), (_, b) in pairs:
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+@pytest.mark.parametrize("levers", [{"lean_encoder": "on", "micro_batch": 1}, {"frozen_dtype": "bf16"}])
+def test_the_levers_of_a_frozen_encoder_take_a_real_step_on_sam2(levers):
+    cell = make_cell("decoder_only", "sam2_test_scale", 2, **levers)
+    assert not_applicable(cell) is None
+    assert torch.isfinite(make_training_setup(cell).step())
+
+
+def test_estimate_gives_rows_for_hiera_t_and_not_applicable_rows_for_the_other_methods(tmp_path):
+    result = cadbench_main("estimate", "--backbone", "sam2.1_hiera_t", "--methods", "decoder_only,full,lora",
+                           "--batch-sizes", "1", "--precision", "fp32", "--out", tmp_path / "out", "--no-progress",
+                           "--jobs", "1")
+    assert result.returncode == 0, result.stderr
+    rows = {row["method"]: row for row in map(json.loads, (tmp_path / "out" / "results.jsonl").read_text().splitlines())
+            if "status" in row}
+    assert rows["decoder_only"]["status"] == rows["full"]["status"] == "ok"
+    assert rows["decoder_only"]["memory_source"] == rows["full"]["memory_source"] == "estimated"
+    assert 0 < rows["decoder_only"]["peak_memory_bytes"] < rows["full"]["peak_memory_bytes"]
+    assert rows["decoder_only"]["trainable_params"] == 4_215_109
+    assert rows["full"]["trainable_params"] == 4_215_109 + 27_219_136
+    assert rows["lora"]["status"] == "not_applicable" and "not yet defined on SAM 2.1" in rows["lora"]["error"]
