@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import Sam
 
-from cadbench.families import LITEMEDSAM, SAM
+from cadbench.families import LITEMEDSAM, SAM, SAM2
+from cadbench.families.features import Features
 from cadbench.methods.base import Method
 
 
@@ -19,12 +20,12 @@ class ZeroShot(Method):
     summary = "the pretrained model, no training (memory and throughput of inference)"
     trains = False
     encoder_under_no_grad = True
-    families = (SAM, LITEMEDSAM)
+    families = (SAM, LITEMEDSAM, SAM2)
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)
         sam.requires_grad_(False)  # the mask decoder too: nothing trains
 
-    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+    def image_embeddings(self, images: torch.Tensor) -> Features:
         with torch.no_grad():
             return self.frozen_features(images)

@@ -19,6 +19,7 @@ from cadbench.training.setup import make_training_setup
 pytestmark = pytest.mark.skipif(sam2_family.missing_requirement() is not None,
                                 reason=f"the sam2 extra is not installed: {sam2_family.EXTRA}")
 DEFINED = ("decoder_only", "full")
+UNTRAINED = ("zero_shot",)  # defined on SAM 2 too; trains nothing (its own test below)
 
 
 @pytest.mark.parametrize("method", DEFINED)
@@ -45,7 +46,15 @@ def test_each_defined_method_takes_a_step_changing_exactly_its_trainable_weights
     assert not any(name.startswith(("sam.memory_attention.", "sam.memory_encoder.")) for name in trainable)
 
 
-@pytest.mark.parametrize("method", sorted(set(BUILTIN_METHODS) - set(DEFINED)))
+def test_zero_shot_takes_an_inference_step_on_sam2_and_changes_nothing():
+    setup = make_training_setup(make_cell("zero_shot", "sam2_test_scale", 2))
+    before = {name: tensor.clone() for name, tensor in setup.module.state_dict().items()}
+    assert not setup.trains and torch.isfinite(setup.step())
+    assert all(torch.equal(before[name], tensor) for name, tensor in setup.module.state_dict().items())
+    assert not_applicable(make_cell("zero_shot", "sam2.1_hiera_t", 1)) is None
+
+
+@pytest.mark.parametrize("method", sorted(set(BUILTIN_METHODS) - set(DEFINED) - set(UNTRAINED)))
 def test_every_other_method_is_not_applicable_with_the_reason_that_it_is_not_yet_defined(method):
     reason = not_applicable(make_cell(method, "sam2.1_hiera_t", 1))
     assert reason.startswith(f"{method} is not defined on sam2.1_hiera_t (SAM 2.1 (Hiera image encoder)): not yet "
