@@ -64,6 +64,12 @@ def plugin_methods(monkeypatch):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The memory gate first: it is the longest file, and `--dist loadfile` hands files to workers in this order, so
-    it runs beside the rest instead of after it."""
-    items.sort(key=lambda item: item.get_closest_marker("memory_gate") is None)
+    """The order in which `--dist loadfile` hands files to the workers (pyproject's addopts turn off xdist's own
+    reordering, `--no-loadscope-reorder`): the memory gate first, since its one test replays the whole default grid
+    (about 3 minutes) and, handed out last (xdist's reordering by test count undid an earlier sort that put it first),
+    left the other worker idle for most of that; then the files with the most tests, as xdist itself orders them."""
+    from collections import Counter
+
+    tests_per_file = Counter(item.path for item in items)
+    items.sort(key=lambda item: (item.get_closest_marker("memory_gate") is None, -tests_per_file[item.path],
+                                 str(item.path)))

@@ -112,7 +112,8 @@ def _existing_results(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--methods", "cad,nope"], "unknown method 'nope'; valid: cad, crashing, decoder_only, full, lora, oom, peft"),
     (["--methods", "cad,lora:rank=0"], "method lora: option rank=0: must be a positive integer"),
-    (["--backbone", "vit_x"], "unknown backbone 'vit_x'; valid: litemedsam, test_scale, vit_b, vit_h, vit_l"),
+    (["--backbone", "vit_x"], "unknown backbone 'vit_x'; valid: litemedsam, sam2.1_hiera_b+, sam2.1_hiera_l, "
+                              "sam2.1_hiera_s, sam2.1_hiera_t, sam2_test_scale, test_scale, vit_b, vit_h, vit_l"),
     (["--precision", "fp8"], "unknown precision 'fp8'; valid: bf16, fp16, fp32"),
     (["--batch-sizes", "2,0"], "batch size must be a positive integer, got 0"),
     (["--batch-sizes", "two"], "batch sizes must be integers, got 'two'"),
