@@ -189,14 +189,19 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
         object_columns["references"] = _reference_scores(cell, options, context, splits.test, protocol, device)
     torch.manual_seed(options.seed)
     trainee, step_plan = prepare_cell(cell, checkpoint=context.checkpoints.get(cell.backbone), device=device)
+    # what the row says of the data, whether or not the method trains
+    about_data = dict(protocol=protocol.name, dataset=splits.summary(), split=splits.split_description(),
+                      empty_train_masks=splits.train.empty_masks, empty_test_masks=splits.test.empty_masks,
+                      mask_grey_values=splits.grey_values, **object_columns)
+
+    def score_test_split() -> dict:
+        return evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry,
+                        objects=prompts is not None)
+
     if trainee.optimizer is None:  # a method that does not train (zero_shot) is scored as built
-        scores = evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry,
-                          objects=prompts is not None)
-        yield QualityMeasurement(
-            scores=scores, protocol=protocol.name, dataset=splits.summary(), split=splits.split_description(),
-            train_steps=0, epochs=None, empty_train_masks=splits.train.empty_masks,
-            empty_test_masks=splits.test.empty_masks, mask_grey_values=splits.grey_values, loss_curve={},
-            untrained=f"{cell.method_label} does not train: the model is scored as built", **object_columns)
+        yield QualityMeasurement(scores=score_test_split(), train_steps=0, epochs=None, loss_curve={},
+                                 untrained=f"{cell.method_label} does not train: the model is scored as built",
+                                 **about_data)
         return
     state = _fine_tune_state(cell, context)
     validating_on_test = splits.validation is splits.test
@@ -204,15 +209,12 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
                         checkpoint=state, fingerprint=_fingerprint(cell, options, context), step=step_plan,
                         workers=min(8, os.cpu_count() or 1) if device.type == "cuda" else 0,
                         validate_last_epoch=not validating_on_test, objects=prompts)
-    scores = evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry,
-                      objects=prompts is not None)
+    scores = score_test_split()
     if validating_on_test:
         history.set_last_validation(scores)  # the same weights on the same images: not scored twice
     yield QualityMeasurement(
-        scores=scores, protocol=protocol.name, dataset=splits.summary(), split=splits.split_description(),
-        train_steps=len(history.losses), epochs=plan.epochs, empty_train_masks=splits.train.empty_masks,
-        empty_test_masks=splits.test.empty_masks, mask_grey_values=splits.grey_values,
-        loss_curve={"protocol": protocol.name, "plan": plan.describe(), **history.curve()}, **object_columns)
+        scores=scores, train_steps=len(history.losses), epochs=plan.epochs,
+        loss_curve={"protocol": protocol.name, "plan": plan.describe(), **history.curve()}, **about_data)
     if options.save_weights:
         yield _save_trained_weights(cell, options, context, trainee.method, plan, len(history.losses), device)
     if state is not None:
