@@ -27,6 +27,7 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils._pytree import tree_leaves
 
 _PRIM_DEVICE = torch.ops.prim.device.default
+_LOCAL_SCALAR_DENSE = torch.ops.aten._local_scalar_dense.default
 _NO_PYTHON_DISPATCH = torch._C.DispatchKeySet(torch._C.DispatchKey.Python)
 _PLAIN = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format)
 _UNCACHEABLE = object()
@@ -57,6 +58,14 @@ class FakeOpCache:
             if isinstance(tensor, FakeTensor) and not self.fake_mode.in_kernel_invocation:
                 return tensor.fake_device
             return func(*args, **kwargs)
+        if func is _LOCAL_SCALAR_DENSE:
+            tensor = args[0]
+            if type(tensor) is FakeTensor and tensor.fake_mode is self.fake_mode and tensor.constant is not None:
+                # `.item()` of a tensor FakeTensorMode holds a constant for (AdamW's host-side `step` counters, read
+                # once per parameter per step): FakeTensorMode's own answer is the op run on that constant, with
+                # dispatch off; it returns a number, so there is nothing to cache or count.
+                with torch._C._DisableTorchDispatch():
+                    return func(tensor.constant)
         try:
             if func in self._value_blind:
                 key = (func, self._blind_key(args), self._blind_key(kwargs))
