@@ -73,3 +73,24 @@ def pytest_collection_modifyitems(config, items):
     tests_per_file = Counter(item.path for item in items)
     items.sort(key=lambda item: (item.get_closest_marker("memory_gate") is None, -tests_per_file[item.path],
                                  str(item.path)))
+
+
+# Files whose full-size estimates are cells of the memory gate's default grid: with `--dist loadfile` they run on the
+# gate's worker, after it, so they read its finished estimates and warm replays (the estimator's per-process caches)
+# instead of replaying those cells again on the other worker. Without the gate (the README's command) they are one
+# work unit like any file.
+WITH_THE_GATE = ("test_memory_gate.py", "test_estimator_fullsize.py", "test_estimator_reserved.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesWithTheGateTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "the memory gate's estimates" if Path(path).name in WITH_THE_GATE else path
+
+    return FilesWithTheGateTogether(config, log)
