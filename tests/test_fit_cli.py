@@ -75,7 +75,7 @@ def test_fit_takes_allocator_settings_and_refuses_what_it_cannot_simulate(capsys
 
 def test_pairs_searched_by_several_processes_give_the_same_answers_in_the_same_order(capsys):
     argv = ["fit", "--backbone", "test_scale", "--methods", "sam_adapter,cad,lora", "--gpu-memory", "0.08GB,1GB",
-            "--cuda-context", "0", "--max-batch", "8", "--json"]
+            "--cuda-context", "0", "--max-batch", "4", "--json"]
     assert main([*argv, "--jobs", "1"]) == 0
     alone = capsys.readouterr()
     assert main([*argv, "--jobs", "2"]) == 0
