@@ -14,6 +14,13 @@ attribute, never registered, never on the GPU) is left out.
 Backward runs through every encoder block (the branches sit in all of them), so like SAM Adapter the method is
 light in parameters and heavy in activations.
 
+On SAM 2.1 (Hiera) the branches go on the fused ``qkv`` Linear of every Hiera block's `MultiScaleAttention`, the
+same construction as on SAM's ViT: Hiera's qkv output is q, k and v one after another (`forward` reshapes it to
+(B, H * W, 3, heads, C)), each ``dim_out`` wide, where ``dim_out`` is the block's output width (twice its input width
+in the first block of stages 2-4, where the stage widens). So A is ``Linear(dim, r)`` and B ``Linear(r, dim_out)``,
+added in place into the q third and the v third; k is untouched. Same ranks, same initialisation. The branches sit in
+every block of the trunk; the FPN neck has no attention and stays frozen.
+
 On LiteMedSAM (TinyViT) the branches go on the ``qkv`` Linear of every attention block (stages 2-4, 10 blocks; the
 first stage is convolutional and has no attention). TinyViT's fused ``qkv`` is laid out head by head: each head's
 slice is ``[q (key_dim) | k (key_dim) | v (4 * key_dim)]`` (`Attention.forward` views it as (B, N, heads, -1) and
@@ -63,19 +70,23 @@ def add_lora_branches(module: nn.Module, dim: int, rank: int, q_out: int, v_out:
 class LoraQkv(nn.Module):
     """Meta's fused qkv Linear with SAMed's q and v LoRA branches added in place into its output.
 
-    Input (..., dim), as Meta's `Attention` calls it ((B, H, W, dim), windows included); output (..., 3 * dim).
+    Input (..., dim), as Meta's `Attention` (SAM) and `MultiScaleAttention` (SAM 2's Hiera) call it ((B, H, W, dim),
+    windows included); output (..., 3 * out): q, k and v one after another, each `out` wide (`out` is `dim` on SAM's
+    ViT, the block's output width on Hiera).
     """
 
     def __init__(self, qkv: nn.Linear, rank: int) -> None:
         super().__init__()
+        if qkv.out_features % 3:
+            raise ValueError(f"a fused qkv Linear has 3 equal parts, got {qkv.out_features} outputs")
         self.qkv = qkv
-        self.dim = qkv.in_features
-        add_lora_branches(self, self.dim, rank, q_out=self.dim, v_out=self.dim)
+        self.out = qkv.out_features // 3
+        add_lora_branches(self, qkv.in_features, rank, q_out=self.out, v_out=self.out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)
-        qkv[..., : self.dim] += self.linear_b_q(self.linear_a_q(x))
-        qkv[..., -self.dim :] += self.linear_b_v(self.linear_a_v(x))
+        qkv[..., : self.out] += self.linear_b_q(self.linear_a_q(x))
+        qkv[..., -self.out :] += self.linear_b_v(self.linear_a_v(x))
         return qkv
 
 
@@ -105,6 +116,11 @@ def _lora_on_vit(encoder: nn.Module, rank: int) -> None:
         block.attn.qkv = LoraQkv(block.attn.qkv, rank)
 
 
+def _lora_on_hiera(encoder: nn.Module, rank: int) -> None:
+    for block in encoder.trunk.blocks:
+        block.attn.qkv = LoraQkv(block.attn.qkv, rank)
+
+
 def _lora_on_tinyvit(encoder: nn.Module, rank: int) -> None:
     for stage in encoder.layers[1:]:  # stage 1 is MBConv blocks, without attention
         for block in stage.blocks:
@@ -117,10 +133,8 @@ class Lora(Method):
     summary = "SAMed's LoRA on q and v of every encoder block (backward through the whole encoder) + mask decoder"
     Options = LoraOptions
     backward_through_encoder = True
-    families = (SAM, LITEMEDSAM)
-    undefined_on = {SAM2: "not yet defined on SAM 2.1 in cadbench (rank-r branches on q and v of every Hiera "
-                          "block's qkv are planned in issue 24)"}
-    _ON_FAMILY = {SAM: _lora_on_vit, LITEMEDSAM: _lora_on_tinyvit}  # where the branches go, per family
+    families = (SAM, LITEMEDSAM, SAM2)
+    _ON_FAMILY = {SAM: _lora_on_vit, LITEMEDSAM: _lora_on_tinyvit, SAM2: _lora_on_hiera}  # where the branches go
 
     def __init__(self, sam: Sam, options: LoraOptions | None = None) -> None:
         super().__init__(sam, options)

@@ -156,9 +156,9 @@ class PeftAdapter(Method):
     summary = "any Hugging Face peft adapter in the image encoder (default: peft's LoRA r 8 on qkv) + mask decoder"
     Options = PeftOptions
     backward_through_encoder = True  # adapters sit in the encoder's blocks (qkv by default)
-    families = (SAM, LITEMEDSAM)  # on LiteMedSAM, target_modules name TinyViT's modules (qkv, proj, fc1, fc2)
-    undefined_on = {SAM2: "not yet defined on SAM 2.1 in cadbench (peft adapters in Hiera's blocks are planned in "
-                          "issue 24)"}
+    # target_modules name the family's encoder modules: TinyViT's (qkv, proj, fc1, fc2) on LiteMedSAM, Hiera's
+    # (qkv and proj of every block's attention) on SAM 2.1, whose FPN neck has no module of those names
+    families = (SAM, LITEMEDSAM, SAM2)
 
     @classmethod
     def missing_requirement(cls) -> str | None:

@@ -39,8 +39,11 @@ _needs_sam2 = pytest.mark.skipif(importlib.util.find_spec("sam2") is None,
                                         '--no-build-isolation "cadbench[sam2]"')
 # SAM 2 (the test-scale SAM 2, built by Meta's builder on the CPU for the real replay, on the meta device and then
 # fake for the estimate: cadbench.families.sam2): the methods defined on it.
-SAM2_CELLS = [pytest.param(method, precision, "sam2_test_scale", marks=_needs_sam2)
-              for method, precision in [("decoder_only", "fp32"), ("full", "fp32"), ("full", "bf16")]]
+_needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="the peft extra is not installed")
+SAM2_CELLS = [pytest.param(method, precision, "sam2_test_scale",
+                           marks=[_needs_sam2, _needs_peft] if method == "peft" else _needs_sam2)
+              for method, precision in [("decoder_only", "fp32"), ("full", "fp32"), ("full", "bf16"), ("lora", "fp32"),
+                                        ("peft", "fp32")]]
 
 
 @pytest.mark.parametrize("method, precision, backbone",

@@ -1,8 +1,9 @@
-"""Methods on SAM 2.1: decoder_only and full take real steps on the test-scale SAM 2 changing exactly what they train,
+"""Methods on SAM 2.1: decoder_only, full and lora take real steps on the test-scale SAM 2 changing exactly what they train,
 activation checkpointing wraps every Hiera block without changing the update, every other method is a
 not_applicable row saying it is not yet defined there, and `cadbench estimate` replays full-size cells. Skipped only
 where the `sam2` extra is not installed."""
 
+import importlib.util
 import json
 
 import pytest
@@ -18,11 +19,13 @@ from cadbench.training.setup import make_training_setup
 
 pytestmark = pytest.mark.skipif(sam2_family.missing_requirement() is not None,
                                 reason=f"the sam2 extra is not installed: {sam2_family.EXTRA}")
-DEFINED = ("decoder_only", "full")
+DEFINED = ("decoder_only", "full", "lora", "peft")
+_needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="the peft extra is not installed")
 UNTRAINED = ("zero_shot",)  # defined on SAM 2 too; trains nothing (its own test below)
 
 
-@pytest.mark.parametrize("method", DEFINED)
+@pytest.mark.parametrize("method", [pytest.param(method, marks=_needs_peft) if method == "peft" else method
+                                    for method in DEFINED])
 def test_each_defined_method_takes_a_step_changing_exactly_its_trainable_weights(method):
     setup = make_training_setup(make_cell(method, "sam2_test_scale", 2))
     model = setup.trainee.method
@@ -38,6 +41,11 @@ def test_each_defined_method_takes_a_step_changing_exactly_its_trainable_weights
     assert {"sam.sam_mask_decoder.conv_s0.weight", "sam.sam_mask_decoder.conv_s1.weight"} <= changed
     if method == "decoder_only":
         assert trainable == decoder
+    elif method in ("lora", "peft"):  # SAMed's branches (linear_a/b_q/v) or peft's LoRA (lora_A/B) on each qkv
+        branches = {name for name in before if ".attn.qkv.linear_" in name or ".attn.qkv.lora_" in name}
+        assert branches and all(name.startswith("sam.image_encoder.trunk.blocks.") for name in branches)
+        assert trainable == decoder | branches
+        assert any(part in name for name in changed for part in (".linear_b_", ".lora_B."))  # B (zeros) learns
     else:
         encoder = {name for name in before if name.startswith("sam.image_encoder.")}
         assert trainable == decoder | encoder
@@ -63,9 +71,10 @@ def test_every_other_method_is_not_applicable_with_the_reason_that_it_is_not_yet
     assert not_applicable(make_cell(method, "vit_b", 1)) is None
 
 
-def test_checkpointing_wraps_every_hiera_block_and_changes_no_update():
-    plain = make_training_setup(make_cell("full", "sam2_test_scale", 2))
-    checkpointed = make_training_setup(make_cell("full", "sam2_test_scale", 2, checkpointing="encoder"))
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_checkpointing_wraps_every_hiera_block_and_changes_no_update(method):
+    plain = make_training_setup(make_cell(method, "sam2_test_scale", 2))
+    checkpointed = make_training_setup(make_cell(method, "sam2_test_scale", 2, checkpointing="encoder"))
     blocks = checkpointed.trainee.method.sam.image_encoder.trunk.blocks
     assert len(blocks) == 5 and all(isinstance(block, CheckpointedBlock) for block in blocks)
     assert torch.allclose(plain.step(), checkpointed.step())
@@ -82,7 +91,7 @@ def test_the_levers_of_a_frozen_encoder_take_a_real_step_on_sam2(levers):
 
 
 def test_estimate_gives_rows_for_hiera_t_and_not_applicable_rows_for_the_other_methods(tmp_path):
-    result = cadbench_main("estimate", "--backbone", "sam2.1_hiera_t", "--methods", "decoder_only,full,lora",
+    result = cadbench_main("estimate", "--backbone", "sam2.1_hiera_t", "--methods", "decoder_only,full,lora,cad",
                            "--batch-sizes", "1", "--precision", "fp32", "--out", tmp_path / "out", "--no-progress",
                            "--jobs", "1")
     assert result.returncode == 0, result.stderr
@@ -93,4 +102,49 @@ def test_estimate_gives_rows_for_hiera_t_and_not_applicable_rows_for_the_other_m
     assert 0 < rows["decoder_only"]["peak_memory_bytes"] < rows["full"]["peak_memory_bytes"]
     assert rows["decoder_only"]["trainable_params"] == 4_215_109
     assert rows["full"]["trainable_params"] == 4_215_109 + 27_219_136
-    assert rows["lora"]["status"] == "not_applicable" and "not yet defined on SAM 2.1" in rows["lora"]["error"]
+    assert rows["lora"]["status"] == "ok"
+    assert rows["decoder_only"]["peak_memory_bytes"] < rows["lora"]["peak_memory_bytes"] < rows["full"]["peak_memory_bytes"]
+    assert rows["lora"]["trainable_params"] == 4_215_109 + hiera_lora_params(HIERA_T_STAGES, embed_dim=96)
+    assert rows["cad"]["status"] == "not_applicable" and "not yet defined on SAM 2.1" in rows["cad"]["error"]
+
+
+# Hiera-T (sam2.1_hiera_t.yaml): embed_dim 96, blocks per stage (1, 2, 7, 2); each stage after the first doubles the
+# width in its first block, whose attention goes from the old width to the new one.
+HIERA_T_STAGES = (1, 2, 7, 2)
+
+
+def hiera_lora_params(stages: tuple[int, ...], embed_dim: int, rank: int = 4) -> int:
+    """Per block, for q and for v: A (rank x width in) and B (width out x rank), no biases."""
+    total, width = 0, embed_dim
+    for index, blocks in enumerate(stages):
+        for block in range(blocks):
+            width_in, width_out = (width, 2 * width) if index > 0 and block == 0 else (width, width)
+            total += 2 * rank * (width_in + width_out)
+            width = width_out
+    return total
+
+
+def test_lora_on_hiera_starts_from_the_frozen_model_and_wraps_every_blocks_qkv():
+    from cadbench.backbones import build_sam
+    from cadbench.datasets.batch import random_batch
+    from cadbench.methods import Lora
+    from cadbench.methods.lora import LoraQkv
+
+    sam = build_sam("sam2_test_scale").sam
+    images = random_batch(128, 2).images
+    with torch.no_grad():
+        expected = sam.image_encoder(sam.preprocess(images))  # SAM 2's features as built, before any branch
+    blocks = sam.image_encoder.trunk.blocks
+    originals = [block.attn.qkv for block in blocks]
+    method = Lora(sam)
+    for block, original in zip(blocks, originals):
+        wrapped = block.attn.qkv
+        assert isinstance(wrapped, LoraQkv) and wrapped.qkv is original and not original.weight.requires_grad
+        assert wrapped.linear_a_q.weight.shape == (4, original.in_features)
+        assert wrapped.linear_b_v.weight.shape == (original.out_features // 3, 4)
+    assert any(block.attn.qkv.out != block.attn.qkv.qkv.in_features for block in blocks)  # a widening block
+    with torch.no_grad():
+        adapted = method.image_embeddings(images)
+    assert isinstance(adapted, tuple) and len(adapted) == len(expected)
+    for a, b in zip(adapted, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # B = 0: bit for bit the model as built
