@@ -57,6 +57,8 @@ class Method(nn.Module, ABC):
     # the reason from `undefined_on`, or a generic one.
     families: ClassVar[tuple[str, ...]] = (SAM,)
     undefined_on: ClassVar[Mapping[str, str]] = {}
+    # Families on which the method's definition is cadbench's own, not its authors' (`cadbench list` says so).
+    own_definition_on: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def not_defined_on(cls, family: str) -> str | None:

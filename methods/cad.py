@@ -18,6 +18,12 @@ resize (PIL's, torchvision's with ``antialias=True``) filters over four pixels p
 (up to 60 grey levels apart on noise). Under the cad-paper protocol, which squashes to 512 px and upsamples
 bilinearly to 1024 px as the reference does, the adapter therefore sees a slightly blurred 512 px image (on a
 synthetic scene: 1.3 grey levels mean absolute difference, 16.5 at most); docs/protocols.md lists this.
+
+On SAM 2.1 the method is cadbench's own extension of CAD (the paper and its code are on SAM): the same adapter, on the
+same 6-channel half-resolution input, pooled to the grid of SAM 2's stride-16 FPN level (64 x 64 x 256 at 1024 px),
+and ``0.1 * adapter_output`` is added to that level, which SAM 2's decoder reads as its image embeddings (before it
+adds `no_mem_embed`). The two finer levels, which the decoder reads through its own `conv_s0` and `conv_s1`, get
+nothing from the adapter. Hiera and the neck run under `no_grad`, as SAM's encoder does.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from cadbench.families import LITEMEDSAM, SAM, SAM2
+from cadbench.families.features import Features, add_to_embeddings
 from cadbench.methods.base import Method
 from cadbench.methods.frequency import high_pass
 
@@ -73,14 +80,16 @@ class CAD(Method):
     name = "cad"
     summary = "convolutional adapter beside the encoder (under no_grad) + mask decoder"
     encoder_under_no_grad = True
-    families = (SAM, LITEMEDSAM)
-    undefined_on = {SAM2: "not yet defined on SAM 2.1 in cadbench (CAD's adapter added to the embeddings SAM 2's "
-                          "decoder reads, cadbench's own extension, is planned in issue 24)"}
+    families = (SAM, LITEMEDSAM, SAM2)
+    own_definition_on = {SAM2: "cadbench's own extension of CAD (the paper's is on SAM): the adapter's output is "
+                               "added to the stride-16 FPN level that SAM 2's decoder reads as image embeddings; the "
+                               "finer levels get nothing"}
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)
         # The grid and width of the embeddings the decoder reads (SAM: 64 x 64 x 256 at 1024 px; LiteMedSAM: 64 x 64
-        # x 256 at 256 px, where the adapter's coarser two blocks, 32 and 16 px, are brought up to the grid).
+        # x 256 at 256 px, where the adapter's coarser two blocks, 32 and 16 px, are brought up to the grid; SAM 2:
+        # its stride-16 level, 64 x 64 x 256 at 1024 px).
         grid = sam.prompt_encoder.image_embedding_size[0]
         channels = sam.prompt_encoder.embed_dim
         self.adapter = ConvAdapter(channels=channels, grid=grid)
@@ -90,13 +99,13 @@ class CAD(Method):
         half = F.avg_pool2d(images, kernel_size=2)
         return torch.cat([half, high_pass(half).to(half.dtype)], dim=1)
 
-    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+    def image_embeddings(self, images: torch.Tensor) -> Features:
         # Same order as the reference: the adapter first, so its saved activations are live while the encoder runs.
         adapter_output = self.adapter(self.adapter_input(images))
         with torch.no_grad():
-            embeddings = self.frozen_features(images)
-        return embeddings + ADAPTER_SCALE * adapter_output
+            features = self.frozen_features(images)
+        return add_to_embeddings(features, ADAPTER_SCALE * adapter_output)
 
-    def trainable_embeddings(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    def trainable_embeddings(self, images: torch.Tensor, features: Features) -> Features:
         """The adapter on top of the encoder's features (the lean encoder's order: encoder first)."""
-        return features + ADAPTER_SCALE * self.adapter(self.adapter_input(images))
+        return add_to_embeddings(features, ADAPTER_SCALE * self.adapter(self.adapter_input(images)))

@@ -1,4 +1,4 @@
-"""Methods on SAM 2.1: decoder_only, full and lora take real steps on the test-scale SAM 2 changing exactly what they train,
+"""Methods on SAM 2.1: decoder_only, full, lora, peft and cad take real steps on the test-scale SAM 2 changing exactly what they train,
 activation checkpointing wraps every Hiera block without changing the update, every other method is a
 not_applicable row saying it is not yet defined there, and `cadbench estimate` replays full-size cells. Skipped only
 where the `sam2` extra is not installed."""
@@ -19,7 +19,7 @@ from cadbench.training.setup import make_training_setup
 
 pytestmark = pytest.mark.skipif(sam2_family.missing_requirement() is not None,
                                 reason=f"the sam2 extra is not installed: {sam2_family.EXTRA}")
-DEFINED = ("decoder_only", "full", "lora", "peft")
+DEFINED = ("decoder_only", "full", "lora", "peft", "cad")
 _needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="the peft extra is not installed")
 UNTRAINED = ("zero_shot",)  # defined on SAM 2 too; trains nothing (its own test below)
 
@@ -41,6 +41,9 @@ def test_each_defined_method_takes_a_step_changing_exactly_its_trainable_weights
     assert {"sam.sam_mask_decoder.conv_s0.weight", "sam.sam_mask_decoder.conv_s1.weight"} <= changed
     if method == "decoder_only":
         assert trainable == decoder
+    elif method == "cad":
+        adapter = {name for name in before if name.startswith("adapter.")}
+        assert adapter and trainable == decoder | adapter and adapter & changed
     elif method in ("lora", "peft"):  # SAMed's branches (linear_a/b_q/v) or peft's LoRA (lora_A/B) on each qkv
         branches = {name for name in before if ".attn.qkv.linear_" in name or ".attn.qkv.lora_" in name}
         assert branches and all(name.startswith("sam.image_encoder.trunk.blocks.") for name in branches)
@@ -91,7 +94,8 @@ def test_the_levers_of_a_frozen_encoder_take_a_real_step_on_sam2(levers):
 
 
 def test_estimate_gives_rows_for_hiera_t_and_not_applicable_rows_for_the_other_methods(tmp_path):
-    result = cadbench_main("estimate", "--backbone", "sam2.1_hiera_t", "--methods", "decoder_only,full,lora,cad",
+    result = cadbench_main("estimate", "--backbone", "sam2.1_hiera_t", "--methods",
+                           "decoder_only,full,lora,sam_adapter",
                            "--batch-sizes", "1", "--precision", "fp32", "--out", tmp_path / "out", "--no-progress",
                            "--jobs", "1")
     assert result.returncode == 0, result.stderr
@@ -105,7 +109,8 @@ def test_estimate_gives_rows_for_hiera_t_and_not_applicable_rows_for_the_other_m
     assert rows["lora"]["status"] == "ok"
     assert rows["decoder_only"]["peak_memory_bytes"] < rows["lora"]["peak_memory_bytes"] < rows["full"]["peak_memory_bytes"]
     assert rows["lora"]["trainable_params"] == 4_215_109 + hiera_lora_params(HIERA_T_STAGES, embed_dim=96)
-    assert rows["cad"]["status"] == "not_applicable" and "not yet defined on SAM 2.1" in rows["cad"]["error"]
+    assert rows["sam_adapter"]["status"] == "not_applicable"
+    assert "not yet defined on SAM 2.1" in rows["sam_adapter"]["error"]
 
 
 # Hiera-T (sam2.1_hiera_t.yaml): embed_dim 96, blocks per stage (1, 2, 7, 2); each stage after the first doubles the
@@ -148,3 +153,39 @@ def test_lora_on_hiera_starts_from_the_frozen_model_and_wraps_every_blocks_qkv()
     assert isinstance(adapted, tuple) and len(adapted) == len(expected)
     for a, b in zip(adapted, expected):
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # B = 0: bit for bit the model as built
+
+
+def test_cad_on_sam2_adds_its_adapter_to_the_level_the_decoder_reads_and_says_it_is_cadbenchs_own(capsys):
+    from cadbench.backbones import build_sam
+    from cadbench.cli import main
+    from cadbench.datasets.batch import random_batch
+    from cadbench.methods import CAD
+    from cadbench.methods.cad import ADAPTER_SCALE
+
+    sam = build_sam("sam2_test_scale").sam
+    images = random_batch(128, 2).images
+    method = CAD(sam).eval()
+    with torch.no_grad():
+        features = sam.image_encoder(sam.preprocess(images))
+        adapted = method.image_embeddings(images)
+        adapter_output = method.adapter(method.adapter_input(images))
+    assert adapter_output.shape == features[-1].shape  # the stride-16 level: its grid and width
+    for finer, unchanged in zip(adapted[:-1], features[:-1]):
+        torch.testing.assert_close(finer, unchanged, rtol=0, atol=0)
+    torch.testing.assert_close(adapted[-1], features[-1] + ADAPTER_SCALE * adapter_output)
+    assert main(["list", "--methods", "cad", "--backbone", "sam2.1_hiera_t,vit_b"]) == 0
+    listed = capsys.readouterr().out
+    assert "on SAM 2.1 (Hiera image encoder): cadbench's own extension of CAD" in listed
+    assert listed.count("own extension") == 1  # on SAM it is the paper's
+    assert main(["list", "--json", "--methods", "cad", "--backbone", "sam2.1_hiera_t,vit_b"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["own_definition"].startswith("cadbench's own extension") and rows[1]["own_definition"] is None
+
+
+def test_cad_on_sam2_with_the_lean_encoder_gives_the_plain_steps_loss():
+    torch.manual_seed(0)
+    plain = make_training_setup(make_cell("cad", "sam2_test_scale", 2))
+    torch.manual_seed(0)
+    lean = make_training_setup(make_cell("cad", "sam2_test_scale", 2, lean_encoder="on", encoder_chunk=1))
+    assert not_applicable(make_cell("cad", "sam2_test_scale", 2, lean_encoder="on")) is None
+    torch.testing.assert_close(lean.step(), plain.step())

@@ -40,6 +40,7 @@ def resolve_backbones(names: list[str] | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from cadbench.backbones import BACKBONES
+    from cadbench.families import FAMILIES
     from cadbench.params import count_parameters
     from cadbench.registry import parse_method_spec, unavailable_methods
     from cadbench.vocabulary.resolution import NATIVE_IMAGE_SIZE
@@ -65,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         declared = {spec: [info.as_dict() for info in parse_method_spec(spec).method.Options.declared()]
                     for spec in specs}
-        print(json.dumps([{**count.as_dict(), "options": declared[spec]}
-                          for count, (_, _, spec) in zip(counts, combinations)], indent=2))
+        print(json.dumps([{**count.as_dict(), "options": declared[spec],
+                           "own_definition": parse_method_spec(spec).method.own_definition_on.get(
+                               BACKBONES[backbone].family)}
+                          for count, (backbone, _, spec) in zip(counts, combinations)], indent=2))
         return 0
     print("Methods (options: NAME:OPTION=VALUE,...):")
     for name in dict.fromkeys(parse_method_spec(spec).name for spec in specs):
@@ -76,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {'':<16}{info.name}: {info.type}, default {info.default} — {info.help}")
         if method.Options.more_help:
             print(f"  {'':<16}{method.Options.more_help}")
+        for family in dict.fromkeys(BACKBONES[backbone].family for backbone, _ in pairs):
+            if family in method.own_definition_on:
+                print(f"  {'':<16}on {FAMILIES[family].label}: {method.own_definition_on[family]}")
     print("\nBackbones:")
     for name in backbones:
         spec = BACKBONES[name]

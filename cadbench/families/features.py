@@ -43,3 +43,13 @@ def clone(features: Features) -> Features:
 def nbytes(features: Features) -> int:
     levels = (features,) if isinstance(features, torch.Tensor) else features
     return sum(level.numel() * level.element_size() for level in levels)
+
+
+def add_to_embeddings(features: Features, addend: torch.Tensor) -> Features:
+    """`addend` added to the map the mask decoder reads as its image embeddings: the one map of SAM and LiteMedSAM,
+    SAM 2's coarsest FPN level (stride 16, the last); SAM 2's finer levels, which its decoder reads through its own
+    `conv_s0` and `conv_s1`, are returned unchanged."""
+    if isinstance(features, torch.Tensor):
+        return features + addend
+    *finer, embeddings = features
+    return (*finer, embeddings + addend)
