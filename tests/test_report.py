@@ -344,3 +344,12 @@ def test_with_random_weights_the_zero_shot_comparison_says_it_is_meaningless_rat
     # each method's and box fill's gain over zero-shot; box fill's own score does not depend on the weights
     assert quality.count("meaningless (random weights)") == 3 and "+0.170" not in quality
     assert "0.600" in quality and "0.450" in quality  # the zero-shot and box-fill figures themselves are still shown
+
+
+def test_a_method_whose_definition_on_a_family_is_cadbenchs_own_says_so_under_that_backbones_table(tmp_path):
+    folder = _fake_results(tmp_path / "run", methods=("cad", "decoder_only"), backbones=("vit_b", "sam2.1_hiera_t"))
+    html = build_report([folder]).read_text()
+    notes = re.findall(r'<p class="note own-definition">([^<]*)</p>', html)
+    assert len(notes) == 1  # cad on SAM 2.1 only: on SAM it is the paper's, and decoder_only is nobody's extension
+    assert notes[0].startswith("cad on sam2.1_hiera_t: cadbench&#39;s own extension of CAD")
+    assert html.index(notes[0]) > html.index('data-backbone="sam2.1_hiera_t"')

@@ -43,6 +43,22 @@ def _label(backbone: str) -> str:
     return spec.label if spec else backbone
 
 
+def _own_definitions(methods, backbone: str) -> list[str]:
+    """A line for each method of a section whose definition on the backbone's model family is cadbench's own rather
+    than its authors' (e.g. cad on SAM 2.1), as `cadbench list` says it."""
+    from cadbench.registry import available_methods
+
+    spec = BACKBONES.get(backbone)
+    known = available_methods()
+    lines = []
+    for name in dict.fromkeys(methods):
+        method = known.get(name)
+        note = method.own_definition_on.get(spec.family) if method is not None and spec is not None else None
+        if note:
+            lines.append(f"{name} on {spec.label}: {note}.")
+    return lines
+
+
 def _fmt_bytes(value) -> str:
     return "—" if pd.isna(value) else f"{value / GB:.2f} GB"
 
@@ -363,6 +379,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
     rows = rows.drop_duplicates(subset="cell", keep="last")
     rows["px"] = _pixels(rows)
     lever_columns, lever_rows = _lever_table(rows, context_gb)
+    rows["method_name"] = rows["method"]
     rows["method"] = method_labels(rows)  # shown as 'lora (rank 16)': a method with options is a method of its own
     if rows.empty:
         raise CadbenchError(f"{', '.join(map(str, folders))}: the results hold no rows")
@@ -394,6 +411,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         checked = any(_is_pipeline_check(row) and not pd.isna(row["iou"]) for _, row in subset.iterrows())
         label = _label(backbone) + (f" at {pixels:.0f} px" if several and not pd.isna(pixels) else "")
         sections.append({"name": backbone, "label": label, "columns": columns, "rows": lines,
+                         "own_definitions": _own_definitions(subset["method_name"], backbone),
                          "charts": [chart for chart in section_charts if chart], "pipeline_check": checked,
                          "noisy": bool(subset["step_time_noisy"].eq(True).any())})
 
