@@ -9,6 +9,7 @@ from importlib.metadata import version
 import pytest
 import torch
 from cadbench_in_process import cadbench_main
+from sam_checkpoint import estimate_from_a_sam_checkpoint
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
 from cadbench.backbones import build_sam, require_backbone, unavailable_backbones
@@ -225,10 +226,7 @@ def test_estimate_gives_sam_adapter_a_not_applicable_row(tmp_path):
 
 @needs_extra
 def test_a_sam_checkpoint_for_litemedsam_and_the_reverse_are_refused_in_one_line(tmp_path):
-    sam_file = tmp_path / "sam_test_scale.pth"
-    torch.save(build_sam("test_scale").sam.state_dict(), sam_file)
-    result = cadbench_main("estimate", "--backbone", "litemedsam", "--methods", "decoder_only", "--checkpoint",
-                           sam_file, "--out", tmp_path / "a")
+    sam_file, result = estimate_from_a_sam_checkpoint("litemedsam", tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert f"checkpoint {sam_file} is a SAM (ViT image encoder) checkpoint, not one of backbone litemedsam" \

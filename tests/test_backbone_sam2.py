@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from cadbench_in_process import cadbench_main
+from sam_checkpoint import estimate_from_a_sam_checkpoint
 
 from cadbench.backbones import (build_sam, default_backbones, get_backbone, left_out_notes, require_backbone,
                                 unavailable_backbones)
@@ -130,11 +131,8 @@ def test_a_checkpoint_in_metas_format_loads_weights_only_with_its_sha256_and_met
 
 @needs_extra
 def test_a_sam_checkpoint_for_sam2_and_the_reverse_are_refused_in_one_line_naming_both(tmp_path):
-    sam_file = tmp_path / "sam_test_scale.pth"
-    torch.save(build_sam("test_scale").sam.state_dict(), sam_file)
-    result = cadbench_main("estimate", "--backbone", "sam2.1_hiera_t", "--methods", "decoder_only", "--checkpoint",
-                           sam_file, "--out", tmp_path / "a")
-    assert result.returncode == 2 and not (tmp_path / "a").exists()
+    sam_file, result = estimate_from_a_sam_checkpoint("sam2.1_hiera_t", tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "estimate").exists()
     assert result.stderr.strip().splitlines() == [
         f"cadbench: error: checkpoint {sam_file} is a SAM (ViT image encoder) checkpoint, not one of backbone "
         f"sam2.1_hiera_t (SAM 2.1 (Hiera image encoder))"]

@@ -1,7 +1,7 @@
-"""Methods on SAM 2.1: decoder_only, full, lora, peft and cad take real steps on the test-scale SAM 2 changing exactly what they train,
-activation checkpointing wraps every Hiera block without changing the update, every other method is a
-not_applicable row saying it is not yet defined there, and `cadbench estimate` replays full-size cells. Skipped only
-where the `sam2` extra is not installed."""
+"""Methods on SAM 2.1: decoder_only, full, lora, peft and cad take real steps on the test-scale SAM 2 changing
+exactly what they train, activation checkpointing wraps every Hiera block without changing the update, every other
+method is a not_applicable row saying it is not yet defined there, and `cadbench estimate` replays full-size cells.
+Skipped only where the `sam2` extra is not installed."""
 
 import importlib.util
 import json
@@ -107,7 +107,8 @@ def test_estimate_gives_rows_for_hiera_t_and_not_applicable_rows_for_the_other_m
     assert rows["decoder_only"]["trainable_params"] == 4_215_109
     assert rows["full"]["trainable_params"] == 4_215_109 + 27_219_136
     assert rows["lora"]["status"] == "ok"
-    assert rows["decoder_only"]["peak_memory_bytes"] < rows["lora"]["peak_memory_bytes"] < rows["full"]["peak_memory_bytes"]
+    assert rows["decoder_only"]["peak_memory_bytes"] < rows["lora"]["peak_memory_bytes"] \
+        < rows["full"]["peak_memory_bytes"]
     assert rows["lora"]["trainable_params"] == 4_215_109 + hiera_lora_params(HIERA_T_STAGES, embed_dim=96)
     assert rows["sam_adapter"]["status"] == "not_applicable"
     assert "not yet defined on SAM 2.1" in rows["sam_adapter"]["error"]
