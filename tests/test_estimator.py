@@ -43,7 +43,7 @@ _needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reaso
 SAM2_CELLS = [pytest.param(method, precision, "sam2_test_scale",
                            marks=[_needs_sam2, _needs_peft] if method == "peft" else _needs_sam2)
               for method, precision in [("decoder_only", "fp32"), ("full", "fp32"), ("full", "bf16"), ("lora", "fp32"),
-                                        ("peft", "fp32"), ("cad", "fp32")]]
+                                        ("peft", "fp32"), ("cad", "fp32"), ("sam_adapter", "fp32")]]
 
 
 @pytest.mark.parametrize("method, precision, backbone",

@@ -208,6 +208,14 @@ class FeatureMaps:
     def forward(self, sample: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(super().forward(sample)["backbone_fpn"])
 
+    def fpn_levels(self, trunk_outputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """What `forward` returns, from the trunk's stage outputs computed by someone else (a method that runs the
+        Hiera blocks itself, as SAM2-Adapter does): the rest of `ImageEncoder.forward`, the neck and its `scalp`."""
+        features, _position = self.neck(trunk_outputs)
+        if self.scalp > 0:
+            features = features[: -self.scalp]
+        return tuple(features)
+
 
 @functools.cache
 def image_model_class() -> type:
