@@ -212,8 +212,13 @@ def left_out_notes() -> list[str]:
         if not BACKBONES[name].test_scale:
             by_reason.setdefault(reason, []).append(name)
     return [f"backbone {names[0]} is not in the grid: it {reason}" if len(names) == 1
-            else f"backbones {', '.join(names)} are not in the grid: they {reason}"
+            else f"backbones {', '.join(names)} are not in the grid: they {_plural_verb(reason)}"
             for reason, names in by_reason.items()]
+
+
+def _plural_verb(reason: str) -> str:
+    """A reason written for one backbone ('needs ...') said of several ('need ...')."""
+    return "need " + reason[len("needs "):] if reason.startswith("needs ") else reason
 
 
 def default_weights_label(backbone: str) -> str:

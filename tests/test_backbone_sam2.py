@@ -172,8 +172,8 @@ def test_sam2_without_its_extra_is_refused_in_one_line_with_the_install_command(
     assert set(unavailable_backbones()) >= {*SAM2_BACKBONES, "sam2_test_scale"}
     # the default grid leaves them out, in one note for the four (the test scale is never in it)
     assert default_backbones() == ["vit_b", "vit_l", "vit_h"]
-    assert (f"backbones {', '.join(SAM2_BACKBONES)} are not in the grid: they "
-            f"{line.removeprefix('backbone sam2.1_hiera_b+ ')}") in left_out_notes()
+    assert (f"backbones {', '.join(SAM2_BACKBONES)} are not in the grid: they need "
+            f"{line.removeprefix('backbone sam2.1_hiera_b+ needs ')}") in left_out_notes()
     for args in (("estimate", "--backbone", "sam2.1_hiera_b+", "--methods", "decoder_only", "--out", tmp_path / "o"),
                  ("list", "--backbone", "sam2.1_hiera_b+")):
         result = cadbench_main(*args)
