@@ -93,3 +93,40 @@ def test_the_eta_goes_by_the_pace_of_the_last_few_cells_not_of_the_whole_run():
             clock.now += 60
             progress.update("done", cell, row={"status": "ok"})
     assert stream.getvalue().splitlines()[-1].endswith("ETA 1 min 00 s")  # one cell left, at a minute a cell
+
+
+def test_each_kind_of_cell_has_its_own_pace_and_cells_of_a_kind_not_yet_timed_are_counted_not_guessed():
+    """An estimate takes a second, a cell that trains on the CPU a minute: while estimates finish, the ETA must not
+    promise seconds for the CPU cells still to come (a plain run once said "ETA 1 s" with three of them left)."""
+    stream, clock = io.StringIO(), FakeClock()
+    cells = [Cell("cad", "vit_b", batch) for batch in (1, 2, 4)] + [Cell("cad", "litemedsam", 1),
+                                                                   Cell("decoder_only", "litemedsam", 1)]
+    blocked = Cell("sam_adapter", "litemedsam", 1)
+    modes = {cell.key: "estimate" for cell in cells[:3]} | {cell.key: "cpu" for cell in [*cells[3:], blocked]}
+    with PlainProgress(len(cells) + 1, stream=stream, clock=clock, modes=modes) as progress:
+        progress.update("done", blocked, row={"status": "not_applicable"})  # written at once: times nothing
+        for cell in cells[:3]:
+            clock.now += 1
+            progress.update("done", cell, row={"status": "ok"})
+        clock.now += 60
+        progress.update("done", cells[3], row={"status": "ok"})
+        clock.now += 60
+        progress.update("done", cells[4], row={"status": "ok"})
+    etas = [line.split("; ")[-1] for line in stream.getvalue().splitlines()]
+    assert etas == ["ETA unknown: 3 cells to estimate + 2 cells on the CPU not yet timed",
+                    "ETA 2 s + 2 cells on the CPU not yet timed",
+                    "ETA 1 s + 2 cells on the CPU not yet timed",
+                    "ETA unknown: 2 cells on the CPU not yet timed",
+                    "ETA 1 min 00 s",
+                    "all done in 2 min 03 s"]
+
+
+def test_the_bar_shows_the_same_eta_by_kind(monkeypatch):
+    clock = FakeClock()
+    cells = [Cell("cad", "vit_b", 1), Cell("cad", "litemedsam", 1)]
+    bar = SweepProgress(2, enabled=False, modes={cells[0].key: "estimate", cells[1].key: "cpu"}, clock=clock)
+    with bar:
+        clock.now += 2
+        bar.update("done", cells[0], row={"status": "ok"})
+        column = bar._progress.columns[-1]._column  # the ETA column (shown on the bar's line only)
+        assert str(column.render(bar._progress.tasks[0])) == "ETA unknown: 1 cell on the CPU not yet timed"
