@@ -190,8 +190,7 @@ def run(
         print(f"cadbench: note: {share.note()}", file=sys.stderr)
         cells += share.cells(methods, batch_sizes, precisions, levers, image_sizes, prompts_per_image)
         backbones.append(share.backbone)
-        if share.dataset and "dataset" not in given:
-            options = replace(options, dataset=share.dataset)
+        options = replace(options, **share.options(given))
     if baseline_method is not None and parse_method_spec(baseline_method).text not in {c.method_spec for c in cells}:
         raise CadbenchError(f"--baseline-method {baseline_method!r} is not among --methods ({', '.join(methods)})")
     mode_of = mode_chooser(options.device, options.estimate_only, cuda, share.trains if share else None)
@@ -210,7 +209,8 @@ def run(
     environment = collect_environment()
     # the folder is this run's until the block ends
     with store.open({**options.resume_config(), **context.resume_config()}, environment):
-        with sweep_progress(len(cells), enabled=show_progress) as progress:
+        with sweep_progress(len(cells), enabled=show_progress,
+                            modes={cell.key: mode_of(cell) for cell in cells}) as progress:
             outcome = sweep(cells, mode_of, options, context, store, environment, on_progress=progress.update,
                             launcher=launcher)
         if store.rows():  # a detached Slurm run may have no row yet

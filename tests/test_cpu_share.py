@@ -47,11 +47,18 @@ def test_without_a_gpu_litemedsam_trains_the_methods_whose_backward_skips_its_en
     # the grid's backbones (SAM 2.1's too where the sam2 extra is installed) at the grid's batch sizes
     assert len(full_size) == 4 * len(default_backbones()) * 4 and set(full_size.values()) == {"estimate"}
     assert seen["options"].dataset == "nuclei-sample"
-    assert "LiteMedSAM (real weights) trains on this CPU at batch size 1" in capsys.readouterr().err
+    assert (seen["options"].steps, seen["options"].warmup) == (5, 2)  # a CPU step takes seconds and varies little
+    err = capsys.readouterr().err
+    assert "LiteMedSAM (real weights) trains on this CPU at batch size 1" in err
+    assert "5 steps timed after 2 warm-up unless --steps/--warmup say otherwise" in err
 
 
-def test_a_dataset_the_user_names_is_kept(dry_run):
+def test_a_dataset_and_step_counts_the_user_names_are_kept(dry_run):
     assert dry_run(dataset="synthetic")["options"].dataset == "synthetic"
+    options = dry_run(steps=10)["options"]
+    assert (options.steps, options.warmup) == (10, 2)
+    options = dry_run(warmup=0)["options"]
+    assert (options.steps, options.warmup) == (5, 0)
 
 
 def test_no_share_when_backbones_are_named_or_only_estimates_are_asked_for(dry_run):
@@ -69,5 +76,6 @@ def test_without_litemedsam_the_test_scale_sam_trains_every_cell_at_the_grid_s_b
     share = {key: mode for key, mode in seen["modes"].items() if "/test_scale/" in key}
     assert len(share) == 4 * 4 and set(share.values()) == {"cpu"}
     assert seen["options"].dataset == "synthetic"
+    assert (seen["options"].steps, seen["options"].warmup) == (10, 3)  # the grid's: a pipeline check, as before
     err = capsys.readouterr().err
     assert "test-scale SAM (random weights) trains on this CPU" in err and "cadbench[lite]" in err

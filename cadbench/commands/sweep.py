@@ -13,8 +13,10 @@ from cadbench.vocabulary.modes import DEVICES
 def register(commands) -> None:
     run_parser = commands.add_parser("run", help="train every cell of the grid and record memory and throughput")
     add_grid_arguments(run_parser)
-    add_option(run_parser, "--steps", type=int, help="timed training steps per cell")
-    add_option(run_parser, "--warmup", type=int, help="untimed steps before measuring")
+    add_option(run_parser, "--steps", type=int,
+               help="timed training steps per cell (without a GPU, the default run's LiteMedSAM cells: 5)")
+    add_option(run_parser, "--warmup", type=int,
+               help="untimed steps before measuring (without a GPU, the default run's LiteMedSAM cells: 2)")
     add_option(run_parser, "--device", choices=DEVICES,
                help="auto: CUDA if present, else estimate memory without running steps; cpu: also time real steps "
                     "on the CPU")

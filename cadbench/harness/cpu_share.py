@@ -5,7 +5,9 @@ trains a small model on the CPU, so that a user without a GPU still sees measure
 
 * With LiteMedSAM installed (`cadbench[lite]`): LiteMedSAM with its real pretrained weights, on the bundled nuclei
   sample (unless --dataset names another), one box per nucleus (`OBJECTS_PER_IMAGE` per image in training, every
-  nucleus in scoring), at batch size 1, fp32. Only the methods whose backward stays out of the image encoder
+  nucleus in scoring), at batch size 1, fp32, its steps timed over TIMED_STEPS after WARMUP_STEPS (unless --steps
+  or --warmup say otherwise: a CPU step takes seconds and varies little, so the grid's 10 after 3 would add about
+  40 s to the run for no better figure). Only the methods whose backward stays out of the image encoder
   (`Method.backward_through_encoder` false: decoder_only, cad; and zero_shot, which is scored as built and timed
   as inference) run here; on this project's 2-core machine a LiteMedSAM
   step through the encoder takes 3 to 6 s (measured on CPU), so the others' fine-tunes would take minutes each.
@@ -27,6 +29,8 @@ OBJECTS_PER_IMAGE = 4  # boxes per training image (nuclei tiles hold about 30 nu
 BATCH_SIZES = (1,)
 PRECISIONS = ("fp32",)
 DATASET = "nuclei-sample"
+TIMED_STEPS = 5
+WARMUP_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,13 @@ class CpuShare:
     prompts_per_image: tuple[str | int, ...] | None  # None: the grid's
     precisions: tuple[str, ...] | None  # None: the grid's
     dataset: str | None  # the quality dataset unless --dataset names one; None: the run's
+    steps: int | None = None  # timed steps unless --steps says; None: the run's
+    warmup: int | None = None  # warm-up steps unless --warmup says; None: the run's
+
+    def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The run options the share sets where the user gave none (of the names in `given`)."""
+        own = {"dataset": self.dataset, "steps": self.steps, "warmup": self.warmup}
+        return {name: value for name, value in own.items() if value is not None and name not in given}
 
     def cells(self, methods: Iterable[str], batch_sizes: Iterable[int], precisions: Iterable[str],
               levers: Mapping[str, Iterable[Any]] | None, image_sizes: Iterable[int] | None,
@@ -68,6 +79,7 @@ class CpuShare:
                     "weights instead)")
         return (f"no GPU: the full-size SAM cells are estimated; LiteMedSAM (real weights) trains on this CPU at "
                 f"batch size {'/'.join(map(str, self.batch_sizes))}, {'/'.join(self.precisions)}, "
+                f"{self.steps} steps timed after {self.warmup} warm-up unless --steps/--warmup say otherwise, "
                 f"{OBJECTS_PER_IMAGE} nuclei prompted per training image, on the {self.dataset} dataset unless "
                 "--dataset names another, for zero_shot and the methods whose backward skips the image encoder; its "
                 "other cells "
@@ -77,5 +89,6 @@ class CpuShare:
 def cpu_share() -> CpuShare:
     """LiteMedSAM when its extra is installed, else the test-scale SAM."""
     if get_backbone(LITEMEDSAM).missing_requirement() is None:
-        return CpuShare(LITEMEDSAM, BATCH_SIZES, (OBJECTS_PER_IMAGE,), PRECISIONS, DATASET)
+        return CpuShare(LITEMEDSAM, BATCH_SIZES, (OBJECTS_PER_IMAGE,), PRECISIONS, DATASET, TIMED_STEPS,
+                        WARMUP_STEPS)
     return CpuShare(TEST_SCALE, None, None, None, None)
