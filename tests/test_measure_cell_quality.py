@@ -277,3 +277,18 @@ def test_evaluate_scores_weights_of_an_object_run_per_object_as_the_run_did(tmp_
     for column in ("iou", "dice", "s_measure", "mae"):
         assert scores[column] == pytest.approx(row[column], abs=1e-9), column
     assert scores["objects"] == scores["images"] > 32  # every object of the 32 test scenes (those with any)
+
+
+def test_a_quick_fine_tune_without_validation_data_scores_the_test_split_once_at_the_end(tmp_path):
+    """No test score half-way (it would only look at the test data early); the last round's validation is the final
+    test score. 10 steps on 4 training images: two rounds of 5."""
+    out, dataset = tmp_path / "out", write_flat_dataset(tmp_path / "flat", 5)
+    with cells_measured_here():
+        result = cadbench_main("run", "--methods", "decoder_only", "--batch-sizes", "1", *QUICK_CELL,
+                               "--train-steps", "10", "--dataset", str(dataset), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    row = rows_of(out)["decoder_only/test_scale/1/fp32"]
+    curve = json.loads((out / "loss_curves.json").read_text())["decoder_only/test_scale/1/fp32"]
+    assert [record["step"] for record in curve["epochs"]] == [5, 10] and len(curve["losses"]) == 10
+    assert curve["epochs"][0]["validation_iou"] is None
+    assert curve["epochs"][1]["validation_iou"] == row["iou"] and curve["epochs"][1]["validation_dice"] == row["dice"]
