@@ -82,17 +82,16 @@ def test_a_run_whose_output_goes_to_a_pipe_prints_a_line_per_cell_as_it_finishes
     assert "ETA" in lines[0] and "all done in" in lines[1]
 
 
-def test_the_eta_goes_by_the_pace_of_the_last_few_cells_not_of_the_whole_run():
+def test_the_eta_spans_a_burst_of_rows_from_cells_estimated_side_by_side():
+    """Side by side, rows come back in order: a slow cell holds back the ones finished behind it, which then arrive
+    together. The pace is the mean over a window longer than such a burst, not over its last few rows."""
     stream, clock = io.StringIO(), FakeClock()
-    cells = [Cell("cad", "vit_b", batch) for batch in range(1, 12)]
-    with PlainProgress(len(cells), stream=stream, clock=clock) as progress:
-        for cell in cells[:5]:  # estimates: a second each
-            clock.now += 1
-            progress.update("done", cell, row={"status": "ok"})
-        for cell in cells[5:10]:  # cells that train: a minute each
-            clock.now += 60
-            progress.update("done", cell, row={"status": "ok"})
-    assert stream.getvalue().splitlines()[-1].endswith("ETA 1 min 00 s")  # one cell left, at a minute a cell
+    cells = [Cell("cad", "vit_b", batch) for batch in range(1, 13)]
+    with PlainProgress(len(cells), stream=stream, clock=clock, modes={cell.key: "estimate" for cell in cells}) as p:
+        clock.now += 10  # ten cells of a second each, delivered at once
+        for cell in cells[:10]:
+            p.update("done", cell, row={"status": "ok"})
+    assert stream.getvalue().splitlines()[-1].endswith("ETA 2 s")  # two cells left, at a second a cell
 
 
 def test_each_kind_of_cell_has_its_own_pace_and_cells_of_a_kind_not_yet_timed_are_counted_not_guessed():

@@ -353,3 +353,18 @@ def test_a_method_whose_definition_on_a_family_is_cadbenchs_own_says_so_under_th
     assert len(notes) == 1  # cad on SAM 2.1 only: on SAM it is the paper's, and decoder_only is nobody's extension
     assert notes[0].startswith("cad on sam2.1_hiera_t: cadbench&#39;s own extension of CAD")
     assert html.index(notes[0]) > html.index('data-backbone="sam2.1_hiera_t"')
+
+
+def test_tables_are_grouped_by_model_family_each_where_it_first_appears(tmp_path):
+    folder = _fake_results(tmp_path / "run", methods=("decoder_only",),
+                           backbones=("vit_b", "sam2.1_hiera_t", "vit_l", "litemedsam"))
+    html = build_report([folder]).read_text()
+    families = re.findall(r'<h2 class="family">([^<]*)</h2>', html)
+    assert families == ["SAM (ViT image encoder)", "SAM 2.1 (Hiera image encoder)",
+                        "LiteMedSAM (TinyViT image encoder)"]
+    tables = re.findall(r'data-backbone="([^"]*)"', html)
+    assert tables == ["vit_b", "vit_l", "sam2.1_hiera_t", "litemedsam"]  # vit_l joins vit_b under SAM
+    assert html.index(families[1]) < html.index('data-backbone="sam2.1_hiera_t"') < html.index(families[2])
+    one_family = build_report([_fake_results(tmp_path / "sam", methods=("decoder_only",),
+                                             backbones=("vit_b", "vit_l"))]).read_text()
+    assert '<h2 class="family">' not in one_family and "<h2>" in one_family  # one family: no extra level

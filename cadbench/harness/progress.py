@@ -25,11 +25,12 @@ class CellPace:
     """The time left, from each kind of cell's own pace. A cell's kind is its mode (estimated, run on the CPU, on
     CUDA): estimates take seconds and cells that train take minutes, so one pace for all would promise seconds while
     the slow ones are still to come. A kind's pace is the mean time between one cell's finish and the finish before
-    it, over that kind's last RECENT cells (cells estimated side by side finish at their combined pace). A kind none
-    of whose cells has finished has no pace yet: the ETA counts those cells instead of guessing. `not_applicable`
-    rows, written at once, time nothing."""
+    it, over that kind's last RECENT cells: cells estimated side by side finish at their combined pace, and their
+    rows come back in order, in bursts, so the window is long enough to span a burst. A kind none of whose cells has
+    finished has no pace yet: the ETA counts those cells instead of guessing. `not_applicable` rows, written at
+    once, time nothing."""
 
-    RECENT = 5
+    RECENT = 20
 
     def __init__(self, total: int, modes: Mapping[str, str] | None = None, started: float = 0.0) -> None:
         self.modes = dict(modes or {})  # cell key -> mode; a cell not in it is of the kind "cell"

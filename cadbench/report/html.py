@@ -12,6 +12,7 @@ import pandas as pd
 
 from cadbench.backbones import BACKBONES, RANDOM_WEIGHTS
 from cadbench.errors import CadbenchError
+from cadbench.families import FAMILIES
 from cadbench.files import read_side_file, write_atomically
 from cadbench.harness.options import DEFAULT_PROTOCOL
 from cadbench.harness.results.documents import load_results
@@ -41,6 +42,13 @@ def _read_json(path: Path) -> dict:
 def _label(backbone: str) -> str:
     spec = BACKBONES.get(backbone)
     return spec.label if spec else backbone
+
+
+def _family_label(backbone: str) -> str:
+    """The model family a backbone's table is grouped under: 'SAM 2.1 (Hiera image encoder)'; 'other' for a
+    backbone this cadbench does not know."""
+    spec = BACKBONES.get(backbone)
+    return FAMILIES[spec.family].label if spec is not None else "other"
 
 
 def _own_definitions(methods, backbone: str) -> list[str]:
@@ -410,11 +418,15 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         section_charts.append(charts.timelines(step_series, f"{where}, batch {largest}: live memory over one step"))
         checked = any(_is_pipeline_check(row) and not pd.isna(row["iou"]) for _, row in subset.iterrows())
         label = _label(backbone) + (f" at {pixels:.0f} px" if several and not pd.isna(pixels) else "")
-        sections.append({"name": backbone, "label": label, "columns": columns, "rows": lines,
+        sections.append({"name": backbone, "label": label, "family": _family_label(backbone),
+                         "columns": columns, "rows": lines,
                          "own_definitions": _own_definitions(subset["method_name"], backbone),
                          "charts": [chart for chart in section_charts if chart], "pipeline_check": checked,
                          "noisy": bool(subset["step_time_noisy"].eq(True).any())})
 
+    # the tables grouped by model family (SAM, SAM 2.1, LiteMedSAM), each family where it first appears
+    families = list(dict.fromkeys(section["family"] for section in sections))
+    sections.sort(key=lambda section: families.index(section["family"]))
     fit_columns, fit_rows = _fit_table(rows, context_gb)
     quality_sections, pipeline = _quality_sections(*_quality_inputs(folders))
     notes = sorted({f"{column}: {reason}" for reasons in rows["null_reasons"].dropna()
@@ -429,7 +441,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         headlines=_headlines(rows, baseline), environment=environment,
         memory_sources=", ".join(sorted(set(rows["memory_source"].dropna()))) or "none",
         weights=", ".join(sorted(set(rows["weights"].dropna()))) or "unknown",
-        backbones=sections, fit_columns=fit_columns, fit_rows=fit_rows, context_gb=context_gb,
+        backbones=sections, grouped_by_family=len(families) > 1, fit_columns=fit_columns, fit_rows=fit_rows, context_gb=context_gb,
         lever_columns=lever_columns, lever_rows=lever_rows,
         quality_sections=quality_sections, pipeline=pipeline, null_notes=notes, references=references,
         noisy_spread=NOISY_SPREAD,
