@@ -424,9 +424,12 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
                          "charts": [chart for chart in section_charts if chart], "pipeline_check": checked,
                          "noisy": bool(subset["step_time_noisy"].eq(True).any())})
 
-    # the tables grouped by model family (SAM, SAM 2.1, LiteMedSAM), each family where it first appears
-    families = list(dict.fromkeys(section["family"] for section in sections))
-    sections.sort(key=lambda section: families.index(section["family"]))
+    # the tables grouped by model family (SAM, SAM 2.1, LiteMedSAM), families and their backbones in the order the
+    # results first hold them (a `not_applicable` row, written before anything runs, does not count)
+    ran = rows[rows["status"] != "not_applicable"]
+    first = {backbone: index for index, backbone in enumerate(dict.fromkeys([*ran["backbone"], *rows["backbone"]]))}
+    families = list(dict.fromkeys(_family_label(backbone) for backbone in first))
+    sections.sort(key=lambda section: (families.index(section["family"]), first[section["name"]]))
     fit_columns, fit_rows = _fit_table(rows, context_gb)
     quality_sections, pipeline = _quality_sections(*_quality_inputs(folders))
     notes = sorted({f"{column}: {reason}" for reasons in rows["null_reasons"].dropna()
