@@ -7,14 +7,15 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cadbench.cli import main
 from cadbench.errors import CadbenchError
-from cadbench.report import build_report
 from cadbench.harness.results.rows import explain_nulls, new_row
 from cadbench.harness.results.store import ResultStore
 from cadbench.registry import default_methods
+from cadbench.report import build_report
 
 ARTIFACTS = Path(os.environ.get("CADBENCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -63,6 +64,17 @@ def test_report_and_compare_commands(tmp_path, capsys):
     assert "holds no results.json" in capsys.readouterr().err
     with pytest.raises(CadbenchError):
         build_report([tmp_path / "missing"])
+
+
+def test_compare_keeps_integer_columns_integers_where_a_cell_is_only_on_one_side(tmp_path):
+    from cadbench.report.compare import compare_results, format_table
+
+    table = compare_results(_fake_results(tmp_path / "a", backbones=("vit_b",)),
+                            _fake_results(tmp_path / "b", backbones=("vit_l",)))
+    assert set(table["only in"]) == {"A", "B"}
+    assert pd.api.types.is_integer_dtype(table["batch_size"]) and set(table["batch_size"]) == {1, 2}
+    shown = format_table(table).to_string()
+    assert " 1.0 " not in shown and " 2.0 " not in shown
 
 
 def test_report_of_a_real_run_in_headless_chromium(tmp_path):

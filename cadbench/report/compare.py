@@ -23,6 +23,9 @@ def compare_results(first: str | Path, second: str | Path) -> pd.DataFrame:
                                                      suffixes=("_a", "_b"), indicator=True)
     # a cell's identity columns, from whichever side has it
     table = pd.DataFrame({column: merged[f"{column}_a"].combine_first(merged[f"{column}_b"]) for column in identity})
+    for column in identity:  # the outer merge made integers floats where one side lacks a cell: "batch 1", not "1.0"
+        if pd.api.types.is_integer_dtype(a[column]) and pd.api.types.is_integer_dtype(b[column]):
+            table[column] = table[column].astype(a[column].dtype)
     table["status"] = [f"{x}" if x == y else f"{_text(x)} → {_text(y)}"
                        for x, y in zip(merged["status_a"], merged["status_b"])]
     table["peak A (GB)"] = merged["peak_memory_bytes_a"] / GB
