@@ -50,6 +50,28 @@ def test_an_affine_curve_takes_at_most_four_replays_whatever_the_answer():
         assert len(calls) <= 4 and calls[-2:] in ([largest, largest + 1], [largest + 1, largest]), calls
 
 
+@pytest.mark.parametrize("curve", list(_curves()))
+@pytest.mark.parametrize("capacity", [900, 1300, 4321, 9000, 30000])
+@pytest.mark.parametrize("free", [(4,), (1,), (2, 33), (64,)])
+def test_batch_sizes_already_replayed_change_what_is_replayed_never_the_answer(curve, capacity, free):
+    needed, calls = _curves()[curve], []
+    largest = search_largest(lambda b: calls.append(b) or needed(b), capacity, max_batch=64, free=free)
+    assert largest == search_largest(needed, capacity, max_batch=64)
+    if 0 < largest < 64:
+        assert {largest, largest + 1} <= set(calls)  # still answered from replays at B and B + 1
+    assert len(calls) == len(set(calls))
+
+
+def test_a_target_batch_already_replayed_saves_the_second_point_of_the_line():
+    """`fit --target-batch 4` has replayed batch 4 before it searches: the line goes through 1 and 4, not 1 and 2."""
+    for capacity, largest in ((5000, 13), (15000, 46)):
+        calls = []
+        assert search_largest(lambda b: calls.append(b) or 1000 + 300 * b, capacity, max_batch=64, free=(4,)) \
+            == largest
+        fresh = [b for b in calls if b != 4]  # 4 costs nothing: its estimate is kept
+        assert 2 not in calls and len(fresh) <= 3, calls
+
+
 def test_a_real_cell_is_answered_from_exact_replays_at_b_and_b_plus_one(monkeypatch):
     replayed = []
 

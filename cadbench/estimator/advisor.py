@@ -277,7 +277,8 @@ def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int
                  if not any(other != cell and _stronger_or_equal(other, cell) for other in options)}
     answers = []
     for capacity in capacities:
-        largest = largest_fitting_batch(replace(plain, batch_size=1), capacity, context, max_batch, config)
+        largest = largest_fitting_batch(replace(plain, batch_size=1), capacity, context, max_batch, config,
+                                        replayed=[plain.batch_size])
         chosen, replayed, pruned = None, set(), 0
         failed: list[Cell] = []
         checked: set[str] = set()

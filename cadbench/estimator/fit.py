@@ -29,9 +29,12 @@ DEFAULT_MAX_BATCH = 64
 
 
 def largest_fitting_batch(cell: Cell, capacity_bytes: int, cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
-                          max_batch: int = DEFAULT_MAX_BATCH, alloc_conf: AllocatorConfig | None = None) -> int:
+                          max_batch: int = DEFAULT_MAX_BATCH, alloc_conf: AllocatorConfig | None = None,
+                          replayed: Iterable[int] = ()) -> int:
     """The largest batch size <= max_batch at which `cell` (its own batch size ignored) fits `capacity_bytes`
-    under the allocator settings `alloc_conf` (default: the environment's); 0 if not even batch size 1 fits."""
+    under the allocator settings `alloc_conf` (default: the environment's); 0 if not even batch size 1 fits.
+    `replayed`: batch sizes of this cell the caller has already estimated (free to look at: estimates are kept),
+    which the search reads before it predicts (see `search_largest`)."""
     if capacity_bytes <= 0 or cuda_context_bytes < 0 or max_batch < 1:
         raise CadbenchError(f"capacity must be positive, CUDA context not negative and max batch at least 1 "
                             f"(got {capacity_bytes}, {cuda_context_bytes}, {max_batch})")
@@ -44,12 +47,17 @@ def largest_fitting_batch(cell: Cell, capacity_bytes: int, cuda_context_bytes: i
         return estimate_cell(replace(cell, batch_size=batch_size), alloc_conf=config).oom_capacity_bytes(
             cuda_context_bytes)
 
-    return search_largest(needed, capacity_bytes, max_batch)
+    return search_largest(needed, capacity_bytes, max_batch, free=replayed)
 
 
-def search_largest(needed: Callable[[int], int], capacity_bytes: int, max_batch: int) -> int:
+def search_largest(needed: Callable[[int], int], capacity_bytes: int, max_batch: int,
+                   free: Iterable[int] = ()) -> int:
     """The largest B <= max_batch with needed(B) <= capacity_bytes (0 if not even 1 fits), calling `needed` at B
-    and at B + 1 (unless B is max_batch) before answering; the affine prediction only picks what to try next."""
+    and at B + 1 (unless B is max_batch) before answering; the affine prediction only picks what to try next.
+
+    `free`: batch sizes whose `needed` costs nothing (already replayed): read right after batch size 1, they narrow
+    the interval and give the first line its second point, which would otherwise cost a replay at batch size 2
+    (`cadbench fit --target-batch B` has always replayed B first)."""
     known: dict[int, int] = {}
 
     def fits(batch_size: int) -> bool:
@@ -60,6 +68,12 @@ def search_largest(needed: Callable[[int], int], capacity_bytes: int, max_batch:
     if not fits(1):
         return 0
     low, high = 1, max_batch + 1  # low fits; high does not (or is past the limit)
+    for batch_size in sorted(set(free)):
+        if low < batch_size < high:
+            if fits(batch_size):
+                low = batch_size
+            else:
+                high = batch_size
     stalled = False  # the last prediction did not halve the interval (a curve far from a line): bisect next
     while high - low > 1:
         guess = None if stalled else _predict(known, low, high, capacity_bytes)
