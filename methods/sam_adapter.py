@@ -119,11 +119,10 @@ class HieraPromptGenerator(nn.Module):
 
     def handcrafted_maps(self, normalized_images: torch.Tensor) -> list[torch.Tensor]:
         """(B, H_k, W_k, r_k) for each stage k, from the high-pass image."""
-        x = high_pass(normalized_images).to(normalized_images.dtype)
-        maps = []
-        for embed in self.handcrafted:
-            x = embed(x if not maps else maps[-1].permute(0, 3, 1, 2).contiguous())
-            maps.append(x)
+        first, *later = self.handcrafted
+        maps = [first(high_pass(normalized_images).to(normalized_images.dtype))]
+        for embed in later:  # each from the one before, channels first again (as the reference reshapes it)
+            maps.append(embed(maps[-1].permute(0, 3, 1, 2).contiguous()))
         return maps
 
     def run(self, trunk: nn.Module, normalized_images: torch.Tensor) -> list[torch.Tensor]:
