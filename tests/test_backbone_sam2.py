@@ -152,12 +152,37 @@ def test_with_the_extra_the_default_grid_takes_the_four_sam2_backbones_after_sam
 
 
 @needs_extra
-def test_an_image_size_other_than_the_native_one_is_refused_in_one_line():
+def test_another_image_size_gives_the_model_metas_builder_makes_at_that_size():
+    """SAM 2 resized after it is built (no weight depends on the size) equals Meta's `build_sam2` with
+    `++model.image_size=S` on the same weights: same attributes, same logits."""
+    from cadbench.datasets.batch import random_batch
+    from cadbench.methods import DecoderOnly
+
+    torch.manual_seed(0)
+    resized = build_sam("sam2_test_scale", image_size=256).sam.eval()
+    overrides = [item for item in sam2_family.TEST_SCALE_OVERRIDES if "image_size" not in item]
+    metas = sam2_family.build_image_model(sam2_family.CONFIGS["sam2.1_hiera_t"],
+                                          [*overrides, "++model.image_size=256"]).eval()
+    metas.load_state_dict(resized.state_dict())
+    assert (resized.image_size, resized.sam_image_embedding_size) == (metas.image_size, metas.sam_image_embedding_size)
+    for name in ("image_embedding_size", "input_image_size", "mask_input_size"):
+        assert getattr(resized.sam_prompt_encoder, name) == getattr(metas.sam_prompt_encoder, name), name
+    images, boxes = random_batch(256, 2).images, torch.tensor([[10.0, 20, 200, 180], [0, 0, 255, 255]])
+    with torch.no_grad():
+        ours, theirs = DecoderOnly(resized).eval()(images, boxes), DecoderOnly(metas).eval()(images, boxes)
+    assert ours.shape == (2, 1, 64, 64) and torch.equal(ours, theirs)
+    with torch.device("meta"):  # the parameters do not change with the size
+        assert sum(p.numel() for p in build_sam("sam2.1_hiera_t", image_size=512).sam.parameters()) == 38_962_498
+
+
+@needs_extra
+def test_an_image_size_hiera_cannot_take_is_refused_in_one_line_naming_the_rule():
     from cadbench.harness.grid import make_cell
 
-    with pytest.raises(CadbenchError, match=r"^--image-size 512: backbone sam2.1_hiera_t takes only its native "
-                                            r"1024 px \(cadbench does not yet resize SAM 2's"):
-        make_cell("decoder_only", "sam2.1_hiera_t", 1, image_size=512)
+    assert make_cell("decoder_only", "sam2.1_hiera_t", 1, image_size=512).image_size == 512
+    with pytest.raises(CadbenchError, match=r"^--image-size 528: backbone sam2.1_hiera_t takes multiples of 32 px "
+                                            r"only \(Hiera's first window must tile"):
+        make_cell("decoder_only", "sam2.1_hiera_t", 1, image_size=528)
 
 
 def test_sam2_without_its_extra_is_refused_in_one_line_with_the_install_command(monkeypatch, tmp_path):

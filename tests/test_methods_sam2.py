@@ -237,3 +237,19 @@ def test_sam2_adapter_runs_metas_hiera_and_neck_exactly_when_its_prompts_are_zer
     with torch.no_grad():  # and the prompts do change them once they are not zero
         method.prompt_generator.shared_up[0].bias.fill_(0.5)
         assert not torch.equal(method.image_embeddings(images)[0], metas[0])
+
+
+def test_every_method_takes_a_step_at_another_image_size_and_the_estimate_is_exact_there():
+    """SAM 2 at 256 px instead of the test scale's 128 (`--image-size`, a multiple of 32): every method steps, and
+    the fake replay equals the real CPU replay (CAD's adapter pools to the resized prompt grid)."""
+    from cadbench.estimator import estimate_setup
+
+    for method in DEFINED + UNTRAINED:
+        if method == "peft" and importlib.util.find_spec("peft") is None:
+            continue
+        setup = make_training_setup(make_cell(method, "sam2_test_scale", 2, image_size=256))
+        assert torch.isfinite(setup.step()), method
+    cell = make_cell("cad", "sam2_test_scale", 2, image_size=256)
+    fake = estimate_setup(lambda: make_training_setup(cell))
+    real = estimate_setup(lambda: make_training_setup(cell), fake=False)
+    assert fake.peak_bytes == real.peak_bytes and fake.breakdown == real.breakdown

@@ -273,6 +273,30 @@ def build_image_model(config: str, overrides: Sequence[str] = ()) -> torch.nn.Mo
     return model
 
 
+# Hiera's token grid (S / 4) must tile its first window (8 x 8 in every SAM 2.1 config) for its windowed position
+# embedding, and each of its three query-pooling stages and the neck's top-down upsampling halve or double it exactly
+SIZE_MULTIPLE = 32
+
+
+def resize_image_model(model: torch.nn.Module, image_size: int) -> None:
+    """Make a SAM 2 image model take images of `image_size` pixels a side, in place: what `SAM2Base.__init__` derives
+    from its `image_size` (the prompt encoder's embedding grid S / 16, its input and mask-input sizes) set as Meta's
+    constructor sets them for that size, so the model equals Meta's `build_sam2` with `++model.image_size=S` (a test
+    compares the logits). No weight depends on the size: Hiera interpolates its background position embedding to the
+    token grid in every forward and tiles its window embedding over it; the neck's sine encoding is computed per
+    shape. Works on real, meta and fake tensors alike (nothing is allocated)."""
+    if image_size % SIZE_MULTIPLE:
+        raise ValueError(f"SAM 2 takes image sizes that are multiples of {SIZE_MULTIPLE}, not {image_size}")
+    grid = image_size // model.backbone_stride
+    model.image_size = image_size
+    model.sam_image_embedding_size = grid
+    prompt = model.sam_prompt_encoder
+    prompt.image_embedding_size = (grid, grid)
+    prompt.input_image_size = (image_size, image_size)
+    prompt.mask_input_size = (4 * grid, 4 * grid)
+    model.image_encoder.img_size = image_size
+
+
 def _empty_tensors_on(model: torch.nn.Module, device: torch.device) -> None:
     """Every parameter, buffer and tensor attribute (RoPE's `freqs_cis` in the memory attention) of a model built on
     the meta device replaced, in place, by an empty tensor of the same shape and dtype made on `device` in the
