@@ -129,3 +129,14 @@ def test_the_bar_shows_the_same_eta_by_kind(monkeypatch):
         bar.update("done", cells[0], row={"status": "ok"})
         column = bar._progress.columns[-1]._column  # the ETA column (shown on the bar's line only)
         assert str(column.render(bar._progress.tasks[0])) == "ETA unknown: 1 cell on the CPU not yet timed"
+
+
+def test_a_pace_under_a_second_reads_under_1_s_not_0_s():
+    stream, clock = io.StringIO(), FakeClock()
+    cells = [Cell("cad", "vit_b", batch) for batch in (1, 2, 4)] + [Cell("cad", "litemedsam", 1)]
+    modes = {cell.key: "estimate" for cell in cells[:3]} | {cells[3].key: "cpu"}
+    with PlainProgress(len(cells), stream=stream, clock=clock, modes=modes) as progress:
+        for cell in cells[:2]:
+            clock.now += 0.1
+            progress.update("done", cell, row={"status": "ok"})
+    assert stream.getvalue().splitlines()[-1].endswith("ETA under 1 s + 1 cell on the CPU not yet timed")

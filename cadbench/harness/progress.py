@@ -209,6 +209,8 @@ def finished_cell_summary(row: dict | None) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if 0 < seconds < 0.5:
+        return "under 1 s"  # not "0 s" for cells still to come
     seconds = max(int(round(seconds)), 0)
     if seconds < 60:
         return f"{seconds} s"
