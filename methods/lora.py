@@ -111,19 +111,16 @@ class TinyVitLoraQkv(nn.Module):
         return qkv
 
 
-def _lora_on_vit(encoder: nn.Module, rank: int) -> None:
-    for block in encoder.blocks:
-        block.attn.qkv = LoraQkv(block.attn.qkv, rank)
+def _lora_on_fused_qkv(stages: list[nn.ModuleList], rank: int) -> None:
+    """SAM's ViT and SAM 2's Hiera: every block's `attn.qkv` gives q, k and v one after another."""
+    for blocks in stages:
+        for block in blocks:
+            block.attn.qkv = LoraQkv(block.attn.qkv, rank)
 
 
-def _lora_on_hiera(encoder: nn.Module, rank: int) -> None:
-    for block in encoder.trunk.blocks:
-        block.attn.qkv = LoraQkv(block.attn.qkv, rank)
-
-
-def _lora_on_tinyvit(encoder: nn.Module, rank: int) -> None:
-    for stage in encoder.layers[1:]:  # stage 1 is MBConv blocks, without attention
-        for block in stage.blocks:
+def _lora_on_tinyvit(stages: list[nn.ModuleList], rank: int) -> None:
+    for blocks in stages[1:]:  # stage 1 is MBConv blocks, without attention
+        for block in blocks:
             attn = block.attn
             attn.qkv = TinyVitLoraQkv(attn.qkv, rank, attn.num_heads, attn.key_dim, attn.d)
 
@@ -134,11 +131,12 @@ class Lora(Method):
     Options = LoraOptions
     backward_through_encoder = True
     families = (SAM, LITEMEDSAM, SAM2)
-    _ON_FAMILY = {SAM: _lora_on_vit, LITEMEDSAM: _lora_on_tinyvit, SAM2: _lora_on_hiera}  # where the branches go
+    # how the branches go into the blocks the family lists (`ModelFamily.encoder_blocks`), per family
+    _ON_FAMILY = {SAM: _lora_on_fused_qkv, LITEMEDSAM: _lora_on_tinyvit, SAM2: _lora_on_fused_qkv}
 
     def __init__(self, sam: Sam, options: LoraOptions | None = None) -> None:
         super().__init__(sam, options)
-        self._ON_FAMILY[self.family.name](sam.image_encoder, self.options.rank)
+        self._ON_FAMILY[self.family.name](self.family.encoder_blocks(sam.image_encoder), self.options.rank)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         return self.sam.image_encoder(self.normalize(images))
