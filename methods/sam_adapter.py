@@ -81,6 +81,16 @@ class PromptGenerator(nn.Module):
         combined = handcrafted + embedding
         return [self.shared_up(mlp(combined)).reshape(batch, grid_h, grid_w, -1) for mlp in self.lightweight_mlps]
 
+    def image_embeddings(self, encoder: ImageEncoderViT, normalized_images: torch.Tensor) -> torch.Tensor:
+        """Meta's `ImageEncoderViT.forward` with a prompt added before each block."""
+        x = encoder.patch_embed(normalized_images)
+        prompts = self(normalized_images, x)
+        if encoder.pos_embed is not None:
+            x = x + encoder.pos_embed
+        for prompt, block in zip(prompts, encoder.blocks):
+            x = block(x + prompt)
+        return encoder.neck(x.permute(0, 3, 1, 2))
+
 
 class OverlapPatchEmbed(nn.Module):
     """A conv with padding kernel // 2, flattened to tokens, then LayerNorm: (B, C, H, W) -> (B, H', W', C')."""
@@ -124,6 +134,11 @@ class HieraPromptGenerator(nn.Module):
         for embed in later:  # each from the one before, channels first again (as the reference reshapes it)
             maps.append(embed(maps[-1].permute(0, 3, 1, 2).contiguous()))
         return maps
+
+    def image_embeddings(self, encoder: nn.Module, normalized_images: torch.Tensor) -> Features:
+        """Meta's `ImageEncoder.forward` (its FPN levels, as the family's encoder returns them) on the prompted
+        trunk."""
+        return encoder.fpn_levels(self.run(encoder.trunk, normalized_images))
 
     def run(self, trunk: nn.Module, normalized_images: torch.Tensor) -> list[torch.Tensor]:
         """Hiera's stage outputs (B, C_k, H_k, W_k), as `Hiera.forward` returns them, with the prompts added."""
@@ -175,8 +190,7 @@ class SamAdapter(Method):
     undefined_on = {LITEMEDSAM: (
         "SAM Adapter is defined on a plain ViT (one token grid, one width, prompts added before each of its blocks "
         "from a patch-16 handcrafted feature); TinyViT's four stages change resolution and width (64 to 320) and "
-        "its first stage is convolutional, so where its prompts enter and at which width has no faithful answer"),
-    }
+        "its first stage is convolutional, so where its prompts enter and at which width has no faithful answer")}
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)
@@ -191,15 +205,4 @@ class SamAdapter(Method):
         )
 
     def image_embeddings(self, images: torch.Tensor) -> Features:
-        if self.family.name == SAM2:
-            encoder = self.sam.image_encoder
-            return encoder.fpn_levels(self.prompt_generator.run(encoder.trunk, self.normalize(images)))
-        encoder = self.sam.image_encoder
-        normalized = self.normalize(images)
-        x = encoder.patch_embed(normalized)
-        prompts = self.prompt_generator(normalized, x)
-        if encoder.pos_embed is not None:
-            x = x + encoder.pos_embed
-        for prompt, block in zip(prompts, encoder.blocks):
-            x = block(x + prompt)
-        return encoder.neck(x.permute(0, 3, 1, 2))
+        return self.prompt_generator.image_embeddings(self.sam.image_encoder, self.normalize(images))
