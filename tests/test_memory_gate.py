@@ -1,7 +1,7 @@
 """The memory gate: the default grid's estimate against the committed baselines (`reports/baselines/`), so that a
 change which makes any method need more memory fails. CI runs it (`.ci/run` selects the `memory_gate` marker, which
-the README's test command leaves out): SAM's 84 cells (about 2 minutes of CPU) and SAM 2.1's hiera_t (28 cells, 4 of
-them not_applicable; about 30 s). Inside the test session it runs beside the other tests on its own worker, not
+the README's test command leaves out): SAM's 84 cells (about 2 minutes of CPU) and SAM 2.1's hiera_t (28 cells, every
+method; about 40 s). Inside the test session it runs beside the other tests on its own worker, not
 after them. Rewrite a baseline on purpose with `cadbench baseline update`."""
 
 import importlib.util
@@ -35,7 +35,8 @@ def test_the_default_grid_estimate_is_within_one_percent_of_the_committed_baseli
                            '"cadbench[sam2]" (CI installs it and fails on this skip)')
 def test_sam2_hiera_t_estimate_is_within_one_percent_of_its_committed_baseline(tmp_path):
     """Every method on SAM 2.1's smallest size, batch sizes 1-8: the Hiera paths (lora's and peft's branches, cad's
-    adapter on the stride-16 level, full's encoder) without the cost of the four sizes."""
+    adapter on the stride-16 level, sam_adapter's prompts before every block, full's encoder) without the cost of the
+    four sizes."""
     out = tmp_path / "estimate"
     estimated = cadbench_main("estimate", "--backbone", "sam2.1_hiera_t", "--out", out, "--no-progress", "--jobs", "1")
     assert estimated.returncode == 0, estimated.stderr
