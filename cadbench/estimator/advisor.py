@@ -6,7 +6,10 @@ least serialisation). Only the levers that change which ops run change the FLOPs
 the encoder's forward; the lean encoder runs the same attention fused); precision, frozen-weight dtype and
 micro-batching run the same ops (micro-batches: the same ops on fewer images at a time), so candidates are ranked by
 the measured ratio of their structure (checkpointing and lean encoder alone, in fp32), and each answer shows its own
-measured ratio.
+measured ratio. No lever lowers the FLOPs (checkpointing adds a forward pass, the lean encoder's ratio is 1; a test
+checks both structures on every method at SAM's test scale, and on one method each at SAM 2's), so nothing is
+cheaper than the plain step: where it fits a card, it is that card's answer, and the structures are replayed only
+once a card needs more (a ranking costs one replay per structure).
 
 Every candidate reported as the answer was replayed exactly at the target batch (the cell's effective batch, its
 micro-batches as set) and fits the card. To keep the search short, a candidate is skipped for a card when one
@@ -270,11 +273,19 @@ def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int
 
     options = [cell for cell in candidates(plain) if cell.precision in precisions]
     base_flops = estimate(plain).flops_per_step
-    structure_ratio = {structure: estimate(structure).flops_per_step / base_flops
-                       for structure in dict.fromkeys(_structure(cell) for cell in options)}
-    options.sort(key=lambda cell: cheapness(cell, structure_ratio[_structure(cell)]))
-    strongest = {cell.precision: cell for cell in options
-                 if not any(other != cell and _stronger_or_equal(other, cell) for other in options)}
+    ranked: list[Cell] = []
+    strongest: dict[str, Cell] = {}
+
+    def rank() -> None:
+        """The options, cheapest first, and the strongest of each precision. Ranking needs each structure's FLOPs at
+        the target batch, one replay per structure (checkpointing, lean encoder), so it is done only once a card
+        needs more than the plain step."""
+        ratio = {structure: estimate(structure).flops_per_step / base_flops
+                 for structure in dict.fromkeys(_structure(cell) for cell in options)}
+        ranked.extend(sorted(options, key=lambda cell: cheapness(cell, ratio[_structure(cell)])))
+        strongest.update({cell.precision: cell for cell in ranked
+                          if not any(other != cell and _stronger_or_equal(other, cell) for other in ranked)})
+
     answers = []
     for capacity in capacities:
         largest = largest_fitting_batch(replace(plain, batch_size=1), capacity, context, max_batch, config,
@@ -282,7 +293,15 @@ def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int
         chosen, replayed, pruned = None, set(), 0
         failed: list[Cell] = []
         checked: set[str] = set()
-        for index, cell in enumerate(options):
+        if not ranked and options[:1] == [plain] and needed(plain) <= capacity:
+            # The plain step fits, and no combination is cheaper than it, since no lever lowers the FLOPs (see the
+            # module docstring): the answer needs no ranking. Capacities come smallest first, so the first card where
+            # the plain step does not fit ranks the options before any larger card is answered.
+            chosen = plain
+            replayed.add(plain)
+        elif not ranked:
+            rank()
+        for index, cell in enumerate(ranked if chosen is None else ()):
             if index and cell.precision not in checked:
                 # before the first combination of a precision beyond the plain step: the strongest of that
                 # precision; where it does not fit, none of that precision does
