@@ -43,6 +43,7 @@ from typing import Any, Mapping
 
 import torch
 from segment_anything.modeling import Sam
+from torch.utils._python_dispatch import _disable_current_modes
 
 from cadbench.errors import CadbenchError
 from cadbench.families import LITEMEDSAM, SAM, SAM2
@@ -142,9 +143,13 @@ class PeftOptions(MethodOptions):
 
         try:
             config = self.peft_config()
-            encoder = build_sam(CHECK_BACKBONE, device="meta").sam.image_encoder
-            with torch.device("meta"):
-                _inject(config, encoder)
+            # Outside every dispatch mode: the check is no part of any step, but it can run inside the estimator's
+            # replay (the first time a setup parses these options), where Meta's Sam would make its pixel mean and
+            # std (CPU tensors even on the meta device) as counted fake tensors, in whichever replay came first.
+            with _disable_current_modes():
+                encoder = build_sam(CHECK_BACKBONE, device="meta").sam.image_encoder
+                with torch.device("meta"):
+                    _inject(config, encoder)
         except Exception as exc:  # noqa: BLE001 — peft raises ValueError, NotImplementedError, its own errors...
             lines = str(exc).strip().splitlines()
             raise CadbenchError(f"method {method}: peft refused the options {self.canonical() or '(defaults)'}: "
