@@ -51,12 +51,15 @@ NOTES = (
     "bf16/fp16: BatchNorm statistics saved for backward are in the half type in the replay, float32 on CUDA (a few "
     "KiB). fp16: the loss scaler's own tensors (scale, growth tracker, found-inf flags, inverse scale) are counted; "
     "the replayed step is one that does not overflow (an overflowing step skips the optimizer step).",
-    "Fused attention (scaled_dot_product_attention, used by the lean encoder and the checkpointed encoder) is "
-    "modelled as CUDA's memory-efficient kernel, which both ask for on CUDA: the mask padded to a multiple of 16 keys "
-    "where it is not, the output and, when gradients are needed, the log-sum-exp; in backward the gradients of q, k "
-    "and v and, when the mask trains (the relative positions), of the mask; no scores or softmax (cuda_sdpa). The "
-    "CPU kernel allocates differently. Not modelled: the kernel's output accumulator for half-precision inputs in some "
-    "configurations.",
+    "Fused attention (scaled_dot_product_attention: SAM's lean and checkpointed encoder, SAM 2's Hiera and decoder) "
+    "is modelled as the kernel CUDA picks on an Ampere-class card (cuda_sdpa). With a mask (SAM's relative "
+    "positions) or in fp32, the memory-efficient kernel: the mask padded to a multiple of 16 keys where it is not, the "
+    "output and, when gradients are needed, the log-sum-exp; in backward the gradients of q, k and v and, when the "
+    "mask trains, of the mask; no scores or softmax. In bf16 and fp16 without a mask, flash attention: the output and "
+    "its log-sum-exp; in backward the gradients of q, k and v, then float32 dq_accum and softmax_d (rows rounded up "
+    "to 128) while the kernel runs. Not modelled: cuDNN's attention, which recent PyTorch prefers on Hopper and "
+    "Blackwell cards in bf16 and fp16; older cards (V100, T4), which run the memory-efficient kernel in every dtype; "
+    "the memory-efficient kernel's output accumulator for half-precision inputs in some configurations.",
 )
 
 

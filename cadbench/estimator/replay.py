@@ -7,7 +7,7 @@ never looks at which method it runs. Around every call it activates, in this ord
   silently running for real on zero-filled tensors), with `FakeOpCache` answering repeated ops for it;
 * `cuda_autocast_policy()`, so bf16 and fp16 cast as on CUDA (fake CUDA tensors cannot run backward without a
   driver, so the replay models the GPU with CPU tensors), and `cuda_sdpa_model()`, so fused attention allocates as
-  CUDA's memory-efficient kernel;
+  the CUDA kernel it would run (memory-efficient or flash attention);
 * the `MemoryTracker`, phase and module labels, and the garbage collector paused (no collection can free memory at a
   different moment in the fake and in the real replay).
 

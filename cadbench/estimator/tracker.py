@@ -32,8 +32,10 @@ _PRIM_DEVICE = torch.ops.prim.device.default
 # Outputs that the CUDA kernel of an op keeps in host memory, by position: the memory-efficient attention kernel's
 # philox seed and offset (attention.cu makes them with `at::empty({}, at::dtype(at::kLong))`, on the CPU). Its meta
 # function makes them on the meta device, but FakeTensorMode (PyTorch 2.14) gives them the inputs' device, so the
-# tracker would count two 8-byte tensors (1 KiB, rounded) per attention call that no GPU run allocates.
-_HOST_OUTPUTS = {torch.ops.aten._scaled_dot_product_efficient_attention.default: (2, 3)}
+# tracker would count two 8-byte tensors (1 KiB, rounded) per attention call that no GPU run allocates. Flash
+# attention's, without dropout, likewise (flash_api.cpp's `mha_fwd`).
+_HOST_OUTPUTS = {torch.ops.aten._scaled_dot_product_efficient_attention.default: (2, 3),
+                 torch.ops.aten._scaled_dot_product_flash_attention.default: (6, 7)}
 
 
 @dataclass(eq=False, slots=True)
