@@ -102,8 +102,8 @@ def test_validate_reference_on_a_gpu_writes_a_folder_ready_to_commit(tmp_path):
     (tmp_path / "fake.json").write_text(config.to_json())
     work = tmp_path / "clone"
     work.mkdir()
-    args = ["validate", "--reference", "--methods", "decoder_only", "--backbone", "test_scale", "--steps", "2",
-            "--no-progress"]
+    args = ["validate", "--reference", "--methods", "decoder_only", "--backbone", "test_scale", "--batch-sizes", "1,2,4",
+            "--steps", "2", "--no-progress"]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS / "fakecuda"), str(TESTS / "plugins")]),
                    "CADBENCH_FAKE_CUDA": str(tmp_path / "fake.json"), "CUDA_VISIBLE_DEVICES": "1"}
     result = subprocess.run([sys.executable, "-m", "cadbench", *args], capture_output=True, text=True,

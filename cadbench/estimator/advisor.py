@@ -7,7 +7,7 @@ the encoder's forward; the lean encoder runs the same attention fused); precisio
 micro-batching run the same ops (micro-batches: the same ops on fewer images at a time), so candidates are ranked by
 the measured ratio of their structure (checkpointing and lean encoder alone, in fp32), and each answer shows its own
 measured ratio. No lever lowers the FLOPs (checkpointing adds a forward pass, the lean encoder's ratio is 1; a test
-checks both structures on every method at SAM's test scale, and on one method each at SAM 2's), so nothing is
+checks each structure on SAM's and on SAM 2's test scale, with other methods on each), so nothing is
 cheaper than the plain step: where it fits a card, it is that card's answer, and the structures are replayed only
 once a card needs more (a ranking costs one replay per structure).
 
