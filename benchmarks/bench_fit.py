@@ -7,9 +7,8 @@ method x backbone pairs one after another in one process (default: one process p
 
 Prints the wall time of the whole command (process start, imports and the search), then, from the command's --json
 answer, how many lever combinations each method x backbone had, how many were replayed and how many were skipped by
-the advisor's pruning rule. The targets (issue 25; cold, 2 idle cores): 6 s for `--methods sam_adapter --backbone vit_h
---gpu-memory 24GB --target-batch 4`, 45 s for the default table; not a unit test, since timings
-depend on the machine.
+the advisor's pruning rule, and the issue's target where the arguments are one of the questions in TARGETS (cold, 2
+idle cores); not a unit test, since timings depend on the machine.
 """
 
 from __future__ import annotations
@@ -18,6 +17,15 @@ import json
 import subprocess
 import sys
 import time
+
+
+# The questions an issue set a time for: arguments -> (target in seconds, issue).
+TARGETS = {
+    (): (45, "issue 25"),
+    ("--methods", "sam_adapter", "--backbone", "vit_h", "--gpu-memory", "24GB", "--target-batch", "4"): (6, "issue 25"),
+    ("--methods", "lora", "--backbone", "sam2.1_hiera_b+", "--gpu-memory", "24GB", "--target-batch", "4"):
+        (15, "issue 24"),
+}
 
 
 def main() -> None:
@@ -32,14 +40,15 @@ def main() -> None:
     groups: dict[tuple[str, str], list[dict]] = {}
     for answer in answers:
         groups.setdefault((answer["method"], answer["backbone"]), []).append(answer)
-    print(f"{'method':16s} {'backbone':9s} {'levers':>7s} {'replayed (per card)':>24s} {'pruned (per card)':>22s}")
+    print(f"{'method':16s} {'backbone':16s} {'levers':>7s} {'replayed (per card)':>24s} {'pruned (per card)':>22s}")
     for (method, backbone), rows in groups.items():
-        print(f"{method:16s} {backbone:9s} {rows[0]['candidates']:7d} "
+        print(f"{method:16s} {backbone:16s} {rows[0]['candidates']:7d} "
               f"{'/'.join(str(row['replayed']) for row in rows):>24s} "
               f"{'/'.join(str(row['pruned']) for row in rows):>22s}")
+    target = TARGETS.get(tuple(arguments))
     print(f"cold `cadbench fit {' '.join(arguments)}`: {seconds:.1f} s wall for {len(answers)} answers "
-          f"({len(groups)} method x backbone searches; targets, 2 idle cores: 6 s for sam_adapter on vit_h at 24GB "
-          f"with --target-batch 4, 45 s for the default table)")
+          f"({len(groups)} method x backbone searches"
+          + (f"; target ({target[1]}), 2 idle cores: {target[0]} s)" if target else ")"))
 
 
 if __name__ == "__main__":
