@@ -110,6 +110,10 @@ def _cuda_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
         query, key, value, attn_mask, compute_log_sumexp, dropout_p, is_causal, scale=scale)[0]
 
 
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
 def _requires_grad(*tensors: torch.Tensor | None) -> bool:
     return any(tensor is not None and tensor.requires_grad for tensor in tensors)
 
@@ -166,8 +170,7 @@ class _CountedEfficientAttention(torch.autograd.Function):
     def forward(ctx, query, key, value, attn_mask, options):
         batch, heads, length, _ = query.shape
         output = _empty_output(query, value)
-        log_sum_exp = torch.empty(batch, heads, math.ceil(length / LOG_SUM_EXP_BLOCK) * LOG_SUM_EXP_BLOCK,
-                                  dtype=torch.float32)
+        log_sum_exp = torch.empty(batch, heads, _round_up(length, LOG_SUM_EXP_BLOCK), dtype=torch.float32)
         with _disable_current_modes():
             values = _math_values(query, key, value, attn_mask, options)
         output.copy_(values)
@@ -183,7 +186,7 @@ class _CountedEfficientAttention(torch.autograd.Function):
                  for tensor, need in zip((query, key, value), wanted[:3])]
         if attn_mask is not None and wanted[3]:
             last = attn_mask.shape[-1]
-            aligned = -(-last // MEMORY_EFFICIENT_ALIGNMENT) * MEMORY_EFFICIENT_ALIGNMENT
+            aligned = _round_up(last, MEMORY_EFFICIENT_ALIGNMENT)
             grads.append(torch.empty(*attn_mask.shape[:-1], aligned, dtype=attn_mask.dtype)[..., :last])
         else:
             grads.append(None)
@@ -209,10 +212,6 @@ def flash_attention_applies(query: torch.Tensor, key: torch.Tensor, value: torch
             and query.shape[-1] == key.shape[-1] == value.shape[-1] <= FLASH_MAX_HEAD_DIM
             and query.shape[:2] == key.shape[:2] == value.shape[:2]
             and all(tensor.shape[2] > 0 and tensor.stride(-1) == 1 for tensor in tensors))
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 def _flash_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
