@@ -29,12 +29,18 @@ def test_flash_attention_is_the_kernel_for_half_types_without_a_mask_and_memory_
     assert not flash_attention_applies(query, key[:, :1], value[:, :1], None)  # fewer key heads
 
 
-def _requested_sizes(fake: bool, head_dim: int) -> list[tuple[bool, int]]:
+def _requested_sizes(fake: bool, head_dim: int, heads_first: bool = False) -> list[tuple[bool, int]]:
+    """Allocations and frees of one attention's forward and backward. heads_first: q, k and v contiguous as
+    (B, heads, L, K), not as Hiera makes them."""
     tracker = MemoryTracker()
     tracker.trace = []
     with (FakeTensorMode(allow_fallback_kernels=False) if fake else contextlib.nullcontext()), \
             cuda_sdpa_model(), tracker:
-        query, key, value = _qkv(head_dim=head_dim)
+        if heads_first:
+            query, key, value = (torch.randn(2, 2, 100, head_dim, dtype=torch.bfloat16, requires_grad=True)
+                                 for _ in range(3))
+        else:
+            query, key, value = _qkv(head_dim=head_dim)
         sdpa(query, key, value).sum().backward()
     return [(allocated, block.requested) for allocated, block in tracker.trace]
 
@@ -76,3 +82,21 @@ def test_the_modelled_kernels_give_pytorchs_attention_and_gradients():
         torch.testing.assert_close(modelled, expected, **tolerance)
         for grad, expected_grad in zip(modelled_grads, expected_grads):
             torch.testing.assert_close(grad, expected_grad, **tolerance)
+
+
+@pytest.mark.parametrize("fake", [True, False])
+def test_flash_attentions_backward_copies_an_output_not_laid_out_as_the_kernel_reads_it(fake):
+    """`_flash_attention_backward` reads the output as (B, L, heads, K), contiguous: the output of (B, heads, L, K)
+    inputs is laid out as they are, so backward copies it (one more output-sized block before the gradients); Hiera's
+    is not copied."""
+    one, softmax_d = 2 * 2 * 100 * 24 * 2, 2 * 2 * 128 * 4
+
+    def before_the_buffers(sizes):
+        allocated = [size for is_allocation, size in sizes if is_allocation]
+        forward_end = allocated.index(2 * 2 * 100 * 4) + 2  # after the log-sum-exp and the empty debug mask
+        return allocated[forward_end:allocated.index(softmax_d)]
+
+    hiera = before_the_buffers(_requested_sizes(fake, head_dim=24))
+    heads_first = before_the_buffers(_requested_sizes(fake, head_dim=24, heads_first=True))
+    assert heads_first.count(one) == hiera.count(one) + 1
+    assert _requested_sizes(True, 24, heads_first=True) == _requested_sizes(False, 24, heads_first=True)

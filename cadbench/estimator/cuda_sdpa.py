@@ -19,7 +19,8 @@ function (`meta__scaled_dot_product_flash_attention`) and its CUDA code (`_flash
   output sliced back);
 * the output, laid out as the query, and the log-sum-exp per query, float32 (B, heads, L), kept for backward; the
   philox seed and offset live on the host without dropout;
-* in backward: the output's gradient made contiguous in the kernel's (B, L, heads, K) layout when it is not; the
+* in backward: the output's gradient and the output made contiguous in the kernel's (B, L, heads, K) layout when
+  they are not (the output is laid out so for SAM 2's attention, whose queries come as (B, L, heads, K)); the
   gradients of q, k and v, laid out as each; then two float32 buffers that live only while the kernel runs,
   `softmax_d` (B, heads, L rounded up to 128) and `dq_accum` (B, L rounded up to 128, heads, K rounded up to 32).
   On Hiera's pooled-query blocks (4 queries per window) the rounding makes them large: up to 407 MB per image on
@@ -265,8 +266,9 @@ class _FlashAttention(torch.autograd.Function):
     def backward(ctx, grad_output):
         query, key, value, output, log_sum_exp = ctx.saved_tensors
         dropout_p, is_causal, scale = ctx.options
-        # the kernel reads the output's gradient contiguous in its (B, L, heads, K) layout: a copy where it is not
-        grad_output = grad_output.transpose(1, 2).contiguous().transpose(1, 2)
+        # the kernel reads the output's gradient and the output contiguous in its (B, L, heads, K) layout
+        # (`_flash_attention_backward`): a copy of each where it is not, kept until the kernel returns
+        grad_output, output = (tensor.transpose(1, 2).contiguous().transpose(1, 2) for tensor in (grad_output, output))
         fake = isinstance(query, FakeTensor)
         if fake:
             grads = torch.ops.aten._scaled_dot_product_flash_attention_backward(
