@@ -368,6 +368,29 @@ def _headlines(rows: pd.DataFrame, baseline: str | None) -> list[str]:
     return lines
 
 
+def _estimate_notes(rows: pd.DataFrame) -> list[str]:
+    """What the estimator models and leaves out (`MemoryEstimate.notes`), for the rows it estimated: its notes, and
+    those of each allocator setting the rows were simulated under; none when no row was estimated."""
+    estimated = rows[rows["memory_source"] == "estimated"]
+    if estimated.empty:
+        return []
+    from cadbench.estimator import AllocatorConfig
+    from cadbench.estimator.estimate import NOTES
+    from cadbench.version import __version__
+
+    notes = list(NOTES)
+    for setting in sorted(set(estimated["alloc_conf"].dropna()) - {"default"}):
+        try:
+            notes.extend(AllocatorConfig.parse(setting).notes)
+        except CadbenchError:  # a row from a cadbench that parsed settings this one refuses: nothing more to say
+            pass
+    older = sorted(set(estimated["cadbench_version"].dropna()) - {__version__})
+    if older:
+        notes.append(f"These notes are cadbench {__version__}'s; rows estimated by cadbench {', '.join(older)} may "
+                     "have modelled less (their cadbench_version column says which made each).")
+    return notes
+
+
 def build_report(folders: list[str | Path], out_file: str | Path | None = None,
                  baseline_method: str | None = None, context_gb: float | None = None,
                  reference_root: str | Path | None = DEFAULT_REFERENCE_ROOT) -> Path:
@@ -447,6 +470,7 @@ def build_report(folders: list[str | Path], out_file: str | Path | None = None,
         backbones=sections, grouped_by_family=len(families) > 1, fit_columns=fit_columns, fit_rows=fit_rows, context_gb=context_gb,
         lever_columns=lever_columns, lever_rows=lever_rows,
         quality_sections=quality_sections, pipeline=pipeline, null_notes=notes, references=references,
+        estimate_notes=_estimate_notes(rows),
         noisy_spread=NOISY_SPREAD,
     )
     target = Path(out_file) if out_file else folders[0] / "index.html"
