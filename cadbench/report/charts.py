@@ -195,10 +195,11 @@ def quality_bars(rows: pd.DataFrame, title: str = "segmentation quality (test sp
 
 
 def validation_curves(records: dict[str, list[dict]], title: str = "validation after each epoch") -> str | None:
-    """Validation IoU (solid) and Dice (dashed) after each epoch, one colour per cell."""
+    """Validation IoU (solid) and Dice (dashed) after each epoch, one colour per cell; None where no cell was
+    validated twice (a quick fine-tune scores once, at the end: its one point is the table's test score, no curve)."""
     series = {label: [r for r in epochs if r.get("validation_iou") is not None] for label, epochs in records.items()}
     series = {label: epochs for label, epochs in series.items() if epochs}
-    if not series:
+    if not any(len(epochs) > 1 for epochs in series.values()):
         return None
     figure, axes = plt.subplots(figsize=(6.4, 3.2))
     for index, (label, epochs) in enumerate(series.items()):
