@@ -51,6 +51,36 @@ def test_report_is_self_contained_and_escapes_names(tmp_path):
     assert "Does it fit?" in html and "× sam_adapter" in html
 
 
+def test_estimated_rows_say_how_they_were_made_and_a_report_without_them_does_not(tmp_path):
+    """The estimator's notes (what it models, what it leaves out) reach the report whenever a row is estimated, with
+    the notes of an allocator setting a row was simulated under, and a word where rows came from another version."""
+    from markupsafe import escape
+
+    from cadbench.estimator import AllocatorConfig
+    from cadbench.estimator.estimate import NOTES
+
+    folder = _fake_results(tmp_path / "estimated")
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    rows[0].update(alloc_conf="garbage_collection_threshold:0.6", cadbench_version="0.0.9")
+    (folder / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / "results.json").unlink()  # rebuilt from the journal
+    ResultStore(folder).open({"mode": "estimate"}, {"torch_version": "test"})
+    html = build_report([folder]).read_text()
+    assert "How the estimates were made" in html
+    for note in (*NOTES, *AllocatorConfig.parse("garbage_collection_threshold:0.6").notes):
+        assert str(escape(note)) in html, note[:60]
+    assert "rows estimated by cadbench 0.0.9 may have modelled less" in html
+
+    measured = _fake_results(tmp_path / "measured")
+    rows = [json.loads(line) for line in (measured / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["memory_source"] = "cuda"
+    (measured / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (measured / "results.json").unlink()
+    ResultStore(measured).open({"mode": "estimate"}, {"torch_version": "test"})
+    assert "How the estimates were made" not in build_report([measured]).read_text()
+
+
 def test_report_and_compare_commands(tmp_path, capsys):
     first = _fake_results(tmp_path / "a")
     second = _fake_results(tmp_path / "b")
@@ -104,6 +134,7 @@ def test_report_of_a_real_run_in_headless_chromium(tmp_path):
         assert page.locator("table.results tbody tr").count() == methods * 2  # every method x 2 batch sizes
         assert page.locator("table.fit").count() == 0  # test scale only: nothing to choose a GPU by
         assert page.locator("figure svg").count() >= 3
+        assert page.locator("#estimates").is_visible() and page.locator("#estimates + p + ul li").count() >= 6
         for index in range(page.locator("img").count()):  # any <img> must have decoded
             assert page.locator("img").nth(index).evaluate("i => i.complete && i.naturalWidth > 0")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -181,7 +212,8 @@ def _quality_results(folder: Path) -> Path:
             store.append(explain_nulls(row, {"*": "not measured in this test"}))
             curves[f"{method}/{backbone}/{batch}/fp32"] = {
                 "losses": [1.6, 1.5, 1.4], "resumed_from_epoch": None,
-                "epochs": [{"epoch": 1, "step": 3, "lr": 2e-4, "validation_iou": iou, "validation_dice": iou}]}
+                "epochs": [{"epoch": epoch, "step": 3 * epoch, "lr": 2e-4, "validation_iou": iou,
+                            "validation_dice": iou} for epoch in ((1, 2) if protocol == "cad-paper" else (1,))]}
     (folder / "loss_curves.json").write_text(json.dumps(curves))
     return folder
 
@@ -194,6 +226,7 @@ def test_quality_holds_full_size_rows_one_protocol_per_chart_and_test_scale_is_a
     assert "protocol quick" in quality and "protocol cad-paper" in quality
     assert "segmentation quality (test split), protocol cad-paper" in quality
     assert "validation after each epoch, protocol cad-paper" in quality
+    assert "validation after each epoch, protocol quick" not in quality  # one score per cell: the table's, no curve
     assert "test_scale" not in quality  # the demo model is no quality result
     assert "the models predict background everywhere" in quality  # all-zero bars say why
     assert "Pipeline check (test scale, random weights)" in rest
