@@ -53,6 +53,9 @@ class Method(nn.Module, ABC):
     # False: nothing trains (`zero_shot`): the harness scores the model as built, with no fine-tune, and its step is
     # an inference step (forward under no_grad, no optimizer).
     trains: ClassVar[bool] = True
+    # True: the method is the backbone as built, nothing added (`zero_shot`), so its test scores are the object
+    # protocol's zero-shot reference: the harness scores the test split once for both.
+    is_backbone_as_built: ClassVar[bool] = False
     # The model families the method is defined on (a plugin that says nothing: Meta's SAM only); on another family,
     # the reason from `undefined_on`, or a generic one.
     families: ClassVar[tuple[str, ...]] = (SAM,)

@@ -19,6 +19,7 @@ class ZeroShot(Method):
     name = "zero_shot"
     summary = "the pretrained model, no training (memory and throughput of inference)"
     trains = False
+    is_backbone_as_built = True
     encoder_under_no_grad = True
     families = (SAM, LITEMEDSAM, SAM2)
 

@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -185,23 +185,32 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
             return
     plan = TrainingPlan.resolve(protocol, cell.batch_size, cell.precision, options.epochs, options.train_steps,
                                 options.seed)
-    if prompts is not None:  # zero-shot (the backbone as built, no method) and box fill, on the same test objects
-        object_columns["references"] = _reference_scores(cell, options, context, splits.test, protocol, device)
+    # zero-shot (the backbone as built, no method) and box fill, on the same test objects; a cell that is the plain
+    # backbone as built (zero_shot, no lever) shares its scores with the zero-shot reference, below: one scoring
+    shares_zero_shot = prompts is not None and _is_the_zero_shot_reference(cell)
+    if prompts is not None and not shares_zero_shot:
+        object_columns["references"], _ = _reference_scores(cell, options, context, splits.test, protocol, device)
     torch.manual_seed(options.seed)
     trainee, step_plan = prepare_cell(cell, checkpoint=context.checkpoints.get(cell.backbone), device=device)
-    # what the row says of the data, whether or not the method trains
-    about_data = dict(protocol=protocol.name, dataset=splits.summary(), split=splits.split_description(),
-                      empty_train_masks=splits.train.empty_masks, empty_test_masks=splits.test.empty_masks,
-                      mask_grey_values=splits.grey_values, **object_columns)
+
+    def about_data() -> dict:  # what the row says of the data, whether or not the method trains
+        return dict(protocol=protocol.name, dataset=splits.summary(), split=splits.split_description(),
+                    empty_train_masks=splits.train.empty_masks, empty_test_masks=splits.test.empty_masks,
+                    mask_grey_values=splits.grey_values, **object_columns)
 
     def score_test_split() -> dict:
         return evaluate(trainee.method, splits.test, batch_size=plan.batch_size, geometry=protocol.geometry,
                         objects=prompts is not None)
 
     if trainee.optimizer is None:  # a method that does not train (zero_shot) is scored as built
-        yield QualityMeasurement(scores=score_test_split(), train_steps=0, epochs=None, loss_curve={},
+        scores = None
+        if shares_zero_shot:  # kept by an earlier cell of the run, or scored here and kept for the later ones
+            object_columns["references"], scores = _reference_scores(cell, options, context, splits.test, protocol,
+                                                                     device, score_as_built=score_test_split)
+        scores = scores if isinstance(scores, dict) else score_test_split()
+        yield QualityMeasurement(scores=scores, train_steps=0, epochs=None, loss_curve={},
                                  untrained=f"{cell.method_label} does not train: the model is scored as built",
-                                 **about_data)
+                                 **about_data())
         return
     state = _fine_tune_state(cell, context)
     validating_on_test = splits.validation is splits.test
@@ -219,21 +228,26 @@ def _measure_quality(cell: Cell, options: RunOptions, context: RunContext, devic
         history.set_last_validation(scores)  # the same weights on the same images: not scored twice
     yield QualityMeasurement(
         scores=scores, train_steps=len(history.losses), epochs=plan.epochs,
-        loss_curve={"protocol": protocol.name, "plan": plan.describe(), **history.curve()}, **about_data)
+        loss_curve={"protocol": protocol.name, "plan": plan.describe(), **history.curve()}, **about_data())
     if options.save_weights:
         yield _save_trained_weights(cell, options, context, trainee.method, plan, len(history.losses), device)
     if state is not None:
         state.unlink(missing_ok=True)  # finished: nothing left to resume
 
 
-def _reference_scores(cell: Cell, options: RunOptions, context: RunContext, test, protocol, device: torch.device
-                      ) -> dict:
-    """Zero-shot and box fill on the test objects (`training.quality.reference_scores`). They depend on the backbone,
-    its weights and input size, and the test split, not on the method: the first cell of a run that needs them
-    keeps them under --out/references/, and the run's other cells read them there."""
+def _reference_scores(cell: Cell, options: RunOptions, context: RunContext, test, protocol, device: torch.device,
+                      score_as_built: Callable[[], dict] | None = None) -> tuple[dict, dict | None]:
+    """Zero-shot and box fill on the test objects (`training.quality.reference_scores`), and the backbone's own test
+    scores as built (every metric, what a zero_shot cell's row holds; None from a folder of an older cadbench).
+
+    They depend on the backbone, its weights and input size, and the test split, not on the method: the first cell
+    of a run that needs them keeps them under --out/references/, and the run's other cells read them there.
+    `score_as_built` scores the backbone as built (a zero_shot cell's own scoring); by default a model is built
+    for it, with random weights drawn from the run's seed as every cell's model is (`prepare_cell`), so that
+    zero-shot is the model each method started from."""
     from cadbench.backbones import build_sam
     from cadbench.files import read_side_file, strict_json, write_atomically
-    from cadbench.training.quality import reference_scores
+    from cadbench.training.quality import reference_scores, zero_shot_scores
 
     depends_on = {"backbone": cell.backbone, "image_px": cell_pixels(cell),
                   "weights": context.weights_of(cell.backbone), "device": device.type, "protocol": protocol.name,
@@ -245,14 +259,30 @@ def _reference_scores(cell: Cell, options: RunOptions, context: RunContext, test
         kept = Path(context.state_dir) / "references" / f"{cell.backbone}-{digest}.json"
         saved = read_side_file(kept, "zero-shot and box fill are scored again")  # {} when absent or damaged
         if saved.get("depends_on") == json.loads(json.dumps(depends_on)) and isinstance(saved.get("scores"), dict):
-            return saved["scores"]
-    built = build_sam(cell.backbone, checkpoint=context.checkpoints.get(cell.backbone), device=device,
-                      image_size=cell.image_size)
-    scores = reference_scores(built.sam, test, protocol.geometry)
+            return saved["scores"], saved.get("as_built")
+
+    def build_and_score() -> dict:
+        torch.manual_seed(options.seed)
+        built = build_sam(cell.backbone, checkpoint=context.checkpoints.get(cell.backbone), device=device,
+                          image_size=cell.image_size)
+        return zero_shot_scores(built.sam, test, protocol.geometry)
+
+    as_built = (score_as_built or build_and_score)()
+    scores = reference_scores(as_built, test, protocol.geometry)
     if kept is not None:
         kept.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(kept, strict_json({"depends_on": depends_on, "scores": scores}))
-    return scores
+        write_atomically(kept, strict_json({"depends_on": depends_on, "scores": scores, "as_built": as_built}))
+    return scores, as_built
+
+
+def _is_the_zero_shot_reference(cell: Cell) -> bool:
+    """Whether the cell is the backbone as built with no lever (zero_shot's plain cell): its test scores are then
+    the zero-shot reference's, so the two are scored once."""
+    from cadbench.registry import get_method
+    from cadbench.training.levers import levers_of
+
+    method = get_method(cell.method)
+    return method.is_backbone_as_built and not method.trains and not levers_of(cell)
 
 
 def _images_with_objects(splits):

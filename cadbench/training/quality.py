@@ -199,11 +199,17 @@ def box_fill_scores(test_dataset: SegmentationDataset, geometry: Geometry = LETT
     return {**metrics.results(), "objects": metrics.images}
 
 
-def reference_scores(sam: Sam, test_dataset: SegmentationDataset, geometry: Geometry = LETTERBOX
-                     ) -> dict[str, Any]:
-    """The object protocol's REFERENCE_COLUMNS: its prompts, zero-shot (`sam` as built, scored like any method, on
-    IoU and Dice) and box fill, on `test_dataset`'s objects."""
-    zero_shot = evaluate(ZeroShot(sam), test_dataset, geometry=geometry, soft=False, objects=True)
+def zero_shot_scores(sam: Sam, test_dataset: SegmentationDataset, geometry: Geometry = LETTERBOX
+                     ) -> dict[str, float | int]:
+    """`sam` as built, no method (`ZeroShot`), scored like any method on `test_dataset`'s objects, every metric:
+    the object protocol's zero-shot reference, and what a zero_shot cell's row holds."""
+    return evaluate(ZeroShot(sam), test_dataset, geometry=geometry, objects=True)
+
+
+def reference_scores(zero_shot: Mapping[str, Any], test_dataset: SegmentationDataset,
+                     geometry: Geometry = LETTERBOX) -> dict[str, Any]:
+    """The object protocol's REFERENCE_COLUMNS: its prompts, zero-shot (`zero_shot`: `zero_shot_scores` on
+    `test_dataset`, or the same scoring of a zero_shot cell) and box fill, on the same objects."""
     box_fill = box_fill_scores(test_dataset, geometry)
     return {"eval_box_margin_px": EVAL_BOX_MARGIN_PX, "train_box_jitter": TRAIN_BOX_JITTER,
             "zero_shot_iou": zero_shot["iou"], "zero_shot_dice": zero_shot["dice"],
