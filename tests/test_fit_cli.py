@@ -55,7 +55,9 @@ def test_fit_names_the_cheapest_levers_per_card_and_shows_plain_progress_off_a_t
             "--jobs", "1"]
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert captured.err.splitlines() == ["fit [1/2] sam_adapter on test_scale", "fit [2/2] decoder_only on test_scale"]
+    first, second = captured.err.splitlines()
+    assert first == "fit [1/2] sam_adapter on test_scale"  # nothing finished yet: no time left to say
+    assert second.startswith("fit [2/2] decoder_only on test_scale; ETA about ")
     out = captured.out
     assert "Largest batch with no levers" in out and "Cheapest levers that reach an effective batch of 4" in out
     assert "micro-batch" in out and "8+" in out  # the small card needs accumulation; the large fits the max
@@ -84,8 +86,30 @@ def test_pairs_searched_by_several_processes_give_the_same_answers_in_the_same_o
     # progress as each pair finishes, in whatever order they finish
     lines = together.err.splitlines()
     assert [line.split("] ")[0] for line in lines] == ["fit [1/3", "fit [2/3", "fit [3/3"]
-    assert sorted(line.split("] ")[1] for line in lines) == ["cad on test_scale", "lora on test_scale",
-                                                              "sam_adapter on test_scale"]
+    assert sorted(line.split("] ")[1].split("; ")[0] for line in lines) == [
+        "cad on test_scale", "lora on test_scale", "sam_adapter on test_scale"]
+    assert ["; ETA about " in line for line in lines] == [False, True, False]  # the pace from the first finished
+
+
+def test_fit_progress_says_the_time_left_from_the_mean_time_of_the_searches_finished(capsys):
+    from cadbench.commands.fit import _progress
+
+    now = [100.0]
+    progress = _progress(4, enabled=True, clock=lambda: now[0])
+    now[0] += 50  # imports before the first search: no search's time
+    with progress as step:
+        for finished, (label, seconds) in enumerate((("a", 30), ("b", 30), ("c", 60), ("d", 0))):
+            step(label, finished)
+            now[0] += seconds
+    assert capsys.readouterr().err.splitlines() == [
+        "fit [1/4] a", "fit [2/4] b; ETA about 1 min 30 s", "fit [3/4] c; ETA about 1 min 00 s",
+        "fit [4/4] d; ETA about 40 s"]
+    now[0] = 0.0  # several processes: called as each search finishes; the pace counts from the first finished
+    with _progress(3, enabled=True, clock=lambda: now[0]) as step:
+        for finished, (label, seconds) in enumerate((("a", 20), ("b", 20), ("c", 0)), start=1):
+            now[0] += seconds
+            step(label, finished)
+    assert capsys.readouterr().err.splitlines() == ["fit [1/3] a", "fit [2/3] b; ETA about 20 s", "fit [3/3] c"]
 
 
 def test_jobs_below_one_is_refused_in_one_line(capsys):

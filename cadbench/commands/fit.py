@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from cadbench.cards import DEFAULT_GPU_MEMORY
 from cadbench.commands.arguments import (add_alloc_conf, add_cell_selection, add_image_size, add_precision,
@@ -162,10 +163,14 @@ def format_advice(advice: list, capacity_names: dict[int, str], max_batch: int, 
 
 
 class _progress:
-    """Progress over method x backbone searches on stderr: a rich bar on a terminal, plain lines otherwise."""
+    """Progress over method x backbone searches on stderr: a rich bar on a terminal, plain lines otherwise; both
+    with the time left, from the pace of the searches since the first call (the imports before it are not a
+    search's; searches of larger models take longer, so it is an estimate: 'about')."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.done = total, enabled, 0
+    def __init__(self, total: int, enabled: bool, clock=time.monotonic) -> None:
+        self.total, self.enabled, self.calls = total, enabled, 0
+        self.clock = clock
+        self.first: tuple[float, int] | None = None  # the time of the first call, and the searches finished then
         self.bar = None
         if enabled and sys.stderr.isatty():
             from rich.console import Console
@@ -180,12 +185,28 @@ class _progress:
             self.bar.start()
         return self.step
 
-    def step(self, label: str) -> None:
+    def step(self, label: str, finished: int) -> None:
+        """A search starts (one process) or has finished (several); `finished` searches are done."""
+        eta = self.eta(finished)
         if self.bar is not None:
-            self.bar.update(self.task, completed=self.done, description=label)
+            self.bar.update(self.task, completed=finished, description=label + (f" · {eta}" if eta else ""))
         elif self.enabled:
-            print(f"fit [{self.done + 1}/{self.total}] {label}", file=sys.stderr, flush=True)
-        self.done += 1
+            print(f"fit [{self.calls + 1}/{self.total}] {label}" + (f"; {eta}" if eta else ""), file=sys.stderr,
+                  flush=True)
+        self.calls += 1
+
+    def eta(self, finished: int) -> str:
+        """'ETA about 2 min 10 s' once a search has finished since the first call and while some are left, else ''."""
+        from cadbench.harness.progress import duration_text
+
+        now = self.clock()
+        if self.first is None:
+            self.first = (now, finished)
+        since, finished_then = self.first
+        if finished <= finished_then or finished >= self.total:
+            return ""
+        pace = (now - since) / (finished - finished_then)
+        return f"ETA about {duration_text(pace * (self.total - finished))}"
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

@@ -146,7 +146,7 @@ def _stronger_or_equal(strong: Cell, weak: Cell) -> bool:
 def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacities_bytes: Iterable[int],
            target_batch: int | None = DEFAULT_TARGET_BATCH, cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES,
            max_batch: int = DEFAULT_MAX_BATCH, alloc_conf: AllocatorConfig | None = None,
-           precisions: Iterable[str] = PRECISIONS, on_progress: Callable[[str], None] = lambda label: None,
+           precisions: Iterable[str] = PRECISIONS, on_progress: Callable[[str, int], None] = lambda label, done: None,
            workers: int = 1, image_sizes: Iterable[int] | None = None,
            prompts_per_image: Iterable[str | int] = ("image",)) -> list[Advice]:
     """Advice for every (method name, method options) x backbone x capacity, the levers using only `precisions`.
@@ -155,7 +155,8 @@ def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacitie
 
     Each method x backbone is searched on its own (estimates are shared within it, never between pairs), so with
     `workers` > 1 the pairs are searched by that many processes at once; the answers are the same, in the same
-    order. `on_progress(label)` is called before each pair is searched (one process), or as each is finished.
+    order. `on_progress(label, done)` is called before each pair is searched (one process), or as each is finished
+    (several), with the number of pairs finished so far.
 
     `image_sizes` are input sides in pixels (default: each backbone's native size); with several and a target batch,
     resolution is a lever (see the module's docstring) and each answer names its size. `prompts_per_image` (a task
@@ -172,8 +173,8 @@ def advise(specs: Iterable[tuple[str, str]], backbones: Iterable[str], capacitie
     plains = [plain for plain in plains if not_defined(plain) is None]  # no advice where the method has no definition
     if workers <= 1 or len(plains) <= 1:
         answers = []
-        for plain in plains:
-            on_progress(_pair_label(plain))
+        for done, plain in enumerate(plains):
+            on_progress(_pair_label(plain), done)
             answers += search(plain)
     else:
         answers = _in_processes(search, plains, workers, on_progress)
@@ -223,7 +224,7 @@ def _advise_pair(plain: Cell, target_batch: int | None, capacities: list[int], c
 
 
 def _in_processes(search: Callable[[Cell], list[Advice]], plains: list[Cell], workers: int,
-                  on_progress: Callable[[str], None]) -> list[Advice]:
+                  on_progress: Callable[[str, int], None]) -> list[Advice]:
     """`search` over the pairs in `workers` fresh processes (spawned: forking a process that already ran torch ops is
     unsafe), the largest backbones first so that no long search starts last. The workers ignore Ctrl-C; the caller
     gets it, and the pool is terminated whatever ends the search."""
@@ -235,7 +236,7 @@ def _in_processes(search: Callable[[Cell], list[Advice]], plains: list[Cell], wo
     try:
         for index, answers in pool.imap_unordered(partial(_indexed, search), [(i, plains[i]) for i in order]):
             results[index] = answers
-            on_progress(_pair_label(plains[index]))
+            on_progress(_pair_label(plains[index]), len(results))
         pool.close()
     finally:
         pool.terminate()

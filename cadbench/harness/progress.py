@@ -67,9 +67,9 @@ class CellPace:
             else:
                 untimed.append(f"{count} cell{'s' if count > 1 else ''} {_NOT_YET_TIMED.get(kind, 'more')}")
         if not untimed:
-            return f"ETA {_duration(seconds)}" if any(count > 0 for count in self.left.values()) else ""
+            return f"ETA {duration_text(seconds)}" if any(count > 0 for count in self.left.values()) else ""
         later = " + ".join(untimed) + " not yet timed"
-        return f"ETA {_duration(seconds)} + {later}" if seconds else f"ETA unknown: {later}"
+        return f"ETA {duration_text(seconds)} + {later}" if seconds else f"ETA unknown: {later}"
 
 
 class _Eta(ProgressColumn):
@@ -184,7 +184,7 @@ class PlainProgress:
 
     def _eta(self) -> str:
         if self.total - self.done <= 0:
-            return f"all done in {_duration(self._clock() - self._started)}"
+            return f"all done in {duration_text(self._clock() - self._started)}"
         return self._pace.eta()
 
     def _print(self, line: str) -> None:
@@ -208,7 +208,7 @@ def finished_cell_summary(row: dict | None) -> str:
     return ", ".join(parts)
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     if 0 < seconds < 0.5:
         return "under 1 s"  # not "0 s" for cells still to come
     seconds = max(int(round(seconds)), 0)
