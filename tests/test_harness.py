@@ -32,11 +32,13 @@ def read_rows(out: Path) -> dict:
 
 
 def test_failing_cells_are_results_and_the_sweep_goes_on(tmp_path):
-    """The cells under test get a process each (a crash, an OOM, a raise); the sweep that outlives them runs here."""
+    """The cells under test get a process each (a crash, an OOM, a raise); the sweep that outlives them runs here,
+    and so does the cell that only has to be measured after them (decoder_only: no process of its own to test)."""
     out = tmp_path / "out"
-    result = cadbench_main("run", "--methods", "raising,oom,crashing,decoder_only", "--backbone", "test_scale",
-                           "--batch-sizes", "2", "--device", "cpu", "--steps", "2", "--warmup", "1",
-                           "--train-steps", "2", "--no-progress", "--out", str(out))
+    with cells_measured_here(except_methods=("raising", "oom", "crashing")):
+        result = cadbench_main("run", "--methods", "raising,oom,crashing,decoder_only", "--backbone", "test_scale",
+                               "--batch-sizes", "2", "--device", "cpu", "--steps", "2", "--warmup", "1",
+                               "--train-steps", "2", "--no-progress", "--out", str(out))
     assert result.returncode == 1, result.stderr  # some cell errored
     rows = read_rows(out)
     assert rows["oom"]["status"] == "oom"

@@ -34,19 +34,25 @@ def cadbench_main(*args) -> CliResult:
 
 
 @contextmanager
-def cells_measured_here() -> Iterator[None]:
+def cells_measured_here(except_methods: tuple[str, ...] = ()) -> Iterator[None]:
     """While inside, a local run measures its device cells in this process, through the entry point a cell process
     runs (`cadbench.harness.measure_cell.main`, with the same JSON spec and the same row file), instead of starting
     `python -m cadbench.harness.measure_cell` for each: a fresh process imports torch, segment-anything and the
     metrics again (about 7 s of CPU on a 2-core machine) and rebuilds every estimate from scratch. For the tests of
     what a run records; the tests of the cell process itself (a crash, isolation, signals, a stop, pinning to a GPU,
-    a Slurm job) keep the process."""
+    a Slurm job) keep the process; `except_methods` keeps it for the cells of those methods alone (a test of how a
+    crashing cell's process ends, beside cells that only have to be measured)."""
+    import json
+
     from cadbench.harness.launchers import local
 
     cell_process = importlib.import_module("cadbench.harness.measure_cell")  # the module, not its function
+    in_a_process = local.run_cell_process
 
     def run_cell_here(argv: list[str], env: dict[str, str], on_start=None) -> tuple[int, str]:
         assert argv[1:3] == ["-m", "cadbench.harness.measure_cell"], argv
+        if json.loads(argv[3])["cell"]["method"] in except_methods:
+            return in_a_process(argv, env, on_start)
         return cell_process.main(argv[3:]), ""
 
     with pytest.MonkeyPatch.context() as patch:
