@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -239,6 +239,19 @@ def images_with_objects(dataset: SegmentationDataset) -> tuple[SegmentationDatas
             len(dataset) - len(keep))
 
 
+def draw_numbers(batches: list[list[int]], length: int) -> list[list[int]]:
+    """The batches of one epoch (or round) of a dataset of `length` images, each image's repeated draws numbered for
+    `PreparedDataset`: the (k+1)-th draw of image i is i + k * length; first draws keep their index, so an epoch
+    that shows each image once is unchanged."""
+    drawn: dict[int, int] = {}
+    numbered = []
+    for batch in batches:
+        numbered.append([index + drawn.get(index, 0) * length for index in batch])
+        for index in batch:
+            drawn[index] = drawn.get(index, 0) + 1
+    return numbered
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A seed for one sample's augmentation, a pure function of (seed, epoch, index)."""
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
@@ -250,6 +263,10 @@ class PreparedDataset(Dataset):
     Augmentation draws from torch's global generator (as `torchvision.transforms.v2` does), re-seeded per sample
     from (seed, epoch, index) inside `torch.random.fork_rng`: the random transform of a sample depends neither on
     the order samples are read in, nor on DataLoader workers, nor on where an interrupted fine-tune resumed.
+
+    An index past the end is a further draw of an image within the same epoch (a step-counted round shows each image
+    many times): `index + k * len(self)` is image `index` drawn for the (k+1)-th time, with its own seed, so it gets
+    its own objects, box jitter and augmentation (`draw_numbers` numbers them). Its first draw is plain `index`.
     """
 
     def __init__(self, base: SegmentationDataset, geometry: Geometry = LETTERBOX, augment: Augment | None = None,
@@ -262,12 +279,17 @@ class PreparedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
+    def __iter__(self) -> Iterator[Sample]:
+        """Each image's first draw (iterating by index would never stop: an index past the end is a further draw)."""
+        return (self[index] for index in range(len(self)))
+
     def __getitem__(self, index: int) -> Sample:
+        image = index % len(self.base)  # `index` itself seeds the draw (see the class docstring)
         if self.augment is None:
-            return self._chosen(self.base.sample(index, self.geometry, objects=self.objects is not None), index)
+            return self._chosen(self.base.sample(image, self.geometry, objects=self.objects is not None), index)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, self.epoch, index))
-            sample = self.base.sample(index, self.geometry, self.augment, objects=self.objects is not None)
+            sample = self.base.sample(image, self.geometry, self.augment, objects=self.objects is not None)
         return self._chosen(sample, index)
 
     def _chosen(self, sample: Sample, index: int) -> Sample:

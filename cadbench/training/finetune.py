@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cadbench.datasets import PreparedDataset, SegmentationDataset, collate
+from cadbench.datasets.dataset import draw_numbers
 from cadbench.errors import CadbenchError
 from cadbench.files import replaced_atomically
 from cadbench.methods import Method
@@ -166,8 +167,9 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
     `step`: how each training step runs under the cell's memory levers (micro-batches, contexts such as activation
     checkpointing; see cadbench.training.levers), at the plan's precision; None: the plain step.
     `objects`: the object protocol: each image prompted with exactly this many of its objects (datasets.objects:
-    seeded per sample, repeated when an image has fewer), and validation scored per object; None: one box around
-    each whole image.
+    seeded per draw of the image, repeated when an image has fewer), and validation scored per object; None: one
+    box around each whole image. An image drawn again within an epoch (a step-counted round) gets fresh objects,
+    jitter and augmentation (`datasets.dataset.draw_numbers`), as micro-sam samples them every iteration.
 
     Without augmentation, a method whose encoder runs under no_grad computes each image's frozen features once
     (`cadbench.training.feature_cache`).
@@ -197,7 +199,9 @@ def fine_tune(method: Method, train: SegmentationDataset, plan: TrainingPlan, *,
             torch.manual_seed(epoch_seed(plan.seed, epoch))
             learning_rate = float(optimizer.param_groups[0]["lr"])
             view = PreparedDataset(train, protocol.geometry, augment, seed=plan.seed, epoch=epoch, objects=objects)
-            loader = DataLoader(view, batch_sampler=batches, collate_fn=collate, num_workers=workers)
+            # a round of a step-counted protocol shows an image many times: each draw its own objects and jitter
+            loader = DataLoader(view, batch_sampler=draw_numbers(batches, len(train)), collate_fn=collate,
+                                num_workers=workers)
             for data in loader:
                 data = data.to(device)
                 loss = float(training_step(method, optimizer, data.training_batch(), step_plan, boxes=data.boxes))
