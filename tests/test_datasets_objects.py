@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from cadbench.datasets import open_dataset
-from cadbench.datasets.dataset import ALL_OBJECTS, PreparedDataset, collate, images_with_objects
+from cadbench.datasets.dataset import ALL_OBJECTS, PreparedDataset, collate, draw_numbers, images_with_objects
 from cadbench.datasets.objects import NotObjectMask, choose_objects, label_objects, object_ids
 from cadbench.datasets.synthetic import SyntheticCamouflage
 from cadbench.errors import CadbenchError
@@ -77,6 +77,49 @@ def test_a_training_view_gives_exactly_n_objects_per_image_with_their_boxes():
     scored = PreparedDataset(data, objects=ALL_OBJECTS)[0]
     assert scored.objects.count == data.object_counts()[0]
     assert scored.objects.original.shape[1:] == scored.original_mask.shape
+
+
+def test_an_image_drawn_again_within_an_epoch_gets_its_own_objects_and_jitter_and_its_first_draw_is_as_before():
+    """A step-counted round shows each image many times; each draw numbers past the end (`draw_numbers`) is the
+    same image with its own seed, as micro-sam samples objects every iteration. First draws keep their index, so an
+    epoch that shows each image once is unchanged."""
+    assert draw_numbers([[0], [1], [0], [1], [0]], 2) == [[0], [1], [2], [3], [4]]
+    assert draw_numbers([[1, 0], [0, 2], [2, 1]], 3) == [[1, 0], [3, 2], [5, 4]]
+    assert draw_numbers([[2, 0], [1]], 3) == [[2, 0], [1]]  # each image once: the indices themselves
+    data, _ = images_with_objects(SyntheticCamouflage("train", image_size=128, count=8, objects=True))
+    view = PreparedDataset(data, objects=2, seed=3, epoch=1)
+    image = int(np.argmax(data.object_counts()))  # the image with the most objects: several ways to choose 2
+    first, again = view[image], view[image + len(data)]
+    assert torch.equal(first.image, again.image) and first.name == again.name
+    assert not torch.equal(first.objects.boxes, again.objects.boxes)  # other objects, or other jitter
+    assert torch.equal(first.objects.boxes, PreparedDataset(data, objects=2, seed=3, epoch=1)[image].objects.boxes)
+
+
+def test_a_quick_fine_tune_draws_each_image_anew_at_every_step_of_a_round(monkeypatch):
+    """50 steps over 2 images are 2 rounds of 25: every step of a round reads a draw of its own, never the same
+    objects and jitter twice (the losses of a LiteMedSAM quick fine-tune fell to a twelfth while each of its two
+    tiles repeated one set of 4 objects through the round, then jumped with the next round's)."""
+    from cadbench.datasets.dataset import SubsetDataset
+    from cadbench.training.finetune import TrainingPlan, fine_tune
+    from cadbench.training.protocols import get_protocol
+    from cadbench.training.setup import prepare
+
+    scenes, _ = images_with_objects(SyntheticCamouflage("train", image_size=128, count=4, objects=True))
+    data = SubsetDataset(scenes, [0, 1], "train", "two scenes with objects")  # rounds of 3 steps over 2 images
+    read = []
+    original = PreparedDataset.__getitem__
+
+    def reading(self, index):
+        read.append((self.epoch, index))
+        return original(self, index)
+
+    monkeypatch.setattr(PreparedDataset, "__getitem__", reading)
+    torch.manual_seed(0)
+    trainee = prepare("decoder_only", "test_scale")
+    plan = TrainingPlan.resolve(get_protocol("quick"), 1, "fp32", None, 6, 0)
+    fine_tune(trainee.method, data, plan, objects=2)
+    assert len(read) == 6 and len(set(read)) == 6, read
+    assert {index % len(data) for _, index in read} == set(range(len(data)))
 
 
 def _folder(tmp_path, masks: dict[str, np.ndarray], mode: str = "L"):
