@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -243,13 +244,13 @@ def draw_numbers(batches: list[list[int]], length: int) -> list[list[int]]:
     """The batches of one epoch (or round) of a dataset of `length` images, each image's repeated draws numbered for
     `PreparedDataset`: the (k+1)-th draw of image i is i + k * length; first draws keep their index, so an epoch
     that shows each image once is unchanged."""
-    drawn: dict[int, int] = {}
-    numbered = []
-    for batch in batches:
-        numbered.append([index + drawn.get(index, 0) * length for index in batch])
-        for index in batch:
-            drawn[index] = drawn.get(index, 0) + 1
-    return numbered
+    drawn: Counter[int] = Counter()  # draws of each image so far, this one's included
+
+    def number(index: int) -> int:
+        drawn[index] += 1
+        return index + (drawn[index] - 1) * length
+
+    return [[number(index) for index in batch] for batch in batches]  # twice in one batch: two draws
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

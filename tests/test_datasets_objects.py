@@ -86,6 +86,7 @@ def test_an_image_drawn_again_within_an_epoch_gets_its_own_objects_and_jitter_an
     assert draw_numbers([[0], [1], [0], [1], [0]], 2) == [[0], [1], [2], [3], [4]]
     assert draw_numbers([[1, 0], [0, 2], [2, 1]], 3) == [[1, 0], [3, 2], [5, 4]]
     assert draw_numbers([[2, 0], [1]], 3) == [[2, 0], [1]]  # each image once: the indices themselves
+    assert draw_numbers([[0, 1], [2, 2]], 3) == [[0, 1], [2, 5]]  # a batch across two shuffled passes: two draws
     data, _ = images_with_objects(SyntheticCamouflage("train", image_size=128, count=8, objects=True))
     view = PreparedDataset(data, objects=2, seed=3, epoch=1)
     image = int(np.argmax(data.object_counts()))  # the image with the most objects: several ways to choose 2
