@@ -68,3 +68,30 @@ def test_cadbench_jobs_caps_the_default_number_of_estimate_processes(monkeypatch
     assert default_jobs() == uncapped  # a cap, never more than the cores and memory allow
     monkeypatch.setenv("CADBENCH_JOBS", "none")
     assert default_jobs() == uncapped  # not a positive number: ignored
+
+
+def test_a_local_run_estimates_every_cell_in_one_stretch_before_its_device_cells(monkeypatch):
+    """Estimates listed between device cells (the default grid's LiteMedSAM cells that are estimated, beside the
+    ones that train on the CPU) join the others: one set of processes, never a new set after a device cell."""
+    from cadbench.harness.launchers import local
+
+    happened = []
+
+    def estimate_in_order(runs, options, context, environment, on_progress, jobs):
+        happened.append(("estimates", [run.cell.method for run in runs]))
+        for run in runs:
+            yield run.cell, {"status": "ok"}
+
+    def run_in_fresh_process(cell, mode, options, context, environment):
+        happened.append((mode, cell.method))
+        return {"status": "ok"}
+
+    monkeypatch.setattr(local, "estimate_in_order", estimate_in_order)
+    monkeypatch.setattr(local, "run_in_fresh_process", run_in_fresh_process)
+    runs = [CellRun(Cell("cad", "litemedsam", 1), "cpu"), CellRun(Cell("full", "litemedsam", 1), "estimate"),
+            CellRun(Cell("decoder_only", "litemedsam", 1), "cpu"), CellRun(Cell("lora", "litemedsam", 1), "estimate")]
+    launcher = local.LocalLauncher(LocalConfig(jobs=2))
+    yielded = [cell.method for cell, _ in launcher.launch(runs, RunOptions(), RunContext(), {}, None,
+                                                          lambda *args, **kwargs: None)]
+    assert happened == [("estimates", ["full", "lora"]), ("cpu", "cad"), ("cpu", "decoder_only")]
+    assert yielded == ["full", "lora", "cad", "decoder_only"]

@@ -1,5 +1,6 @@
-"""The local launcher: each device cell in a fresh Python process on this machine, one after another; estimates in
-this process or, full-size ones, on every core (launchers/estimates.py), never while a device cell runs.
+"""The local launcher: each device cell in a fresh Python process on this machine, one after another; the run's
+estimates before them, in this process or, full-size ones, on every core (launchers/estimates.py), never while a
+device cell runs.
 `run_in_fresh_process` is also what the other launchers run a cell with (pinned to a GPU, or inside a Slurm job), so
 a cell's row is the same whichever launcher ran it."""
 
@@ -9,7 +10,6 @@ import json
 import os
 import sys
 import tempfile
-from itertools import takewhile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,18 +28,18 @@ class LocalLauncher(Launcher):
 
     def launch(self, runs: list[CellRun], options: RunOptions, context: RunContext, environment: dict, out_dir: Path,
                on_progress: Progress) -> Iterator[tuple[Cell, dict]]:
-        jobs = self.config.jobs or default_jobs()
-        index = 0
-        while index < len(runs):
-            if runs[index].mode == "estimate":  # a stretch of estimates: on several cores, never beside a device cell
-                stretch = list(takewhile(lambda run: run.mode == "estimate", runs[index:]))
-                yield from estimate_in_order(stretch, options, context, environment, on_progress, jobs)
-                index += len(stretch)
-                continue
-            run = runs[index]
-            on_progress("start", run.cell)
-            yield run.cell, run_in_fresh_process(run.cell, run.mode, options, context, environment)
-            index += 1
+        # Every estimate first, as one stretch: one set of processes (each starts in seconds) and their warm
+        # replays serve them all, where estimates between device cells (the default grid's LiteMedSAM cells that
+        # are estimated beside the ones that train on the CPU) would start a set per stretch; and the answers that
+        # take seconds come before the cells that take minutes.
+        estimates = [run for run in runs if run.mode == "estimate"]
+        if estimates:
+            yield from estimate_in_order(estimates, options, context, environment, on_progress,
+                                         self.config.jobs or default_jobs())
+        for run in runs:
+            if run.mode != "estimate":
+                on_progress("start", run.cell)
+                yield run.cell, run_in_fresh_process(run.cell, run.mode, options, context, environment)
 
 
 def run_in_fresh_process(cell: Cell, mode: Mode, options: RunOptions, context: RunContext, environment: dict | None,
