@@ -63,14 +63,33 @@ def listed():
 
 
 def test_list_json_has_every_method_and_backbone(listed):
-    """SAM's three backbones with every method; where the sam2 extra is installed, SAM 2.1's four too, with the
-    methods defined on them (the others are named on stderr, not counted)."""
-    from cadbench.backbones import default_backbones, get_backbone
+    """SAM's three backbones with every method; where the sam2 extra is installed, SAM 2.1's four too, and where
+    the lite extra is, LiteMedSAM, with the methods defined on them (the others are named on stderr, not counted)."""
+    from cadbench.backbones import BACKBONES, default_backbones, get_backbone, unavailable_backbones
 
     assert set(default_backbones()) >= set(ENCODER_PARAMS)
-    assert set(listed) == {(m, b) for b in default_backbones() for m in BUILTIN_METHODS
+    shown = [name for name, spec in BACKBONES.items() if not spec.test_scale and name not in unavailable_backbones()]
+    assert "litemedsam" in shown  # the test command installs every extra
+    assert set(listed) == {(m, b) for b in shown for m in BUILTIN_METHODS
                            if BUILTIN_METHODS[m].not_defined_on(get_backbone(b).family) is None}
     assert {m for m, b in listed if b in ENCODER_PARAMS} == set(BUILTIN_METHODS)
+    # LiteMedSAM's parts as bowang-lab/MedSAM's LiteMedSAM has them: TinyViT 5,726,740, prompt encoder 6,220, mask
+    # decoder 4,058,340
+    assert listed["zero_shot", "litemedsam"]["total_params"] == 5_726_740 + 6_220 + 4_058_340
+    assert listed["decoder_only", "litemedsam"]["trainable_params"] == 4_058_340
+
+
+def test_list_names_a_backbone_it_cannot_show_and_why(capsys, monkeypatch):
+    import dataclasses
+
+    from cadbench.backbones import BACKBONES
+
+    monkeypatch.setitem(BACKBONES, "litemedsam", dataclasses.replace(
+        BACKBONES["litemedsam"], missing_requirement=lambda: "needs the stand-in extra"))
+    assert main(["list", "--methods", "decoder_only"]) == 0
+    captured = capsys.readouterr()
+    assert "cadbench: note: backbone litemedsam is not listed: it needs the stand-in extra" in captured.err
+    assert "litemedsam" not in captured.out
 
 
 @pytest.mark.parametrize("method", BUILTIN_METHODS)

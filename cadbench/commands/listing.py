@@ -30,16 +30,26 @@ def resolve_methods(specs: list[str] | None) -> list[str]:
 
 
 def resolve_backbones(names: list[str] | None) -> list[str]:
-    from cadbench.backbones import default_backbones, require_backbone
+    from cadbench.backbones import require_backbone
 
-    names = names or default_backbones()
+    names = names or listed_backbones()
     for name in names:
         require_backbone(name)
     return names
 
 
+def listed_backbones() -> list[str]:
+    """What `cadbench list` shows by default: the default grid's backbones, then every other one that can be built
+    here (LiteMedSAM with the `lite` extra: the CPU trains it in the default run); test-scale ones only when named."""
+    from cadbench.backbones import BACKBONES, default_backbones
+
+    grid = default_backbones()
+    return [*grid, *(name for name, spec in BACKBONES.items()
+                     if name not in grid and not spec.test_scale and spec.missing_requirement() is None)]
+
+
 def run(args: argparse.Namespace) -> int:
-    from cadbench.backbones import BACKBONES
+    from cadbench.backbones import BACKBONES, unavailable_backbones
     from cadbench.families import FAMILIES
     from cadbench.params import count_parameters
     from cadbench.registry import parse_method_spec, unavailable_methods
@@ -51,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     left_out = {} if args.methods else unavailable_methods()
     for name, reason in left_out.items():
         print(f"cadbench: note: method {name} is not listed: it {reason}", file=sys.stderr)
+    for name, reason in ({} if args.backbone else unavailable_backbones()).items():
+        if not BACKBONES[name].test_scale:
+            print(f"cadbench: note: backbone {name} is not listed: it {reason}", file=sys.stderr)
     sizes = args.image_size or [NATIVE_IMAGE_SIZE]
     pairs = []  # (backbone, method spec) where the method is defined on the backbone's model family
     for backbone in backbones:
