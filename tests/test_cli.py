@@ -1,6 +1,7 @@
 """`cadbench list` and the CLI's error contract."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,19 @@ def test_parsing_method_specs_imports_no_heavy_module():
              "print(sorted(m for m in ('torch', 'pandas', 'peft', 'segment_anything') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_list_wraps_its_descriptions_to_the_terminal_and_leaves_pipes_one_line_each(capsys, monkeypatch):
+    from cadbench.registry import parse_method_spec
+
+    target_modules = next(info.help for info in parse_method_spec("peft").method.Options.declared()
+                          if info.name == "target_modules")
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["list", "--methods", "peft", "--backbone", "vit_b"]) == 0
+    narrow = capsys.readouterr().out
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    assert target_modules in " ".join(narrow.split())  # every word kept, in order
+    monkeypatch.delenv("COLUMNS")
+    monkeypatch.setattr("shutil.get_terminal_size", lambda fallback=(0, 0): os.terminal_size(fallback))  # a pipe
+    assert main(["list", "--methods", "peft", "--backbone", "vit_b"]) == 0
+    assert any(line.endswith(target_modules) for line in capsys.readouterr().out.splitlines())

@@ -182,7 +182,7 @@ def test_cad_on_sam2_adds_its_adapter_to_the_level_the_decoder_reads_and_says_it
         torch.testing.assert_close(finer, unchanged, rtol=0, atol=0)
     torch.testing.assert_close(adapted[-1], features[-1] + ADAPTER_SCALE * adapter_output)
     assert main(["list", "--methods", "cad", "--backbone", "sam2.1_hiera_t,vit_b"]) == 0
-    listed = capsys.readouterr().out
+    listed = " ".join(capsys.readouterr().out.split())  # as read: wrapped to a terminal's width or not
     assert "on SAM 2.1 (Hiera image encoder): cadbench's own extension of CAD" in listed
     assert listed.count("own extension") == 1  # on SAM it is the paper's
     assert main(["list", "--json", "--methods", "cad", "--backbone", "sam2.1_hiera_t,vit_b"]) == 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import textwrap
 
 from cadbench.commands.arguments import add_cell_selection, image_size_list
 
@@ -84,27 +86,40 @@ def run(args: argparse.Namespace) -> int:
                                BACKBONES[backbone].family)}
                           for count, (backbone, _, spec) in zip(counts, combinations)], indent=2))
         return 0
+    width = shutil.get_terminal_size((0, 0)).columns  # 0: not a terminal (a pipe, a file): one line per entry
     print("Methods (options: NAME:OPTION=VALUE,...):")
     for name in dict.fromkeys(parse_method_spec(spec).name for spec in specs):
         method = parse_method_spec(name).method
-        print(f"  {name:<14} {method.summary}")
-        for info in method.Options.declared():
-            print(f"  {'':<16}{info.name}: {info.type}, default {info.default} — {info.help}")
-        if method.Options.more_help:
-            print(f"  {'':<16}{method.Options.more_help}")
-        for family in dict.fromkeys(BACKBONES[backbone].family for backbone, _ in pairs):
-            if family in method.own_definition_on:
-                print(f"  {'':<16}on {FAMILIES[family].label}: {method.own_definition_on[family]}")
+        _print_entry(f"  {name:<14} ", method.summary, width)
+        details = [f"{info.name}: {info.type}, default {info.default} — {info.help}"
+                   for info in method.Options.declared()]
+        details += [method.Options.more_help] if method.Options.more_help else []
+        details += [f"on {FAMILIES[family].label}: {method.own_definition_on[family]}"
+                    for family in dict.fromkeys(BACKBONES[backbone].family for backbone, _ in pairs)
+                    if family in method.own_definition_on]
+        for detail in details:
+            _print_entry(" " * 19, detail, width, indent=21)
     print("\nBackbones:")
     for name in backbones:
         spec = BACKBONES[name]
-        print(f"  {spec.label:<22} {spec.describe}")
+        _print_entry(f"  {spec.label:<22} ", spec.describe, width)
     print("\nParameters (counted on the meta device, nothing allocated):")
     print(_aligned([("method", "backbone", "px", "trainable_params", "total_params", "trainable_%")] + [
         (method_label(count.method, count.method_options), BACKBONES[count.backbone].label, str(count.image_px),
          f"{count.trainable_params:,}", f"{count.total_params:,}",
          f"{100 * count.trainable_params / count.total_params:.2f}") for count in counts]))
     return 0
+
+
+def _print_entry(head: str, text: str, width: int, indent: int | None = None) -> None:
+    """`head` and `text`, wrapped to `width` columns with the lines after the first indented under the text (or to
+    `indent`); on one line when `width` is 0 or too narrow to help."""
+    indent = len(head) if indent is None else indent
+    if width - indent < 30:
+        print(head + text)
+        return
+    print(textwrap.fill(text, width=width, initial_indent=head, subsequent_indent=" " * indent,
+                        break_long_words=False, break_on_hyphens=False))
 
 
 def _aligned(lines: list[tuple[str, ...]]) -> str:
