@@ -212,16 +212,16 @@ def default_backbones() -> list[str]:
     return [*FULL_SIZE_BACKBONES, *(name for name in SAM2_BACKBONES if not BACKBONES[name].missing_requirement())]
 
 
-def left_out_notes() -> list[str]:
+def left_out_notes(where: str = "in the grid") -> list[str]:
     """One line per reason for the backbones that cannot be built here and so are not in the default grid (nor
     anywhere else), e.g. 'backbones sam2.1_hiera_t, ... are not in the grid: they need ...' (test-scale ones are
-    never in it, so not named)."""
+    never in it, so not named). `where` names what they are left out of ('listed' for `cadbench list`)."""
     by_reason: dict[str, list[str]] = {}
     for name, reason in unavailable_backbones().items():
         if not BACKBONES[name].test_scale:
             by_reason.setdefault(reason, []).append(name)
-    return [f"backbone {names[0]} is not in the grid: it {reason}" if len(names) == 1
-            else f"backbones {', '.join(names)} are not in the grid: they {_plural_verb(reason)}"
+    return [f"backbone {names[0]} is not {where}: it {reason}" if len(names) == 1
+            else f"backbones {', '.join(names)} are not {where}: they {_plural_verb(reason)}"
             for reason, names in by_reason.items()]
 
 

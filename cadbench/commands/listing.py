@@ -51,7 +51,7 @@ def listed_backbones() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cadbench.backbones import BACKBONES, unavailable_backbones
+    from cadbench.backbones import BACKBONES, left_out_notes
     from cadbench.families import FAMILIES
     from cadbench.params import count_parameters
     from cadbench.registry import parse_method_spec, unavailable_methods
@@ -63,9 +63,8 @@ def run(args: argparse.Namespace) -> int:
     left_out = {} if args.methods else unavailable_methods()
     for name, reason in left_out.items():
         print(f"cadbench: note: method {name} is not listed: it {reason}", file=sys.stderr)
-    for name, reason in ({} if args.backbone else unavailable_backbones()).items():
-        if not BACKBONES[name].test_scale:
-            print(f"cadbench: note: backbone {name} is not listed: it {reason}", file=sys.stderr)
+    for note in [] if args.backbone else left_out_notes("listed"):
+        print(f"cadbench: note: {note}", file=sys.stderr)
     sizes = args.image_size or [NATIVE_IMAGE_SIZE]
     pairs = []  # (backbone, method spec) where the method is defined on the backbone's model family
     for backbone in backbones:
