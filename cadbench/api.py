@@ -166,7 +166,8 @@ def run(
     launcher = launcher_for(launcher)
     cuda = launcher.cuda_where_cells_run()
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    if methods:
+    methods_named = bool(methods)
+    if methods_named:
         methods = list(methods)
     else:
         methods = default_methods()
@@ -178,7 +179,7 @@ def run(
         # beside the estimated full-size cells (cadbench.harness.cpu_share: LiteMedSAM with real weights, else the
         # test-scale SAM), so that the default run still reports measured throughput and quality.
         no_gpu = not cuda and not options.estimate_only and options.device != "cuda"
-        share = cpu_share() if no_gpu else None
+        share = cpu_share(methods_named) if no_gpu else None
         for note in left_out_notes():
             if not (share and share.backbone == TEST_SCALE and note.startswith(f"backbone {LITEMEDSAM} ")):
                 print(f"cadbench: note: {note}", file=sys.stderr)  # (LiteMedSAM's is said by the share's note)

@@ -26,10 +26,9 @@ def dry_run(monkeypatch, tmp_path):
     monkeypatch.setattr(api, "sweep", sweep)
     monkeypatch.setattr(api.torch.cuda, "is_available", lambda: False)
 
-    def run(**kwargs):
+    def run(methods=("decoder_only", "cad", "lora", "full"), **kwargs):
         with pytest.raises(Captured):
-            api.run(methods=["decoder_only", "cad", "lora", "full"], out=tmp_path / f"out{len(runs)}",
-                    show_progress=False, **kwargs)
+            api.run(methods=methods, out=tmp_path / f"out{len(runs)}", show_progress=False, **kwargs)
         runs.append(kwargs)
         return seen
 
@@ -51,6 +50,18 @@ def test_without_a_gpu_litemedsam_trains_the_methods_whose_backward_skips_its_en
     err = capsys.readouterr().err
     assert "LiteMedSAM (real weights) trains on this CPU at batch size 1" in err
     assert "5 steps timed after 2 warm-up unless --steps/--warmup say otherwise" in err
+
+
+def test_with_the_default_methods_litemedsam_fine_tunes_cad_beside_zero_shot(dry_run, capsys):
+    # the default run's CPU share is narrowed so that the README's main command stays within minutes: decoder_only,
+    # whose backward also skips the encoder, trains there only when --methods names it (the test above)
+    seen = dry_run(methods=None)
+    lite = {key.split("/")[0]: mode for key, mode in seen["modes"].items() if "/litemedsam/" in key}
+    assert lite["cad"] == lite["zero_shot"] == "cpu"
+    assert lite["decoder_only"] == lite["lora"] == lite["full"] == "estimate"
+    assert {mode for key, mode in seen["modes"].items() if "/litemedsam/" not in key} == {"estimate"}
+    err = " ".join(capsys.readouterr().err.split())
+    assert "for zero_shot and cad (name others whose backward skips the image encoder with --methods" in err
 
 
 def test_a_dataset_and_step_counts_the_user_names_are_kept(dry_run):
