@@ -13,7 +13,7 @@ NO_GPU = "measured only on a CUDA device; this cell ran without one"
 
 @dataclass(frozen=True)
 class DeviceDescription(RowPart):
-    name: str  # PyTorch's name of the GPU, or "cpu"
+    name: str  # PyTorch's name of the GPU, or "cpu" with the malloc tunables in effect (measure/cpu_allocator.py)
     total_memory_bytes: int | None = None  # the GPU's memory; None for the CPU
 
     def columns(self) -> dict[str, str | int | None]:
@@ -24,8 +24,13 @@ class DeviceDescription(RowPart):
 
 
 def describe_device(device: torch.device) -> DeviceDescription:
-    """The GPU's name and memory as PyTorch reports them (its first CUDA call: a lost device fails here), or the CPU."""
+    """The GPU's name and memory as PyTorch reports them (its first CUDA call: a lost device fails here), or the CPU
+    with the malloc tunables its process runs with."""
     if device.type == "cuda":
         return DeviceDescription(torch.cuda.get_device_name(device),
                                  torch.cuda.get_device_properties(device).total_memory)
+    if device.type == "cpu":
+        from cadbench.measure.cpu_allocator import describe_cpu
+
+        return DeviceDescription(describe_cpu())
     return DeviceDescription(device.type)

@@ -48,14 +48,18 @@ def run_in_fresh_process(cell: Cell, mode: Mode, options: RunOptions, context: R
     """Measure a cell in a new Python process: allocator state, fragmentation and crashes stay there.
 
     `environment` None: the cell's process collects its own (versions, GPU), as on a Slurm node. `extra_env` is
-    added to the process's environment (e.g. CUDA_VISIBLE_DEVICES); `on_start` gets its process group's id."""
+    added to the process's environment (e.g. CUDA_VISIBLE_DEVICES); `on_start` gets its process group's id. A cell
+    whose steps run on the CPU gets glibc's malloc tunables (cadbench.measure.cpu_allocator), read at its start."""
+    from cadbench.measure.cpu_allocator import cell_process_environment
+
+    allocator = cell_process_environment() if mode == "cpu" else {}
     spec = json.dumps({"cell": cell.as_dict(), "mode": mode, "options": options.as_dict(),
                        "context": context.as_dict(), "environment": environment})
     with tempfile.TemporaryDirectory(prefix="cadbench-cell-") as folder:
         result_path = Path(folder) / "row.json"
         returncode, stderr = run_cell_process(
             [sys.executable, "-m", "cadbench.harness.measure_cell", spec, str(result_path)],
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}, on_start=on_start)
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **allocator, **(extra_env or {})}, on_start=on_start)
         row = _read_row(result_path)
         if row is not None:
             return row
