@@ -17,6 +17,7 @@ from local_slurm import LocalSlurm, SlurmUnavailable, why_unavailable
 
 from cadbench.errors import CadbenchError
 from cadbench.harness.launchers.slurm.config import SlurmConfig, slurm_time_minutes
+from cadbench.measure.cpu_allocator import cell_process_environment
 
 TESTS = Path(__file__).parent
 GRID = ("--device", "cpu", "--backbone", "test_scale", "--batch-sizes", "1", "--steps", "1", "--warmup", "0",
@@ -62,8 +63,11 @@ def rows(out: Path) -> dict[str, dict]:
 
 
 def comparable(row: dict) -> dict:
-    """A row without its timings and the columns that say where it ran."""
+    """A row without its timings and the columns that say where it ran, and its device without the malloc tunables
+    its process started with (cadbench.measure.cpu_allocator: a cell process on the CPU gets them, as a Slurm job's
+    does; the local reference runs its cells in this process, which started without them)."""
     kept = {column: value for column, value in row.items() if column not in TIMING_COLUMNS | WHERE_COLUMNS}
+    kept["device"] = row["device"].split(" (GLIBC_TUNABLES=")[0]
     kept["null_reasons"] = {column: reason for column, reason in row["null_reasons"].items()
                             if column not in TIMING_COLUMNS | WHERE_COLUMNS}
     return kept
@@ -90,6 +94,8 @@ def test_a_slurm_sweep_gives_the_rows_a_local_run_gives(on_slurm, local_run, tmp
     for method, row in measured.items():
         assert row["status"] == "ok" and 0 <= row["iou"] <= 1
         assert comparable(row) == comparable(reference[method])
+        # the job's cell process started with the malloc tunables of a CPU cell, and its row says so
+        assert row["device"] == "cpu" + "".join(f" ({k}={v})" for k, v in cell_process_environment({}).items())
         assert row["slurm_job_id"].count("_") == 1 and Path(row["slurm_log"]).is_file()
         assert "Job completed successfully" in Path(row["slurm_log"]).read_text()
         assert row["slurm_state"] is None and "sacct -j" in row["null_reasons"]["slurm_state"]
