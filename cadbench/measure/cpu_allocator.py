@@ -6,11 +6,11 @@ never above 32 MiB) with a fresh mapping and unmaps it when it is freed, and giv
 to the kernel above a trim threshold (twice the mmap threshold). A LiteMedSAM step allocates and frees blocks of
 megabytes to tens of megabytes (Meta's mask decoder repeats the image embedding once per prompt: 17 MB for 4
 prompts, 147 MB for a test tile's 35 nuclei in scoring), so each step faults their pages in again and the kernel
-zeroes them. Measured on this project's 2-core machine (CPU,
-LiteMedSAM, batch 1, 4 prompts, each in a fresh process, twice; `benchmarks/bench_cpu_allocator.py` prints the
-table): a zero_shot inference step took 2.07 and 2.31 s (median of 5) with glibc's defaults, with 2.4 and 2.7
-million page faults and 7 to 8 s of kernel time over the 5 steps, and 1.24 and 1.42 s with `TUNABLES`, with
-(almost) no page faults; a cad training step 2.94 and 3.24 s against 2.85 and 2.47 s. PyTorch's CPU performance
+zeroes them. Measured on this project's 2-core machine (CPU, LiteMedSAM, batch 1, 4 prompts, each setting in a
+fresh process, 5 alternating pairs; `benchmarks/bench_cpu_allocator.py` prints the table): a zero_shot inference
+step was 1.3 to 1.8 times faster with `TUNABLES` in 4 pairs (e.g. 2.31 -> 1.42 s, median of 5; 2.65 million page
+faults and 8 s of kernel time over the 5 steps -> none), and as fast in one whose tuned steps were disturbed; a
+cad training step stayed within the machine's noise (0.86x to 1.31x). PyTorch's CPU performance
 guide recommends an allocator that keeps freed memory for the same reason (jemalloc, tcmalloc); glibc's own tunables
 do it with nothing more to install. Setting one tunable alone is worse: it turns the dynamic threshold off, and at
 its 128 KiB start every block is mapped (3.7 to 4.1 s).
