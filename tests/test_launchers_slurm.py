@@ -17,7 +17,7 @@ from local_slurm import LocalSlurm, SlurmUnavailable, why_unavailable
 
 from cadbench.errors import CadbenchError
 from cadbench.harness.launchers.slurm.config import SlurmConfig, slurm_time_minutes
-from cadbench.measure.cpu_allocator import cell_process_environment
+from cadbench.measure.cpu_allocator import cell_process_environment, describe_cpu
 
 TESTS = Path(__file__).parent
 GRID = ("--device", "cpu", "--backbone", "test_scale", "--batch-sizes", "1", "--steps", "1", "--warmup", "0",
@@ -95,7 +95,7 @@ def test_a_slurm_sweep_gives_the_rows_a_local_run_gives(on_slurm, local_run, tmp
         assert row["status"] == "ok" and 0 <= row["iou"] <= 1
         assert comparable(row) == comparable(reference[method])
         # the job's cell process started with the malloc tunables of a CPU cell, and its row says so
-        assert row["device"] == "cpu" + "".join(f" ({k}={v})" for k, v in cell_process_environment({}).items())
+        assert row["device"] == describe_cpu(cell_process_environment({}))
         assert row["slurm_job_id"].count("_") == 1 and Path(row["slurm_log"]).is_file()
         assert "Job completed successfully" in Path(row["slurm_log"]).read_text()
         assert row["slurm_state"] is None and "sacct -j" in row["null_reasons"]["slurm_state"]
