@@ -72,6 +72,53 @@ def test_a_target_batch_already_replayed_saves_the_second_point_of_the_line():
         assert 2 not in calls and len(fresh) <= 3, calls
 
 
+def _bends_down(batch_size: int) -> int:
+    """The shape of SAM's OOM line (decoder_only on vit_b, estimated, in MB: 4,354 at batch 1, 2,830 more per image
+    to batch 6, then 2,600 more per image): a line through its first points overshoots what later images add."""
+    return 4354 + 2830 * (min(batch_size, 6) - 1) + 2600 * max(batch_size - 6, 0)
+
+
+@pytest.mark.parametrize("capacity", [8000, 24000, 40000, 48000, 80000, 160000])
+def test_a_prediction_that_falls_short_is_followed_by_a_new_line_not_a_leap_toward_max_batch(capacity):
+    """Replays grow dearer with the batch size: while no size is known not to fit, nothing above B + 1 is replayed
+    (the search used to bisect toward max_batch after a short prediction: at 24 GB it replayed 36 for an answer
+    of 8)."""
+    calls = []
+    largest = search_largest(lambda b: calls.append(b) or _bends_down(b), capacity, max_batch=64)
+    assert largest == max(b for b in range(1, 65) if _bends_down(b) <= capacity)
+    assert max(calls) <= largest + 1 and len(calls) <= 6, calls
+
+
+def test_cards_searched_together_answer_as_separate_searches_from_fewer_replays(monkeypatch):
+    """`largest_fitting_batches`: every batch size replayed once for all the cards, each answer still replayed at B
+    and B + 1, and after the first card at most three new replays per card (its B and B + 1, here)."""
+    replayed = []
+
+    class Needs:
+        def __init__(self, batch_size: int) -> None:
+            self.batch_size = batch_size
+
+        def oom_capacity_bytes(self, context: int) -> int:
+            return _bends_down(self.batch_size) + context
+
+    def fake_estimate(cell, alloc_conf=None):
+        replayed.append(cell.batch_size)
+        return Needs(cell.batch_size)
+
+    monkeypatch.setattr(fit, "estimate_cell", fake_estimate)
+    capacities = [48000, 8000, 80000, 24000, 40000]  # answered in this order, searched smallest first
+    answers = fit.largest_fitting_batches(Cell("cad", "test_scale", 1), capacities, cuda_context_bytes=0,
+                                          alloc_conf=DEFAULT_ALLOCATOR)
+    assert answers == [search_largest(_bends_down, capacity, max_batch=64) for capacity in capacities]
+    assert len(replayed) == len(set(replayed))
+    for largest in answers:
+        assert {largest, largest + 1} <= set(replayed)
+    separate = []
+    for capacity in capacities:
+        search_largest(lambda b: separate.append(b) or _bends_down(b), capacity, max_batch=64)
+    assert len(replayed) <= 3 + 3 * (len(capacities) - 1) < len(separate), (replayed, separate)
+
+
 def test_a_real_cell_is_answered_from_exact_replays_at_b_and_b_plus_one(monkeypatch):
     replayed = []
 

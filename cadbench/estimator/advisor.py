@@ -40,7 +40,7 @@ from cadbench.estimator.cells import estimate_cell
 from cadbench.estimator.cheapest import cheapness, describe_levers
 from cadbench.estimator.cuda_runtime import DEFAULT_CUDA_CONTEXT_BYTES
 from cadbench.estimator.estimate import MemoryEstimate
-from cadbench.estimator.fit import DEFAULT_MAX_BATCH, largest_fitting_batch
+from cadbench.estimator.fit import DEFAULT_MAX_BATCH, largest_fitting_batches
 from cadbench.training.levers import not_applicable
 from cadbench.vocabulary.cell import Cell
 from cadbench.vocabulary.prompts import describe_prompts
@@ -218,9 +218,10 @@ def _advise_pair(plain: Cell, target_batch: int | None, capacities: list[int], c
                  config: AllocatorConfig, precisions: tuple[str, ...]) -> list[Advice]:
     if target_batch is not None:
         return _advise_one(plain, capacities, context, max_batch, config, precisions)
-    return [Advice(plain.method, plain.method_options, plain.backbone, capacity, context,
-                   largest_fitting_batch(plain, capacity, context, max_batch, config), None, None, None, None, None,
-                   0, 0, 0, cell_pixels(plain), prompts_per_image=plain.prompts_per_image) for capacity in capacities]
+    return [Advice(plain.method, plain.method_options, plain.backbone, capacity, context, largest, None, None, None,
+                   None, None, 0, 0, 0, cell_pixels(plain), prompts_per_image=plain.prompts_per_image)
+            for capacity, largest in zip(capacities, largest_fitting_batches(plain, capacities, context, max_batch,
+                                                                             config))]
 
 
 def _in_processes(search: Callable[[Cell], list[Advice]], plains: list[Cell], workers: int,
@@ -288,9 +289,9 @@ def _advise_one(plain: Cell, capacities: list[int], context: int, max_batch: int
                           if not any(other != cell and _stronger_or_equal(other, cell) for other in ranked)})
 
     answers = []
-    for capacity in capacities:
-        largest = largest_fitting_batch(replace(plain, batch_size=1), capacity, context, max_batch, config,
-                                        replayed=[plain.batch_size])
+    largest_plain = largest_fitting_batches(replace(plain, batch_size=1), capacities, context, max_batch, config,
+                                            replayed=[plain.batch_size])
+    for capacity, largest in zip(capacities, largest_plain):
         chosen, replayed, pruned = None, set(), 0
         failed: list[Cell] = []
         checked: set[str] = set()

@@ -5,13 +5,21 @@ memory the simulated caching allocator needs for setup, warm-up and the measured
 release-and-retry included, fragmentation and rounding counted), plus the CUDA context outside the allocator. It is a
 simulation of the allocator's algorithm on the estimator's trace (see reserved), not a measurement.
 
-The search: memory is close to affine in the batch size for these models, so the line through the last two
-replayed batch sizes predicts where the capacity is crossed, and the search replays that batch size and the one
-after it. A prediction only chooses what to replay next: the answer B is returned only once B was replayed and fits
-and B + 1 was replayed and does not (or B is `max_batch`), so no answer is ever extrapolated. The search keeps the
-largest size known to fit and the smallest known not to, and falls back to bisecting between them when a
-prediction lands outside; it assumes the line does not decrease with the batch size (true of every cell the
-estimator has measured).
+The search: memory is close to affine in the batch size for these models, so a line through two replayed batch sizes
+predicts where the capacity is crossed, and the search replays that batch size and its neighbour. A prediction only
+chooses what to replay next: the answer B is returned only once B was replayed and fits and B + 1 was replayed and
+does not (or B is `max_batch`), so no answer is ever extrapolated. The search keeps the largest size known to fit and
+the smallest known not to. While no size is known not to fit, the line goes through the two largest that fit, so a
+prediction that fell short (the curve bends down: SAM's OOM line grows by less per image past its first few images)
+is followed by another from the new points, never by a leap to half of `max_batch`: replays grow dearer with the
+batch size (the mask decoder runs once per image), and one at 36 costs as much as four at 3. Once a size is known
+not to fit, the line goes through the two sizes that bracket the crossing, and the search bisects between them when
+a prediction does not halve the bracket. It assumes the line does not decrease with the batch size (true of every
+cell the estimator has measured).
+
+Several cards are answered by one search per card, smallest first, sharing the replays: each card's search reads
+every batch size replayed before (they cost nothing: estimates are kept), so it starts from the crossings already
+found and mostly replays its own B and B + 1 (`largest_fitting_batches`).
 """
 
 from __future__ import annotations
@@ -35,19 +43,35 @@ def largest_fitting_batch(cell: Cell, capacity_bytes: int, cuda_context_bytes: i
     under the allocator settings `alloc_conf` (default: the environment's); 0 if not even batch size 1 fits.
     `replayed`: batch sizes of this cell the caller has already estimated (free to look at: estimates are kept),
     which the search reads before it predicts (see `search_largest`)."""
-    if capacity_bytes <= 0 or cuda_context_bytes < 0 or max_batch < 1:
+    return largest_fitting_batches(cell, [capacity_bytes], cuda_context_bytes, max_batch, alloc_conf, replayed)[0]
+
+
+def largest_fitting_batches(cell: Cell, capacities_bytes: Iterable[int],
+                            cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
+                            alloc_conf: AllocatorConfig | None = None, replayed: Iterable[int] = ()) -> list[int]:
+    """`largest_fitting_batch` for each capacity, in the order given. The capacities are searched smallest first,
+    each search reading every batch size replayed before it as free (see the module docstring): the answers are
+    those of separate searches, from fewer replays."""
+    capacities_bytes = list(capacities_bytes)
+    if any(capacity <= 0 for capacity in capacities_bytes) or cuda_context_bytes < 0 or max_batch < 1:
         raise CadbenchError(f"capacity must be positive, CUDA context not negative and max batch at least 1 "
-                            f"(got {capacity_bytes}, {cuda_context_bytes}, {max_batch})")
+                            f"(got {', '.join(map(str, capacities_bytes))}, {cuda_context_bytes}, {max_batch})")
     config = AllocatorConfig.from_environment() if alloc_conf is None else alloc_conf
     if not config.simulated:
         raise CadbenchError(f"cannot tell what fits with allocator setting {', '.join(config.not_simulated)}: the "
                             f"caching-allocator simulation does not model it")
+    needs: dict[int, int] = {}
 
     def needed(batch_size: int) -> int:
-        return estimate_cell(replace(cell, batch_size=batch_size), alloc_conf=config).oom_capacity_bytes(
-            cuda_context_bytes)
+        if batch_size not in needs:
+            needs[batch_size] = estimate_cell(replace(cell, batch_size=batch_size), alloc_conf=config) \
+                .oom_capacity_bytes(cuda_context_bytes)
+        return needs[batch_size]
 
-    return search_largest(needed, capacity_bytes, max_batch, free=replayed)
+    replayed = list(replayed)
+    answers = {capacity: search_largest(needed, capacity, max_batch, free=[*replayed, *needs])
+               for capacity in sorted(set(capacities_bytes))}
+    return [answers[capacity] for capacity in capacities_bytes]
 
 
 def search_largest(needed: Callable[[int], int], capacity_bytes: int, max_batch: int,
@@ -90,7 +114,9 @@ def search_largest(needed: Callable[[int], int], capacity_bytes: int, max_batch:
                 low = neighbour
             else:
                 high = neighbour
-        stalled = predicted and high - low > before / 2
+        # a prediction that did not halve a bracket: a curve far from a line, bisect next (with no size known not
+        # to fit, there is no bracket to halve: the next line goes through the two largest that fit)
+        stalled = predicted and high in known and high - low > before / 2
     return low
 
 
@@ -127,8 +153,8 @@ class FitRow:
 def fit_table(cells: Iterable[Cell], capacities_bytes: Iterable[int],
               cuda_context_bytes: int = DEFAULT_CUDA_CONTEXT_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
               alloc_conf: AllocatorConfig | None = None) -> list[FitRow]:
-    """`largest_fitting_batch` for every cell x capacity (estimates are shared between them)."""
+    """`largest_fitting_batch` for every cell x capacity (each cell's capacities searched together)."""
     capacities_bytes = list(capacities_bytes)
-    return [FitRow(cell, capacity, cuda_context_bytes,
-                   largest_fitting_batch(cell, capacity, cuda_context_bytes, max_batch, alloc_conf))
-            for cell in cells for capacity in capacities_bytes]
+    return [FitRow(cell, capacity, cuda_context_bytes, largest)
+            for cell in cells for capacity, largest in zip(capacities_bytes, largest_fitting_batches(
+                cell, capacities_bytes, cuda_context_bytes, max_batch, alloc_conf))]
