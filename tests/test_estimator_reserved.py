@@ -1,6 +1,7 @@
 """Reserved memory and the OOM line: the simulated caching allocator over a step's whole allocation history."""
 
 import json
+import random
 
 import pandas as pd
 import pytest
@@ -64,21 +65,43 @@ def test_a_budget_failing_amid_successes_stops_the_search_only_if_tried(failing_
     assert line == 1000 - 7 * line_steps and completes(line) and not completes(line - 7)
 
 
-def test_going_on_from_a_snapshot_equals_running_the_whole_trace_with_the_budget():
-    """The search runs each budget from the last snapshot before the first request that budget refuses."""
+def _completes_from_the_start(trace, config: AllocatorConfig, budget: int) -> bool:
+    """The whole trace run afresh with `budget`: no snapshot, no run reused."""
     from cadbench.estimator.caching_allocator import CachingAllocator, OutOfMemory
 
+    allocator = CachingAllocator(config, budget)
+    try:
+        for ident, nbytes, stream in trace.events:
+            allocator.malloc(ident, nbytes, stream) if nbytes else allocator.free(ident)
+    except OutOfMemory:
+        return False
+    return True
+
+
+def test_going_on_from_a_snapshot_equals_running_the_whole_trace_with_the_budget():
+    """The search runs each budget from the last snapshot before the first request that budget refuses."""
     trace = _trace("sam_adapter")
     search = _OomSearch(trace, AllocatorConfig())
     for budget in range(search.unlimited.reserved_bytes - 64 * MiB, search.unlimited.reserved_bytes + 1, 2 * MiB):
-        allocator = CachingAllocator(AllocatorConfig(), budget)
-        try:
-            for ident, nbytes, stream in trace.events:
-                allocator.malloc(ident, nbytes, stream) if nbytes else allocator.free(ident)
-            whole = True
-        except OutOfMemory:
-            whole = False
-        assert search.completes(budget) == whole
+        assert search.completes(budget) == _completes_from_the_start(trace, AllocatorConfig(), budget)
+
+
+@pytest.mark.parametrize("alloc_conf", ["", "expandable_segments:True", "max_split_size_mb:20",
+                                        "roundup_power2_divisions:4"])
+def test_a_budget_within_a_simulated_run_s_granted_and_refused_totals_is_answered_as_its_own_run(alloc_conf):
+    """A budget between the largest total a simulated run was granted and the smallest it was refused gets that
+    run's outcome without a simulation of its own; each answer is checked against the whole trace run afresh with
+    that budget, budgets from below the allocated peak to the peak reserved, in random order."""
+    config = AllocatorConfig.parse(alloc_conf)
+    trace = _trace("sam_adapter", batch_size=3)
+    search = _OomSearch(trace, config)
+    top, bottom = search.unlimited.reserved_bytes, search.unlimited.peak_allocated_bytes - 16 * MiB
+    budgets = [*range(bottom, top, (top - bottom) // 97 or 1), top]
+    random.Random(alloc_conf).shuffle(budgets)
+    outcomes = [search.completes(budget) for budget in budgets]
+    assert outcomes == [_completes_from_the_start(trace, config, budget) for budget in budgets]
+    assert True in outcomes and False in outcomes
+    assert search.probes < len(budgets) - 10  # many were answered from runs already simulated
 
 
 @pytest.mark.parametrize("method", ["decoder_only", "sam_adapter", "cad"])

@@ -23,7 +23,10 @@ above its line.
 
 Cost: one pass over the trace with no limit, which notes each request to the driver that set a new high (the only
 places where a run with a budget can first differ) and keeps a snapshot of the allocator every 1/16 of the trace;
-each budget tried then goes on from the last snapshot before its first difference, not from the start.
+each budget tried then goes on from the last snapshot before its first difference, not from the start. A budget
+between the largest total a simulated run was granted and the smallest it was refused runs exactly as that run did
+(the budget only enters the simulation as `total > budget` before each request to the driver), so it gets that
+run's outcome without a simulation (`_Probe`); the budgets tried, and so the line, are the same as without.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class _OomSearch:
         self.record_events: list[int] = []  # trace index of each request to the driver that set a new high ...
         self.record_needs: list[int] = []  # ... and the total it asked for (increasing)
         self.snapshots: dict[int, CachingAllocator] = {}  # trace index -> allocator state before that event
+        self.known_runs: list[tuple[int, float, bool]] = []  # budgets [from, to) that run as a simulated one, its outcome
         self.unlimited = self._run_unlimited()
 
     def _run_unlimited(self) -> CachingAllocator:
@@ -94,20 +98,45 @@ class _OomSearch:
         first_difference = bisect_right(self.record_needs, budget)
         if first_difference == len(self.record_needs):
             return True  # every request to the driver fits: the run is the unlimited one
+        for lowest, highest, completed in self.known_runs:
+            if lowest <= budget < highest:
+                return completed  # the run with this budget is one already simulated (see _Probe)
         event = self.record_events[first_difference]
         start = max(index for index in self.snapshots if index <= event)
         self.probes += 1
+        # every request to the driver before the first difference was granted, none asking more than this
+        probe = _Probe(budget, self.record_needs[first_difference - 1] if first_difference else 0)
+        allocator = self.snapshots[start].copy(budget)
+        allocator.on_segment = probe.on_segment
         try:
-            _run(self.snapshots[start].copy(budget), self.trace.events, start, len(self.trace.events))
+            _run(allocator, self.trace.events, start, len(self.trace.events))
+            completed = True
         except OutOfMemory:
-            return False
-        return True
+            completed = False
+        self.known_runs.append((probe.granted, probe.refused, completed))
+        return completed
 
     def line(self) -> int:
         """The OOM line of this trace (see search_line), above the most memory ever handed out at once."""
         highest = self.unlimited.reserved_bytes
         return search_line(self.completes, highest, _allocated_peak(self.trace, self.unlimited),
                            resolution(highest, self.config))
+
+
+class _Probe:
+    """What one budgeted run asked the driver. The budget only ever enters the simulation as the test `total the
+    driver would hold > budget` before each request to it (CachingAllocator's `on_segment` sees every such total).
+    So any budget from the largest total granted up to, not including, the smallest refused gives every test the
+    same result: the same run, to the same end (completed, or out of memory at the same request)."""
+
+    def __init__(self, budget: int, granted_before: int) -> None:
+        self.budget, self.granted, self.refused = budget, granted_before, math.inf  # inf: none refused
+
+    def on_segment(self, total: int) -> None:
+        if total <= self.budget:
+            self.granted = max(self.granted, total)
+        else:
+            self.refused = min(self.refused, total)
 
 
 def search_line(completes: Callable[[int], bool], highest: int, lowest: int, step: int) -> int:
