@@ -70,7 +70,7 @@ class _OomSearch:
         self.record_events: list[int] = []  # trace index of each request to the driver that set a new high ...
         self.record_needs: list[int] = []  # ... and the total it asked for (increasing)
         self.snapshots: dict[int, CachingAllocator] = {}  # trace index -> allocator state before that event
-        self.known_runs: list[tuple[int, float, bool]] = []  # budgets [from, to) that run as a simulated one, its outcome
+        self.known_runs: list[tuple[int, float, bool]] = []  # [from, to) budgets that run as one simulated; outcome
         self.unlimited = self._run_unlimited()
 
     def _run_unlimited(self) -> CachingAllocator:
