@@ -20,7 +20,9 @@ the smallest known not to.
 It assumes the line does not decrease with the batch size. That holds across the range, but not between every two
 neighbours: the simulated allocator's rounding can make one batch size need a little less than the one before (0.46 GB
 less at 12 than at 11 for decoder_only on vit_h). Where a dip lies across a capacity, the answer is still a B that fits
-with B + 1 that does not, both replayed, but a larger B past the dip may fit too.
+with B + 1 that does not, both replayed, but which side of the dip it lands on depends on the sizes replayed before:
+cad on sam2.1_hiera_l needs 35.70, 40.17, 39.95 and 41.96 GB at 17 to 20 (estimated), and at 40 GB the answer is 19,
+with 18 not fitting (the search before 6d1974d answered 17).
 
 Several cards are answered by one search per card, smallest first, sharing the replays: each card's search reads
 every batch size replayed before (they cost nothing: estimates are kept), so it starts from the crossings already
