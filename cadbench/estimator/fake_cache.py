@@ -69,8 +69,8 @@ class FakeOpCache:
         try:
             if func in self._value_blind:
                 key = (func, self._blind_key(args), self._blind_key(kwargs))
-            else:
-                key = (func, self._key(args), self._key(kwargs))
+            else:  # no keyword arguments is the common case: () is what _key gives for {}
+                key = (func, self._key(args), self._key(kwargs) if kwargs else ())
         except _Uncacheable:
             return func(*args, **kwargs)
         entry = self.entries.get(key)

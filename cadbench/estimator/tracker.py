@@ -128,6 +128,11 @@ class MemoryTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is _PRIM_DEVICE and self.run_op is not None:
+            # A device query (two thirds of a fake replay's dispatches; the autograd engine asks for every gradient)
+            # allocates nothing, so nothing is counted or observed; the op runner answers it as it would inside or
+            # outside the measured code (a fake tensor's device either way).
+            return self.run_op(func, args, kwargs)
         if self.outside():
             with _disable_current_modes():
                 return func(*args, **kwargs)
