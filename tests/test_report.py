@@ -302,6 +302,30 @@ def test_a_noisy_timing_is_marked_in_the_table_and_explained_under_it(tmp_path):
     assert "images/s marked “noisy”: the slowest steps (p90) took over 2×" in html
 
 
+def test_each_row_names_the_device_its_steps_ran_on_and_an_estimate_names_none(tmp_path):
+    """The results table's device column: the GPU a launcher pinned the cell to, the CPU with the name (not the long
+    value) of the malloc setting it ran under, a dash where no step ran on a device."""
+    store = ResultStore(tmp_path / "run")
+    store.open({"mode": "cuda"}, {"torch_version": "test"})
+    devices = {1: ("NVIDIA Fake H100 80GB", 3), 2: ("NVIDIA Fake L4", None),
+               4: ("cpu (GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824)", None), 8: (None, None)}
+    for batch, (device, gpu_index) in devices.items():
+        row = new_row({"method": "cad", "backbone": "vit_b", "test_scale": False, "batch_size": batch,
+                       "precision": "fp32"}, {"torch_version": "test"})
+        row.update(status="ok", peak_memory_bytes=batch * GB, memory_source="cuda" if device else "estimated",
+                   device=device, gpu_index=gpu_index, weights="random")
+        store.append(explain_nulls(row, {"*": "not measured in this test"}))
+    html = build_report([tmp_path / "run"]).read_text()
+    table = html[html.index("<tbody>"):html.index("</tbody>")]
+    lines = [[re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td[^>]*>.*?</td>", line)]
+             for line in re.findall(r"<tr>.*?</tr>", table)]
+    header = re.findall(r"<th[^>]*>(.*?)</th>", html[html.index("<thead>"):html.index("</thead>")])
+    column = header.index("device")
+    assert header[column - 1] == "source"
+    assert [line[column] for line in lines] == ["GPU 3: NVIDIA Fake H100 80GB", "NVIDIA Fake L4",
+                                                "cpu (GLIBC_TUNABLES)", "—"]
+
+
 def test_the_lever_table_names_the_cheapest_combination_in_the_results_that_fits_each_card(tmp_path):
     store = ResultStore(tmp_path / "run")
     store.open({"mode": "estimate"}, {"torch_version": "test"})

@@ -75,9 +75,23 @@ def _fmt(value, pattern="{:.2f}") -> str:
     return "—" if value is None or pd.isna(value) else pattern.format(value)
 
 
+def _device(row: pd.Series) -> str:
+    """Where the row's steps ran, as its `device` column says: 'GPU 1: NVIDIA H100 80GB HBM3' (the index where a
+    launcher pinned the cell to one), 'cpu' with the name of the malloc setting it ran under (its value is in the row
+    file), or '—' where no step ran on a device (an estimate)."""
+    device = row.get("device")
+    if device is None or pd.isna(device):
+        return "—"
+    name, _, setting = str(device).partition(" (")
+    if setting:  # "cpu (GLIBC_TUNABLES=...)": the variable's name, not its long value
+        return f"{name} ({setting.split('=', 1)[0].rstrip(')')})"
+    index = row.get("gpu_index")
+    return f"GPU {int(index)}: {name}" if index is not None and not pd.isna(index) else name
+
+
 def _table(rows: pd.DataFrame, baseline: str | None,
            references: list[Reference] = ()) -> tuple[list[str], list[list[dict]]]:
-    columns = ["method", "batch", "precision", "status", "peak memory", "source",
+    columns = ["method", "batch", "precision", "status", "peak memory", "source", "device",
                *[reference.column for reference in references],
                f"× {baseline}" if baseline else "×",
                "reserved", "images/s", "FLOPs/step", "IoU", "Dice", "trainable params"]
@@ -100,13 +114,13 @@ def _table(rows: pd.DataFrame, baseline: str | None,
         if throughput != "—" and row.get("step_time_noisy") is True:
             throughput += " noisy"
         values = [row["method"], str(row["batch_size"]), row["precision"],
-                  status, peak, _fmt(row["memory_source"] or None, "{}"),
+                  status, peak, _fmt(row["memory_source"] or None, "{}"), _device(row),
                   *[reference.error_of(row) or "—" for reference in references],
                   ratio, _fmt_bytes(row["reserved_memory_bytes"]), throughput,
                   _fmt(row["flops_per_step"], "{:.3g}"), *_quality_cells(row),
                   _fmt(row["trainable_params"], "{:,.0f}")]
-        lines.append([{"text": value, "css": ("text " if index < 3 else "") + (status_css if index in (3, 4) else "")}
-                      for index, value in enumerate(values)])
+        lines.append([{"text": value, "css": ("text " if index < 3 or index == 6 else "")
+                       + (status_css if index in (3, 4) else "")} for index, value in enumerate(values)])
     return columns, lines
 
 
