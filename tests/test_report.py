@@ -319,11 +319,16 @@ def test_each_row_names_the_device_its_steps_ran_on_and_an_estimate_names_none(t
     table = html[html.index("<tbody>"):html.index("</tbody>")]
     lines = [[re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td[^>]*>.*?</td>", line)]
              for line in re.findall(r"<tr>.*?</tr>", table)]
-    header = re.findall(r"<th[^>]*>(.*?)</th>", html[html.index("<thead>"):html.index("</thead>")])
+    header = re.findall(r"<th(?: [^>]*)?>(.*?)</th>", html[html.index("<thead>"):html.index("</thead>")])
     column = header.index("device")
     assert header[column - 1] == "source"
     assert [line[column] for line in lines] == ["GPU 3: NVIDIA Fake H100 80GB", "NVIDIA Fake L4",
                                                 "cpu (GLIBC_TUNABLES)", "—"]
+    # a table of estimates only: no step ran on a device, so no column of dashes
+    html = build_report([_fake_results(tmp_path / "estimated")]).read_text()
+    header = re.findall(r"<th(?: [^>]*)?>(.*?)</th>", html[html.index("<thead>"):html.index("</thead>")])
+    assert header[:6] == ["method", "batch", "precision", "status", "peak memory", "source"]
+    assert "device" not in header
 
 
 def test_the_lever_table_names_the_cheapest_combination_in_the_results_that_fits_each_card(tmp_path):

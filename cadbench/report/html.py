@@ -91,7 +91,9 @@ def _device(row: pd.Series) -> str:
 
 def _table(rows: pd.DataFrame, baseline: str | None,
            references: list[Reference] = ()) -> tuple[list[str], list[list[dict]]]:
-    columns = ["method", "batch", "precision", "status", "peak memory", "source", "device",
+    # where every row is an estimate, no step ran on a device: no column of dashes
+    show_device = "device" in rows and bool(rows["device"].notna().any())
+    columns = ["method", "batch", "precision", "status", "peak memory", "source", *(["device"] if show_device else []),
                *[reference.column for reference in references],
                f"× {baseline}" if baseline else "×",
                "reserved", "images/s", "FLOPs/step", "IoU", "Dice", "trainable params"]
@@ -114,12 +116,12 @@ def _table(rows: pd.DataFrame, baseline: str | None,
         if throughput != "—" and row.get("step_time_noisy") is True:
             throughput += " noisy"
         values = [row["method"], str(row["batch_size"]), row["precision"],
-                  status, peak, _fmt(row["memory_source"] or None, "{}"), _device(row),
+                  status, peak, _fmt(row["memory_source"] or None, "{}"), *([_device(row)] if show_device else []),
                   *[reference.error_of(row) or "—" for reference in references],
                   ratio, _fmt_bytes(row["reserved_memory_bytes"]), throughput,
                   _fmt(row["flops_per_step"], "{:.3g}"), *_quality_cells(row),
                   _fmt(row["trainable_params"], "{:,.0f}")]
-        lines.append([{"text": value, "css": ("text " if index < 3 or index == 6 else "")
+        lines.append([{"text": value, "css": ("text " if index < 3 else "")
                        + (status_css if index in (3, 4) else "")} for index, value in enumerate(values)])
     return columns, lines
 
