@@ -82,9 +82,9 @@ def _device(row: pd.Series) -> str:
     device = row.get("device")
     if device is None or pd.isna(device):
         return "—"
-    name, _, setting = str(device).partition(" (")
-    if setting:  # "cpu (GLIBC_TUNABLES=...)": the variable's name, not its long value
-        return f"{name} ({setting.split('=', 1)[0].rstrip(')')})"
+    name = str(device)
+    if name.startswith("cpu ("):  # "cpu (GLIBC_TUNABLES=...)": the variable's name, not its long value
+        return f"cpu ({name[len('cpu ('):].split('=', 1)[0].rstrip(')')})"
     index = row.get("gpu_index")
     return f"GPU {int(index)}: {name}" if index is not None and not pd.isna(index) else name
 
