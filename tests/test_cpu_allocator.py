@@ -8,7 +8,7 @@ import torch
 from cadbench.harness.launchers import local
 from cadbench.harness.options import RunContext, RunOptions
 from cadbench.measure import cpu_allocator
-from cadbench.measure.cpu_allocator import TUNABLES, cell_process_environment, describe_cpu
+from cadbench.measure.cpu_allocator import TUNABLES, cell_process_environment, describe_cpu, short_cpu_description
 from cadbench.measure.device import describe_device
 from cadbench.vocabulary.cell import Cell
 
@@ -50,3 +50,11 @@ def test_the_row_says_which_tunables_a_cpu_step_ran_with(monkeypatch):
     assert describe_device(torch.device("cpu")).columns()["device"] == f"cpu (GLIBC_TUNABLES={TUNABLES})"
     monkeypatch.delenv("GLIBC_TUNABLES")
     assert describe_cpu() == "cpu"
+
+
+def test_a_table_names_the_tunables_a_cpu_step_ran_with_without_their_value(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", TUNABLES)
+    assert short_cpu_description(describe_cpu()) == "cpu (GLIBC_TUNABLES)"
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    assert short_cpu_description(describe_cpu()) == "cpu"
+    assert short_cpu_description("NVIDIA Fake H100 (80GB)") == "NVIDIA Fake H100 (80GB)"  # a GPU's name, whole

@@ -46,3 +46,9 @@ def describe_cpu(environ: Mapping[str, str] | None = None) -> str:
     environ = os.environ if environ is None else environ
     tunables = environ.get(VARIABLE)
     return f"cpu ({VARIABLE}={tunables})" if tunables else "cpu"
+
+
+def short_cpu_description(device: str) -> str:
+    """`describe_cpu`'s text without the tunables' long value, for a table: "cpu (GLIBC_TUNABLES)" or "cpu". Any
+    other device name (a GPU's) is returned as it is."""
+    return f"cpu ({VARIABLE})" if device.startswith(f"cpu ({VARIABLE}=") else device

@@ -16,6 +16,7 @@ from cadbench.families import FAMILIES
 from cadbench.files import read_side_file, write_atomically
 from cadbench.harness.options import DEFAULT_PROTOCOL
 from cadbench.harness.results.documents import load_results
+from cadbench.measure.cpu_allocator import short_cpu_description
 from cadbench.measure.timing import NOISY_SPREAD
 from cadbench.report import charts
 from cadbench.report.reference import DEFAULT_REFERENCE_ROOT, Reference, choose_references, load_references
@@ -82,9 +83,7 @@ def _device(row: pd.Series) -> str:
     device = row.get("device")
     if device is None or pd.isna(device):
         return "—"
-    name = str(device)
-    if name.startswith("cpu ("):  # "cpu (GLIBC_TUNABLES=...)": the variable's name, not its long value
-        return f"cpu ({name[len('cpu ('):].split('=', 1)[0].rstrip(')')})"
+    name = short_cpu_description(str(device))
     index = row.get("gpu_index")
     return f"GPU {int(index)}: {name}" if index is not None and not pd.isna(index) else name
 
